@@ -1,0 +1,12 @@
+//! The conformance suite: starts real reverse proxies in front of the mock backend, runs every
+//! check of the guides through them, grades each with evidence and reports the matrix.
+//!
+//! - [`proxies`]: which proxies exist, how to install and start them, how configs are rendered.
+//! - [`backend`]: the mock backend instances a run puts behind a proxy.
+//! - [`checks`]: one module per area of the guide, each check graded with evidence.
+//! - [`report`]: the machine-readable results and the published matrix.
+
+pub mod backend;
+pub mod checks;
+pub mod proxies;
+pub mod report;
