@@ -10,3 +10,4 @@ pub mod backend;
 pub mod checks;
 pub mod proxies;
 pub mod report;
+pub mod run;

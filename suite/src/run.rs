@@ -1,0 +1,289 @@
+//! One run: a proxy with a config and a backend profile, every selected check graded through
+//! it. Also the direct control (the same checks against the mock itself) and the plan of a
+//! whole matrix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+
+use mock_server::Profile;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backends;
+use crate::checks::{self, Grade, Outcome, Target};
+use crate::proxies::{ConfigFile, ProxySpec, Runtime, SetupError};
+
+/// The password the backends take while `auth.origin` runs.
+const UI_PASSWORD: &str = "proxy-suite-ui-password";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub spec: ProxySpec,
+    pub config: ConfigFile,
+    pub profile: Profile,
+    pub idle: Duration,
+    /// Check ids to run; empty means all.
+    pub only: Vec<String>,
+    /// Keep the proxy's prefix when a check fails (for a user debugging their config).
+    pub keep_on_fail: bool,
+}
+
+/// The result of one proxy x config x profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// `nginx@1.22`, `npm`, or `direct`.
+    pub proxy: String,
+    /// The exact version the binary reported (None when it could not run).
+    pub version: Option<String>,
+    /// Where the binary came from.
+    pub source: String,
+    /// `nginx/openchamber-guide.conf`.
+    pub config: String,
+    pub profile: Profile,
+    /// Set when the proxy could not be brought up: not a check result.
+    pub setup_error: Option<SetupIssue>,
+    /// What the suite rewrote in the config.
+    pub rewrites: Vec<String>,
+    pub checks: Vec<Outcome>,
+    pub elapsed_ms: u64,
+}
+
+/// Why a run has no grades.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetupIssue {
+    /// `missing` (a skip: binary not installed), `invalid-config`, `not-ready`, `error`.
+    pub kind: String,
+    pub message: String,
+}
+
+impl RunResult {
+    pub fn worst(&self) -> Option<Grade> {
+        self.checks.iter().map(|c| c.grade).filter(|g| *g != Grade::Skip).max()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.grade == Grade::Fail)
+    }
+}
+
+/// The profiles a config is run under: DorkOS configs (port 4242) under `dorkos`, every other
+/// config under `openchamber` (backend helps with `X-Accel-Buffering`, heartbeats) and `bare`
+/// (it does not), so a config that passes only because the backend helps is visible.
+pub fn profiles_for(config: &ConfigFile) -> Vec<Profile> {
+    let text = std::fs::read_to_string(&config.path).unwrap_or_default();
+    if text.contains(":4242") {
+        vec![Profile::Dorkos]
+    } else {
+        vec![Profile::Openchamber, Profile::Bare]
+    }
+}
+
+/// Selected check ids, in catalogue order.
+pub fn selected(only: &[String]) -> Vec<&'static str> {
+    checks::catalogue().iter().map(|c| c.id).filter(|id| only.is_empty() || only.iter().any(|o| o == id)).collect()
+}
+
+/// Orders the checks of concurrent runs so that their measurements do not disturb each other:
+/// the timing-sensitive checks of every run first, the 50 MB uploads only after all of them,
+/// a few at a time; the long idle checks start at once and span both phases, so a whole
+/// matrix costs about one idle period.
+#[derive(Clone)]
+pub struct Schedule {
+    timing_left: Arc<watch::Sender<usize>>,
+    uploads: Arc<Semaphore>,
+}
+
+impl Schedule {
+    /// For `runs` concurrent runs, with `upload_slots` uploads at a time.
+    pub fn new(runs: usize, upload_slots: usize) -> Schedule {
+        Schedule { timing_left: Arc::new(watch::channel(runs).0), uploads: Arc::new(Semaphore::new(upload_slots.max(1))) }
+    }
+
+    /// A schedule for one run alone.
+    pub fn single() -> Schedule {
+        Schedule::new(1, 1)
+    }
+
+    /// Marks one run's timing phase as over (also on early exits, through [`Arrival`]).
+    fn arrive(&self) {
+        self.timing_left.send_modify(|left| *left = left.saturating_sub(1));
+    }
+
+    async fn all_timing_done(&self) {
+        let mut rx = self.timing_left.subscribe();
+        let _ = rx.wait_for(|left| *left == 0).await;
+    }
+}
+
+/// A run's place in the [`Schedule`]: arrives when dropped, so a run that ends early (setup
+/// error) never holds the others back.
+struct Arrival {
+    schedule: Schedule,
+    arrived: bool,
+}
+
+impl Arrival {
+    fn new(schedule: &Schedule) -> Arrival {
+        Arrival { schedule: schedule.clone(), arrived: false }
+    }
+
+    fn arrive(&mut self) {
+        if !self.arrived {
+            self.arrived = true;
+            self.schedule.arrive();
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.arrive();
+    }
+}
+
+/// Checks that push 50 MB bodies: they run after every run's timing checks.
+fn is_bulky(id: &str) -> bool {
+    id.starts_with("body.")
+}
+
+/// Grades every selected check on `target`. `auth.origin` runs after the other short checks,
+/// alone, with the backends in auth mode (the UI password would make every other check need
+/// credentials); the long idle checks have made their requests by then.
+async fn grade(target: &Target, backends: &Backends, only: &[String], arrival: &mut Arrival) -> Vec<Outcome> {
+    let ids = selected(only);
+    let is_long = |id: &str| checks::info(id).is_some_and(|c| c.long);
+    let long: Vec<&str> = ids.iter().copied().filter(|id| is_long(id)).collect();
+    let bulky: Vec<&str> = ids.iter().copied().filter(|id| is_bulky(id)).collect();
+    let timing: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| !is_long(id) && !is_bulky(id) && *id != "auth.origin")
+        .collect();
+    let long_checks = futures::future::join_all(long.iter().map(|id| checks::run(id, target)));
+    let short_checks = async {
+        let mut outcomes = futures::future::join_all(timing.iter().map(|id| checks::run(id, target))).await;
+        if ids.contains(&"auth.origin") {
+            backends.set_ui_password(Some(UI_PASSWORD));
+            let mut authed = target.clone();
+            authed.ui_password = Some(UI_PASSWORD.into());
+            outcomes.push(checks::run("auth.origin", &authed).await);
+            backends.set_ui_password(None);
+        }
+        arrival.arrive();
+        arrival.schedule.all_timing_done().await;
+        for id in &bulky {
+            let _slot = arrival.schedule.uploads.acquire().await;
+            outcomes.push(checks::run(id, target).await);
+        }
+        outcomes
+    };
+    let (mut outcomes, long_outcomes) = futures::future::join(short_checks, long_checks).await;
+    outcomes.extend(long_outcomes);
+    let order = |id: &str| ids.iter().position(|i| *i == id).unwrap_or(usize::MAX);
+    outcomes.sort_by_key(|o| order(&o.id));
+    outcomes
+}
+
+/// Runs the checks against the mock itself: the control every proxy is compared with.
+pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration, only: &[String], schedule: &Schedule) -> RunResult {
+    let mut arrival = Arrival::new(schedule);
+    let started = std::time::Instant::now();
+    let mut result = RunResult {
+        proxy: "direct".into(),
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        source: "mock-server (no proxy)".into(),
+        config: "direct".into(),
+        profile,
+        setup_error: None,
+        rewrites: Vec::new(),
+        checks: Vec::new(),
+        elapsed_ms: 0,
+    };
+    let backends = match Backends::start(profile, backends_count).await {
+        Ok(b) => b,
+        Err(e) => {
+            result.setup_error = Some(SetupIssue { kind: "error".into(), message: format!("cannot start the mock: {e}") });
+            return result;
+        }
+    };
+    let target = Target {
+        label: "direct".into(),
+        addr: backends.addrs()[0],
+        host: format!("{}", backends.addrs()[0]),
+        profile,
+        backends: backends.instance_ids(),
+        idle,
+        direct: true,
+        ui_password: None,
+    };
+    result.checks = grade(&target, &backends, only, &mut arrival).await;
+    backends.shutdown().await;
+    result.elapsed_ms = started.elapsed().as_millis() as u64;
+    result
+}
+
+/// Starts backends and the proxy, grades the checks through it, stops everything.
+pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Schedule) -> RunResult {
+    let mut arrival = Arrival::new(schedule);
+    let started = std::time::Instant::now();
+    let mut result = RunResult {
+        proxy: req.spec.name.clone(),
+        version: None,
+        source: req.spec.source.describe(),
+        config: req.config.id.clone(),
+        profile: req.profile,
+        setup_error: None,
+        rewrites: Vec::new(),
+        checks: Vec::new(),
+        elapsed_ms: 0,
+    };
+    let backends = match Backends::start(req.profile, req.config.backends).await {
+        Ok(b) => b,
+        Err(e) => {
+            result.setup_error = Some(SetupIssue { kind: "error".into(), message: format!("cannot start the mock: {e}") });
+            return result;
+        }
+    };
+    let addrs = backends.addrs();
+    let (spec, config) = (req.spec.clone(), req.config.clone());
+    let started_proxy = tokio::task::spawn_blocking(move || runtime.start(&spec, &config, &addrs))
+        .await
+        .unwrap_or_else(|e| Err(SetupError::Io(format!("launcher panicked: {e}"))));
+    let mut instance = match started_proxy {
+        Ok(instance) => instance,
+        Err(e) => {
+            let kind = match &e {
+                SetupError::Missing { .. } => "missing",
+                SetupError::InvalidConfig { .. } | SetupError::Render { .. } => "invalid-config",
+                SetupError::NotReady { .. } => "not-ready",
+                SetupError::Io(_) => "error",
+            };
+            result.setup_error = Some(SetupIssue { kind: kind.into(), message: e.to_string() });
+            backends.shutdown().await;
+            result.elapsed_ms = started.elapsed().as_millis() as u64;
+            return result;
+        }
+    };
+    result.version = Some(instance.version.clone());
+    result.rewrites = instance.rewrites.clone();
+    let target = Target {
+        label: format!("{}/{}", req.spec.name, req.config.id),
+        addr: instance.addr,
+        host: instance.host.clone(),
+        profile: req.profile,
+        backends: backends.instance_ids(),
+        idle: req.idle,
+        direct: false,
+        ui_password: None,
+    };
+    result.checks = grade(&target, &backends, &req.only, &mut arrival).await;
+    if req.keep_on_fail && result.failed() {
+        instance.keep_prefix();
+    }
+    tokio::task::spawn_blocking(move || instance.stop()).await.ok();
+    backends.shutdown().await;
+    result.elapsed_ms = started.elapsed().as_millis() as u64;
+    result
+}

@@ -1,0 +1,212 @@
+//! The proxy runner against the real binaries: every config validates with its proxy's own
+//! checker, each proxy carries plain, SSE and WebSocket traffic through a minimal good config,
+//! bad input is a setup error with the proxy's message, a missing binary is a skip with a
+//! hint, and nothing is left running afterwards.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mock_server::Profile;
+use suite::backend::Backends;
+use suite::proxies::{self, catalogue, Availability, ConfigFile, Kind, NativeRuntime, ProxySpec, Runtime, SetupError};
+
+fn runtime() -> NativeRuntime {
+    NativeRuntime::new(proxies::config::default_root())
+}
+
+/// Every proxy available on this machine; the missing ones are printed (they are skips).
+fn available() -> Vec<ProxySpec> {
+    catalogue::all()
+        .into_iter()
+        .filter(|spec| match spec.availability() {
+            Availability::Available { .. } => true,
+            Availability::Missing { reason, hint } => {
+                eprintln!("SKIP {}: {reason} ({hint})", spec.name);
+                false
+            }
+        })
+        .collect()
+}
+
+fn config(id: &str) -> ConfigFile {
+    let path = proxies::config::default_root().join(id);
+    ConfigFile::load(&path, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A config of each kind that should carry plain, SSE and WebSocket traffic.
+fn minimal_good(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Nginx => "nginx/websocket-howto-map.conf",
+        Kind::Npm => "npm/first-try.conf",
+        Kind::Caddy => "caddy/first-try.Caddyfile",
+        Kind::Haproxy => "haproxy/known-good.cfg",
+        Kind::Apache => "apache/known-good.conf",
+        Kind::Traefik => "traefik/known-good.yml",
+        Kind::Envoy => "envoy/known-good.yaml",
+    }
+}
+
+fn port_is_free(addr: SocketAddr) -> bool {
+    TcpListener::bind(addr).is_ok()
+}
+
+fn process_exists(pid: u32) -> bool {
+    // A zombie would still have /proc/<pid>; the runner reaps, so the entry disappears.
+    PathBuf::from(format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_config_passes_its_proxys_validator() {
+    let backends = Backends::start(Profile::Openchamber, 3).await.unwrap();
+    let configs = proxies::config::discover(&proxies::config::default_root()).unwrap();
+    assert!(configs.len() >= 20, "expected the guides' configs, found {}", configs.len());
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for spec in available() {
+        for config in configs.iter().filter(|c| c.kind == spec.kind) {
+            let (rt, spec, config, addrs) = (runtime(), spec.clone(), config.clone(), backends.addrs());
+            let result = tokio::task::spawn_blocking(move || rt.validate(&spec, &config, &addrs).map_err(|e| (spec.name, e)))
+                .await
+                .unwrap();
+            match result {
+                Ok(()) => checked += 1,
+                Err((name, e)) => failures.push(format!("{name}: {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "configs rejected by their proxy:\n{}", failures.join("\n\n"));
+    eprintln!("{checked} (proxy, config) pairs validated");
+    backends.shutdown().await;
+}
+
+/// One plain request, one SSE tick and one WebSocket `ready` frame through the proxy.
+async fn carries_traffic(addr: SocketAddr, host: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let plain = client
+        .get(format!("http://{addr}/api/mock/request"))
+        .header("Host", host)
+        .send()
+        .await
+        .map_err(|e| format!("plain request: {e}"))?;
+    if !plain.status().is_success() || plain.headers().get("x-mock-instance").is_none() {
+        return Err(format!("plain request: status {}", plain.status()));
+    }
+    let sse = client
+        .get(format!("http://{addr}/api/event?ticks=1&interval_ms=10"))
+        .header("Host", host)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .map_err(|e| format!("sse request: {e}"))?;
+    let body = sse.text().await.map_err(|e| format!("sse body: {e}"))?;
+    if !body.contains("mock.tick") {
+        return Err(format!("sse: no tick in {body:?}"));
+    }
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{host}/api/event/ws"))
+        .map_err(|e| e.to_string())?;
+    let (mut ws, response) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::client_async(request, stream))
+        .await
+        .map_err(|_| "websocket handshake timed out".to_string())?
+        .map_err(|e| format!("websocket handshake: {e}"))?;
+    if response.status().as_u16() != 101 {
+        return Err(format!("websocket: status {}", response.status()));
+    }
+    use futures::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.map_err(|_| "no ready frame".to_string())?;
+    match first {
+        Some(Ok(msg)) if msg.to_text().is_ok_and(|t| t.contains("ready")) => Ok(()),
+        other => Err(format!("websocket: unexpected first frame {other:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proxy_carries_plain_sse_and_websocket_traffic_then_stops() {
+    let mut failures = Vec::new();
+    let mut started = 0;
+    for spec in available() {
+        let backends = Backends::start(Profile::Openchamber, 1).await.unwrap();
+        let (rt, s, c, addrs) = (runtime(), spec.clone(), config(minimal_good(spec.kind)), backends.addrs());
+        let instance = match tokio::task::spawn_blocking(move || rt.start(&s, &c, &addrs)).await.unwrap() {
+            Ok(i) => i,
+            Err(e) => {
+                failures.push(format!("{}: {e}", spec.name));
+                continue;
+            }
+        };
+        started += 1;
+        if let Err(e) = carries_traffic(instance.addr, &instance.host).await {
+            failures.push(format!("{} {}: {e}\n{}", spec.name, minimal_good(spec.kind), instance.log_tail()));
+        }
+        let (addr, pid) = (instance.addr, instance.pid().unwrap());
+        tokio::task::spawn_blocking(move || instance.stop()).await.unwrap();
+        assert!(!process_exists(pid), "{}: process {pid} still running after stop", spec.name);
+        assert!(port_is_free(addr), "{}: port {addr} still taken after stop", spec.name);
+        backends.shutdown().await;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    eprintln!("{started} proxies started, carried traffic and stopped");
+}
+
+#[test]
+fn an_invalid_config_is_a_setup_error_with_the_proxys_own_message() {
+    let Some(spec) = available().into_iter().find(|s| s.kind == Kind::Nginx) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.conf");
+    std::fs::write(&path, "server {\n  listen 80;\n  location / { proxy_pass http://127.0.0.1:3000; proxy_bogus_directive on; }\n}\n").unwrap();
+    let config = ConfigFile::load(&path, Some(Kind::Nginx)).unwrap();
+    let err = runtime().start(&spec, &config, &["127.0.0.1:9".parse().unwrap()]).unwrap_err();
+    match &err {
+        SetupError::InvalidConfig { message, .. } => {
+            assert!(message.contains("unknown directive \"proxy_bogus_directive\""), "{message}");
+            // The rendered config is kept for inspection; clean it up here.
+            if let Some(kept) = message.rsplit("kept in ").next() {
+                let _ = std::fs::remove_dir_all(kept.trim_end_matches(')'));
+            }
+        }
+        other => panic!("expected InvalidConfig, got {other}"),
+    }
+}
+
+#[test]
+fn a_missing_binary_is_a_skip_with_an_install_hint() {
+    let mut spec = catalogue::resolve("caddy@2.11").unwrap();
+    spec.binary = PathBuf::from("/nonexistent/caddy");
+    match spec.availability() {
+        Availability::Missing { reason, hint } => {
+            assert!(reason.contains("/nonexistent/caddy"));
+            assert!(hint.contains("just setup"), "{hint}");
+        }
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    let err = runtime().start(&spec, &config("caddy/first-try.Caddyfile"), &["127.0.0.1:9".parse().unwrap()]).unwrap_err();
+    assert!(matches!(err, SetupError::Missing { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_a_run_still_stops_the_proxy_and_frees_its_port() {
+    let Some(spec) = available().into_iter().find(|s| s.kind == Kind::Nginx) else { return };
+    let backends = Backends::start(Profile::Openchamber, 1).await.unwrap();
+    let addrs = backends.addrs();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let instance = runtime().start(&spec, &config("nginx/first-try.conf"), &addrs).unwrap();
+        let seen = (instance.addr, instance.pid().unwrap(), instance.prefix().unwrap().to_path_buf());
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = instance;
+            panic!("a check blew up mid-run");
+        }));
+        (seen, result.is_err())
+    })
+    .await
+    .unwrap();
+    let ((addr, pid, prefix), panicked) = outcome;
+    assert!(panicked);
+    assert!(!process_exists(pid), "nginx {pid} survived the panic");
+    assert!(port_is_free(addr), "port {addr} still taken after the panic");
+    // The prefix is kept after a failure, for debugging; remove it here.
+    assert!(prefix.exists(), "prefix should be kept after a panic");
+    std::fs::remove_dir_all(prefix).unwrap();
+    assert_eq!(proxies::instance::live_count(), 0);
+    backends.shutdown().await;
+}
