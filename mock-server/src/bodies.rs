@@ -2,6 +2,8 @@
 //! and `POST /api/mock/body` (JSON, capped, validated). Both report the length, the sha256 and
 //! when the first and last bytes arrived, which tells a buffering proxy from a streaming one.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -35,16 +37,20 @@ struct BodyReport<'a> {
 
 async fn upload(State(state): State<AppState>, params: Params, req: Request) -> Result<Response, Reject> {
     if params.get("path").is_none_or(str::is_empty) {
-        return Err(Reject::bad_request("missing path query parameter"));
+        return Err(unread(req, Reject::bad_request("missing path query parameter")));
     }
-    require_type(req.headers(), "application/octet-stream")?;
+    if let Err(reject) = require_type(req.headers(), "application/octet-stream") {
+        return Err(unread(req, reject));
+    }
     let limit = state.profile().upload_limit();
     let (report, _) = receive(state.instance(), req, limit, false).await?;
     Ok(report_response(&report))
 }
 
 async fn json_body(State(state): State<AppState>, req: Request) -> Result<Response, Reject> {
-    require_type(req.headers(), "application/json")?;
+    if let Err(reject) = require_type(req.headers(), "application/json") {
+        return Err(unread(req, reject));
+    }
     let limit = state.profile().json_limit();
     let (report, body) = receive(state.instance(), req, limit, true).await?;
     // body-parser takes an empty body as `{}`; anything else must parse.
@@ -53,6 +59,12 @@ async fn json_body(State(state): State<AppState>, req: Request) -> Result<Respon
             .map_err(|e| Reject::bad_request(format!("invalid JSON: {e}")))?;
     }
     Ok(report_response(&report))
+}
+
+/// A refusal before the body was read: the body is discarded in the background.
+fn unread(req: Request, reject: Reject) -> Reject {
+    drain_in_background(req.into_body().into_data_stream());
+    reject
 }
 
 fn report_response(report: &BodyReport<'_>) -> Response {
@@ -83,6 +95,29 @@ fn too_large(limit: u64) -> Reject {
     )
 }
 
+/// After a 413 the rest of the body is read and discarded in the background, as Node does
+/// (`req._dump()`): the client can finish sending and read the answer instead of a reset.
+/// Bounded so that a client cannot keep the mock busy.
+const DRAIN_BUDGET: u64 = 256 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+fn drain_in_background(mut stream: BodyStream) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            let mut drained = 0u64;
+            while let Some(Ok(chunk)) = stream.next().await {
+                drained += chunk.len() as u64;
+                if drained > DRAIN_BUDGET {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
+type BodyStream = axum::body::BodyDataStream;
+
 /// Streams the body through the hasher, chunk by chunk; keeps the bytes only when `keep`
 /// (JSON must be parsed; uploads are never held whole, nor written anywhere).
 async fn receive<'a>(
@@ -93,8 +128,10 @@ async fn receive<'a>(
 ) -> Result<(BodyReport<'a>, Vec<u8>), Reject> {
     let received_at_us = now_us();
     let declared = header_str(req.headers(), header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    let mut stream = Body::into_data_stream(req.into_body());
     // Refuse before reading a byte when the length is declared.
     if declared.is_some_and(|n| n > limit) {
+        drain_in_background(stream);
         return Err(too_large(limit));
     }
     let mut kept = Vec::new();
@@ -104,7 +141,6 @@ async fn receive<'a>(
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let (mut first, mut last) = (None, None);
-    let mut stream = Body::into_data_stream(req.into_body());
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Reject::bad_request(format!("reading the body failed: {e}")))?;
         if chunk.is_empty() {
@@ -115,6 +151,7 @@ async fn receive<'a>(
         last = Some(at);
         bytes += chunk.len() as u64;
         if bytes > limit {
+            drain_in_background(stream);
             return Err(too_large(limit));
         }
         hasher.update(&chunk);

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -15,7 +14,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::params::{json_response, Params, Reject};
+use crate::params::{json_response, upgrade, Params, Reject, Upgrade};
 use crate::websocket::{self, SocketPlan};
 use crate::AppState;
 
@@ -75,10 +74,11 @@ async fn request_report(State(state): State<AppState>, req: axum::extract::Reque
 async fn request_report_ws(
     State(state): State<AppState>,
     params: Params,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
     req: axum::extract::Request,
 ) -> Result<Response, Reject> {
     let mut plan = SocketPlan::parse(&params)?;
+    let ws = upgrade(ws)?;
     if params.get("mock_echo").is_none() {
         plan.echo = true;
     }

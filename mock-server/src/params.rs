@@ -152,3 +152,14 @@ pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .map(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
         .unwrap_or(false)
 }
+
+/// The WebSocket handshake extractor with axum's rejection (not an upgrade, wrong version...)
+/// turned into a [`Reject`], so that handlers validate their parameters first.
+pub(crate) type Upgrade = Result<
+    axum::extract::ws::WebSocketUpgrade,
+    axum::extract::ws::rejection::WebSocketUpgradeRejection,
+>;
+
+pub(crate) fn upgrade(ws: Upgrade) -> Result<axum::extract::ws::WebSocketUpgrade, Reject> {
+    ws.map_err(|e| Reject::new(e.status(), e.body_text()))
+}

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
@@ -12,7 +12,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 use tokio::time::{interval_at, Instant};
 
-use crate::params::{Params, Reject};
+use crate::params::{upgrade, Params, Reject, Upgrade};
 use crate::websocket::{close, PING_EVERY};
 use crate::{AppState, Shutdown};
 
@@ -25,8 +25,9 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/api/terminal/ws", get(open))
 }
 
-async fn open(State(state): State<AppState>, params: Params, ws: WebSocketUpgrade) -> Result<Response, Reject> {
+async fn open(State(state): State<AppState>, params: Params, ws: Upgrade) -> Result<Response, Reject> {
     let pings = state.profile().helpers() && !params.flag("mock_silent")?;
+    let ws = upgrade(ws)?;
     let shutdown = state.shutdown();
     Ok(ws
         .max_message_size(MAX_MESSAGE)

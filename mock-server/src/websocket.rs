@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use tokio::time::{interval_at, Instant, Interval};
 
-use crate::params::{Params, Reject};
+use crate::params::{upgrade, Params, Reject, Upgrade};
 use crate::{now_us, AppState, Shutdown};
 
 /// Protocol ping + JSON heartbeat period of the real server.
@@ -80,9 +80,10 @@ async fn open(
     scope: Scope,
     State(state): State<AppState>,
     params: Params,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
 ) -> Result<Response, Reject> {
     let plan = SocketPlan::parse(&params)?;
+    let ws = upgrade(ws)?;
     let periodic = state.profile().helpers() && !plan.silent;
     let ready = format!(r#"{{"type":"ready","scope":"{}"}}"#, scope.as_str());
     let shutdown = state.shutdown();

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod checks;
+pub mod expected;
 pub mod proxies;
 pub mod report;
 pub mod run;

@@ -97,6 +97,17 @@ impl SseReader {
     pub async fn next_chunk(&mut self) -> Option<bytes::Bytes> {
         self.stream.next().await.map(|c| c.unwrap())
     }
+
+    /// Whether the body has ended (cleanly or by a broken connection) within patience.
+    pub async fn ends(&mut self) -> bool {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.stream.next()).await {
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 /// Opens an SSE stream without `Accept-Encoding`; its headers and a frame reader.

@@ -157,7 +157,9 @@ pub(crate) async fn read_all_routes(target: &Target, gzip: bool) -> Vec<SseRead>
     join_all(
         routes(target.profile)
             .iter()
-            .map(|route| read_ticks(target, &tick_path(route), gzip, TICKS, tick_window(start))),
+            .map(|route| async move {
+                read_ticks(target, &tick_path(route), gzip, TICKS, tick_window(start)).await
+            }),
     )
     .await
 }
@@ -289,7 +291,7 @@ pub async fn idle(target: &Target) -> Outcome {
     };
     let reads = join_all(routes(target.profile).iter().map(|route| {
         let path = format!("{route}?silence_ms={}&ticks=1&hold_ms=2000", idle.as_millis());
-        read_ticks(target, &path, false, 1, window)
+        async move { read_ticks(target, &path, false, 1, window).await }
     }))
     .await;
     let expected = format!(

@@ -218,7 +218,7 @@ pub fn reported_version(kind: Kind, binary: &Path) -> Result<String, String> {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let pattern = match kind {
         Kind::Nginx | Kind::Npm => r"nginx/(\d+\.\d+\.\d+)",
-        Kind::Caddy => r"v(\d+\.\d+\.\d+)",
+        Kind::Caddy => r"v?(\d+\.\d+\.\d+)",
         Kind::Haproxy => r"(?i)HA-?Proxy version (\S+)",
         Kind::Apache => r"Apache/(\d+\.\d+\.\d+)",
         Kind::Traefik => r"Version:\s+v?(\d+\.\d+\.\d+)",

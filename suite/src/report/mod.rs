@@ -1,8 +1,13 @@
 //! Reports: the versioned JSON contract ([`json`]) and the published matrix ([`matrix`]):
 //! `results/matrix.json`, `matrix.md`, `index.html`, `performance.md`.
 
+pub mod html;
 pub mod json;
+pub mod markdown;
 pub mod matrix;
+pub mod performance;
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +51,24 @@ pub struct ProxyEntry {
     pub missing: Option<String>,
 }
 
-/// Writes every report of `run` into `out` (placeholder until the writers land).
-pub fn write_all(out: &std::path::Path, run: &MatrixRun) -> std::io::Result<()> {
+/// Writes the four published files of a matrix run into `out` (created when missing):
+/// `matrix.json`, `matrix.md`, `index.html` and `performance.md`. Each file is written to a
+/// temporary name first and renamed, so an interrupted run never leaves a half-written file.
+pub fn write_all(out: &Path, run: &MatrixRun) -> std::io::Result<()> {
+    let template = |e: minijinja::Error| std::io::Error::other(format!("report template: {e:#}"));
+    let mut json = serde_json::to_string_pretty(&json::matrix_document(run))?;
+    json.push('\n');
+    let files = [
+        ("matrix.json", json),
+        ("matrix.md", markdown::render(run).map_err(template)?),
+        ("index.html", html::render(run).map_err(template)?),
+        ("performance.md", performance::render(run).map_err(template)?),
+    ];
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("matrix.json"), serde_json::to_vec_pretty(run)?)
+    for (name, text) in files {
+        let partial = out.join(format!(".{name}.partial"));
+        std::fs::write(&partial, text)?;
+        std::fs::rename(&partial, out.join(name))?;
+    }
+    Ok(())
 }

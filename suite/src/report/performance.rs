@@ -38,9 +38,11 @@ pub struct PathTicks {
     pub lag_us: Option<Vec<f64>>,
 }
 
-/// How many ticks were asked for on each route (`plan.ticks`), when recorded.
+/// How many ticks an `sse.stream` outcome asked for over all its routes, when recorded.
 pub fn planned_ticks(outcome: &Outcome) -> Option<u64> {
-    outcome.measurements.pointer("/plan/ticks").and_then(Value::as_u64)
+    let per_route = outcome.measurements.pointer("/plan/ticks").and_then(Value::as_u64)?;
+    let routes = outcome.measurements.get("paths").and_then(Value::as_array)?.len() as u64;
+    Some(per_route * routes)
 }
 
 /// The tick lists of an `sse.stream` outcome, one per route.
@@ -199,12 +201,6 @@ fn latency_table(
         .collect()
 }
 
-/// Ticks asked for over every route of an `sse.stream` run.
-fn planned_sse(outcome: &Outcome) -> Option<u64> {
-    let routes = outcome.measurements.get("paths").and_then(Value::as_array)?.len() as u64;
-    planned_ticks(outcome).map(|per_route| per_route * routes)
-}
-
 /// The text of `performance.md`.
 pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
     let table = Table::new(matrix);
@@ -220,7 +216,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         machine => markdown::machine_line(&matrix.machine),
         profile => PROFILE.as_str(),
         has_control => table.rows.iter().any(|r| r.control && r.run.profile == PROFILE),
-        sse => latency_table(&table, "sse.stream", sse_lags_us, planned_sse),
+        sse => latency_table(&table, "sse.stream", sse_lags_us, planned_ticks),
         ws => latency_table(&table, "ws.upgrade", ws_echoes_us, |_| None),
         not_measured => not_measured,
     })

@@ -1,0 +1,108 @@
+//! Expected outcomes: beside each config, `<config>.expected` lists every non-pass grade the
+//! suite measures on it, with the reason in one line (after rustls's BoGo runner: known
+//! deviations in one file, stale entries flagged).
+//!
+//! Format, one entry a line: `<check-id|setup> <grade|setup-kind> [profile=P] [proxy=NAME] # reason`.
+//! `setup invalid-config` says the proxy must refuse the config. A grade without qualifiers
+//! applies to every proxy and profile the config runs under.
+
+use std::path::Path;
+
+use crate::checks::Grade;
+use crate::run::RunResult;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectation {
+    /// Check id, or `setup`.
+    pub id: String,
+    /// Grade (`warn`, `fail`, `skip`) or, for `setup`, the setup kind (`invalid-config`).
+    pub outcome: String,
+    pub profile: Option<String>,
+    pub proxy: Option<String>,
+    pub reason: String,
+    pub line: usize,
+}
+
+impl Expectation {
+    fn applies(&self, result: &RunResult) -> bool {
+        self.profile.as_deref().is_none_or(|p| p == result.profile.to_string())
+            && self.proxy.as_deref().is_none_or(|p| p == result.proxy)
+    }
+}
+
+/// Reads an expected-outcomes file; a missing file means "every check passes".
+pub fn load(path: &Path) -> Result<Vec<Expectation>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let (entry, reason) = raw.split_once('#').unwrap_or((raw, ""));
+        let words: Vec<&str> = entry.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
+        if words.len() < 2 || reason.trim().is_empty() {
+            return Err(format!("{}:{}: expected `<check-id> <grade> [profile=P] [proxy=NAME] # reason`", path.display(), i + 1));
+        }
+        let mut e = Expectation {
+            id: words[0].to_string(),
+            outcome: words[1].to_string(),
+            profile: None,
+            proxy: None,
+            reason: reason.trim().to_string(),
+            line: i + 1,
+        };
+        for q in &words[2..] {
+            match q.split_once('=') {
+                Some(("profile", v)) => e.profile = Some(v.to_string()),
+                Some(("proxy", v)) => e.proxy = Some(v.to_string()),
+                _ => return Err(format!("{}:{}: unknown qualifier `{q}`", path.display(), i + 1)),
+            }
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Whether the config is expected to be refused by `proxy`.
+pub fn expects_invalid<'a>(expectations: &'a [Expectation], proxy: &str) -> Option<&'a Expectation> {
+    expectations
+        .iter()
+        .find(|e| e.id == "setup" && e.outcome == "invalid-config" && e.proxy.as_deref().is_none_or(|p| p == proxy))
+}
+
+/// Compares a measured run with the expectations: every non-pass grade must be listed, and
+/// every listed entry that applies must match what was measured (stale entries are flagged).
+pub fn compare(expectations: &[Expectation], result: &RunResult) -> Vec<String> {
+    let mut problems = Vec::new();
+    let applicable: Vec<&Expectation> = expectations.iter().filter(|e| e.applies(result)).collect();
+    if let Some(issue) = &result.setup_error {
+        if !applicable.iter().any(|e| e.id == "setup" && e.outcome == issue.kind) {
+            problems.push(format!("setup error not expected: {} ({})", issue.kind, first_line(&issue.message)));
+        }
+        return problems;
+    }
+    for e in applicable.iter().filter(|e| e.id == "setup") {
+        problems.push(format!("line {}: expected setup `{}` but the proxy started (stale entry?)", e.line, e.outcome));
+    }
+    for outcome in &result.checks {
+        let listed = applicable.iter().find(|e| e.id == outcome.id);
+        match (outcome.grade, listed) {
+            (Grade::Pass, None) => {}
+            (Grade::Pass, Some(e)) => problems.push(format!(
+                "line {}: {} expected {} but now passes (stale entry: {})", e.line, outcome.id, e.outcome, e.reason
+            )),
+            (grade, None) => problems.push(format!(
+                "{} is {grade} but not listed: add `{} {grade} # <reason>` ({})", outcome.id, outcome.id, first_line(&outcome.actual)
+            )),
+            (grade, Some(e)) if e.outcome != grade.to_string() => problems.push(format!(
+                "line {}: {} expected {} but measured {grade} ({})", e.line, outcome.id, e.outcome, first_line(&outcome.actual)
+            )),
+            _ => {}
+        }
+    }
+    problems
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}

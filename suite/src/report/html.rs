@@ -1,0 +1,420 @@
+//! `index.html`: one self-contained page (inline CSS and JS, nothing fetched): the matrix, each
+//! cell opening its evidence, and for `sse.stream` a chart of tick emission against arrival,
+//! direct versus through the proxy, so a buffering proxy is seen at a glance.
+//!
+//! Rendered from `templates/index.html` with HTML auto-escaping; this module only computes what
+//! the template shows (labels, evidence text, chart coordinates).
+
+use minijinja::{context, AutoEscape, Environment};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::markdown::{self, mark, Row, Table, SETUP_MARK};
+use super::performance::{planned_ticks, sse_paths, PathTicks};
+use super::MatrixRun;
+use crate::checks::{self, Grade, Outcome};
+use crate::run::{RunResult, SetupIssue};
+
+const TEMPLATE: &str = include_str!("../../templates/index.html");
+
+#[derive(Serialize)]
+struct Column {
+    id: String,
+    /// `ws`, `sse`...: the part before the dot, shown on its own line.
+    area: String,
+    /// The rest of the id.
+    name: String,
+    requirement: String,
+}
+
+#[derive(Serialize)]
+struct PageRow {
+    proxy: String,
+    config: String,
+    profile: &'static str,
+    control: bool,
+    setup: Option<SetupIssue>,
+    cells: Vec<Cell>,
+}
+
+#[derive(Serialize)]
+struct Cell {
+    /// `pass`, `warn`, `fail`, `skip`; `none` when the check did not run.
+    grade: String,
+    mark: &'static str,
+    /// The evidence section the cell opens.
+    evidence: Option<String>,
+    /// One line for the tooltip.
+    actual: String,
+}
+
+#[derive(Serialize)]
+struct Evidence {
+    id: String,
+    row: String,
+    check: String,
+    requirement: String,
+    grade: String,
+    mark: &'static str,
+    expected: String,
+    actual: String,
+    sign: String,
+    fix: String,
+    elapsed_ms: u64,
+    measurements: String,
+    chart: Option<Chart>,
+}
+
+/// The `sse.stream` chart of one run, for the overview below the matrix.
+#[derive(Serialize)]
+struct ChartCard {
+    row: String,
+    grade: String,
+    mark: &'static str,
+    evidence: String,
+    chart: Chart,
+}
+
+/// An SVG chart, every coordinate in the units of its `viewBox`.
+#[derive(Serialize, Clone)]
+struct Chart {
+    width: f64,
+    height: f64,
+    /// The plot area.
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    x_ticks: Vec<AxisTick>,
+    y_ticks: Vec<AxisTick>,
+    /// Where arrival = emission: the line a tick that is not delayed sits on.
+    ideal: [f64; 4],
+    series: Vec<Series>,
+    legend: Vec<LegendItem>,
+}
+
+#[derive(Serialize, Clone)]
+struct AxisTick {
+    pos: f64,
+    label: String,
+}
+
+/// The ticks of one route, through the proxy or direct.
+#[derive(Serialize, Clone)]
+struct Series {
+    /// `direct` or `proxy`: the CSS class.
+    class: &'static str,
+    points: Vec<Point>,
+}
+
+#[derive(Serialize, Clone)]
+struct Point {
+    x: f64,
+    y: f64,
+    tip: String,
+}
+
+#[derive(Serialize, Clone)]
+struct LegendItem {
+    class: &'static str,
+    text: String,
+}
+
+const CHART_W: f64 = 360.0;
+const CHART_H: f64 = 230.0;
+const PLOT_LEFT: f64 = 50.0;
+const PLOT_RIGHT: f64 = CHART_W - 12.0;
+const PLOT_TOP: f64 = 10.0;
+const PLOT_BOTTOM: f64 = CHART_H - 40.0;
+
+/// A step of 1, 2, 2.5 or 5 times a power of ten giving at most 5 intervals over `span`.
+fn nice_step(span: f64) -> f64 {
+    let raw = (span / 5.0).max(1.0);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude)
+}
+
+/// An axis over `[0, max]` ms: its upper end (a whole number of steps) and its ticks.
+fn axis(max: f64, place: impl Fn(f64, f64) -> f64) -> (f64, Vec<AxisTick>) {
+    let step = nice_step(max);
+    let top = (max / step).ceil().max(1.0) * step;
+    let ticks = (0..=(top / step).round() as usize)
+        .map(|i| i as f64 * step)
+        .map(|v| AxisTick { pos: round(place(v, top)), label: format!("{v}") })
+        .collect();
+    (top, ticks)
+}
+
+fn round(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// One run's routes, times in ms from the run's first emission.
+struct Source {
+    class: &'static str,
+    name: &'static str,
+    paths: Vec<PathTicks>,
+    /// Ticks asked for over every route, when recorded.
+    planned: Option<u64>,
+    /// The first emission, in µs: time 0 of the chart.
+    origin: u64,
+}
+
+impl Source {
+    fn new(class: &'static str, name: &'static str, outcome: &Outcome) -> Source {
+        let paths = sse_paths(outcome);
+        let origin = paths.iter().flat_map(|p| &p.ticks).map(|t| t.emitted_at_us).min().unwrap_or(0);
+        Source { class, name, paths, planned: planned_ticks(outcome), origin }
+    }
+
+    fn ms(&self, us: u64) -> f64 {
+        us.saturating_sub(self.origin) as f64 / 1000.0
+    }
+
+    fn ticks(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.paths.iter().flat_map(|p| &p.ticks).map(|t| (self.ms(t.emitted_at_us), self.ms(t.arrived_at_us)))
+    }
+
+    fn count(&self) -> usize {
+        self.paths.iter().map(|p| p.ticks.len()).sum()
+    }
+}
+
+/// Emission (x) against arrival (y) of every tick of `outcome`, over those of the control
+/// (`None` for the control's own chart). `None` when no tick arrived on either.
+fn sse_chart(outcome: &Outcome, control: Option<&Outcome>) -> Option<Chart> {
+    let mut sources = Vec::new();
+    if let Some(direct) = control {
+        sources.push(Source::new("direct", "direct (control)", direct));
+    }
+    let name = if control.is_some() { "through the proxy" } else { "direct" };
+    sources.push(Source::new(if control.is_some() { "proxy" } else { "direct" }, name, outcome));
+    let all = || sources.iter().flat_map(Source::ticks);
+    if all().next().is_none() {
+        return None;
+    }
+    let x_max = all().map(|(e, _)| e).fold(0.0, f64::max);
+    let y_max = all().map(|(_, a)| a).fold(x_max, f64::max);
+    let (x_top, x_ticks) = axis(x_max, |v, top| PLOT_LEFT + v / top * (PLOT_RIGHT - PLOT_LEFT));
+    let (y_top, y_ticks) = axis(y_max, |v, top| PLOT_BOTTOM - v / top * (PLOT_BOTTOM - PLOT_TOP));
+    let x = |ms: f64| round(PLOT_LEFT + ms / x_top * (PLOT_RIGHT - PLOT_LEFT));
+    let y = |ms: f64| round(PLOT_BOTTOM - ms / y_top * (PLOT_BOTTOM - PLOT_TOP));
+    let ideal_end = x_top.min(y_top);
+    let series = sources
+        .iter()
+        .flat_map(|s| {
+            s.paths.iter().map(move |p| {
+                let mut ticks = p.ticks.clone();
+                ticks.sort_by_key(|t| t.seq);
+                let points = ticks
+                    .iter()
+                    .map(|t| {
+                        let (e, a) = (s.ms(t.emitted_at_us), s.ms(t.arrived_at_us));
+                        let tip = format!("{} {} #{}: emitted {e:.0} ms, arrived {a:.0} ms (lag {:.1} ms)", s.name, p.route, t.seq, a - e);
+                        Point { x: x(e), y: y(a), tip }
+                    })
+                    .collect();
+                Series { class: s.class, points }
+            })
+        })
+        .collect();
+    let legend = sources
+        .iter()
+        .map(|s| LegendItem {
+            class: s.class,
+            text: match s.planned {
+                Some(planned) => format!("{}: {} of {planned} ticks", s.name, s.count()),
+                None => format!("{}: {} ticks", s.name, s.count()),
+            },
+        })
+        .collect();
+    Some(Chart {
+        width: CHART_W,
+        height: CHART_H,
+        left: PLOT_LEFT,
+        right: PLOT_RIGHT,
+        top: PLOT_TOP,
+        bottom: PLOT_BOTTOM,
+        x_ticks,
+        y_ticks,
+        ideal: [x(0.0), y(0.0), x(ideal_end), y(ideal_end)],
+        series,
+        legend,
+    })
+}
+
+/// Measurements as JSON, indented, with every array or object that fits on a line kept on one
+/// (a tick per line rather than five).
+fn pretty_json(value: &Value) -> String {
+    fn write(value: &Value, indent: usize, out: &mut String) {
+        let compact = value.to_string();
+        let children: Vec<(Option<String>, &Value)> = match value {
+            Value::Array(items) => items.iter().map(|v| (None, v)).collect(),
+            Value::Object(map) => map.iter().map(|(k, v)| (Some(Value::from(k.as_str()).to_string()), v)).collect(),
+            _ => Vec::new(),
+        };
+        if children.is_empty() || indent + compact.len() <= 96 {
+            out.push_str(&compact);
+            return;
+        }
+        let (open, close) = if value.is_array() { ('[', ']') } else { ('{', '}') };
+        out.push(open);
+        for (i, (key, child)) in children.iter().enumerate() {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent + 2));
+            if let Some(key) = key {
+                out.push_str(key);
+                out.push_str(": ");
+            }
+            write(child, indent + 2, out);
+            if i + 1 < children.len() {
+                out.push(',');
+            }
+        }
+        out.push('\n');
+        out.push_str(&" ".repeat(indent));
+        out.push(close);
+    }
+    let mut out = String::new();
+    write(value, 0, &mut out);
+    out
+}
+
+/// The direct control of a run: the control run of the same profile.
+fn control_of<'a>(table: &'a Table, row: &Row) -> Option<&'a RunResult> {
+    (!row.control)
+        .then(|| table.rows.iter().find(|r| r.control && r.run.profile == row.run.profile).map(|r| r.run))
+        .flatten()
+}
+
+/// The page's rows, the evidence of every cell, and the SSE chart of every run.
+fn rows(table: &Table) -> (Vec<PageRow>, Vec<Evidence>, Vec<ChartCard>) {
+    let (mut page_rows, mut evidence, mut cards) = (Vec::new(), Vec::new(), Vec::new());
+    for (r, row) in table.rows.iter().enumerate() {
+        let control = control_of(table, row);
+        let mut cells = Vec::new();
+        for (c, cell) in row.cells.iter().enumerate() {
+            let Some(outcome) = cell else {
+                cells.push(Cell { grade: "none".into(), mark: "—", evidence: None, actual: "not run".into() });
+                continue;
+            };
+            let id = format!("ev-{r}-{c}");
+            let chart = (outcome.id == "sse.stream")
+                .then(|| {
+                    let direct = control.and_then(|d| d.checks.iter().find(|o| o.id == "sse.stream"));
+                    sse_chart(outcome, direct)
+                })
+                .flatten();
+            if let Some(chart) = &chart {
+                cards.push(ChartCard {
+                    row: row.label(),
+                    grade: outcome.grade.to_string(),
+                    mark: mark(outcome.grade),
+                    evidence: id.clone(),
+                    chart: chart.clone(),
+                });
+            }
+            cells.push(Cell {
+                grade: outcome.grade.to_string(),
+                mark: mark(outcome.grade),
+                evidence: Some(id.clone()),
+                actual: outcome.actual.clone(),
+            });
+            evidence.push(Evidence {
+                id,
+                row: row.label(),
+                check: outcome.id.clone(),
+                requirement: checks::info(&outcome.id).map(|i| i.requirement.to_string()).unwrap_or_default(),
+                grade: outcome.grade.to_string(),
+                mark: mark(outcome.grade),
+                expected: outcome.expected.clone(),
+                actual: outcome.actual.clone(),
+                sign: outcome.sign.clone(),
+                fix: outcome.fix.clone(),
+                elapsed_ms: outcome.elapsed_ms,
+                measurements: pretty_json(&outcome.measurements),
+                chart,
+            });
+        }
+        page_rows.push(PageRow {
+            proxy: row.proxy_label(),
+            config: row.run.config.clone(),
+            profile: row.run.profile.as_str(),
+            control: row.control,
+            setup: row.run.setup_error.clone(),
+            cells,
+        });
+    }
+    (page_rows, evidence, cards)
+}
+
+/// Grade counts over every proxy run (not the control), for the summary line.
+fn counts(table: &Table) -> Vec<(String, &'static str, usize)> {
+    let outcomes: Vec<&Outcome> = table.rows.iter().filter(|r| !r.control).flat_map(|r| r.cells.iter().flatten().copied()).collect();
+    let mut counts: Vec<_> = [Grade::Pass, Grade::Warn, Grade::Fail, Grade::Skip]
+        .into_iter()
+        .map(|g| (g.to_string(), mark(g), outcomes.iter().filter(|o| o.grade == g).count()))
+        .collect();
+    let setup = table.rows.iter().filter(|r| r.run.setup_error.is_some()).count();
+    counts.push(("setup".into(), SETUP_MARK, setup));
+    counts
+}
+
+/// The text of `index.html`.
+pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
+    let table = Table::new(matrix);
+    let columns: Vec<Column> = table
+        .columns
+        .iter()
+        .map(|id| {
+            let (area, name) = id.split_once('.').unwrap_or((id.as_str(), ""));
+            Column {
+                id: id.clone(),
+                area: area.to_string(),
+                name: name.to_string(),
+                requirement: checks::info(id).map(|i| i.requirement.to_string()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let (rows, evidence, charts) = rows(&table);
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.add_template("index.html", TEMPLATE)?;
+    env.get_template("index.html")?.render(context! {
+        schema => super::json::SCHEMA,
+        started_at => matrix.started_at,
+        machine => markdown::machine_line(&matrix.machine),
+        idle_s => matrix.idle_s,
+        wall => markdown::duration_line(matrix.wall_ms),
+        proxies => markdown::proxy_lines(matrix),
+        counts => counts(&table),
+        columns => columns,
+        rows => rows,
+        evidence => evidence,
+        charts => charts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pretty_json_keeps_short_values_on_one_line() {
+        let v = json!({"ticks": [{"seq": 0, "lag_ms": 0.4}, {"seq": 1, "lag_ms": 0.5}], "long": "x".repeat(120)});
+        let text = pretty_json(&v);
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
+        assert!(text.contains("\"ticks\": [{\"lag_ms\":0.4,\"seq\":0},{\"lag_ms\":0.5,\"seq\":1}]"), "{text}");
+    }
+
+    #[test]
+    fn axis_ends_on_a_whole_step() {
+        assert_eq!(nice_step(1900.0), 500.0);
+        let (top, ticks) = axis(1900.0, |v, _| v);
+        assert_eq!(top, 2000.0);
+        assert_eq!(ticks.len(), 5);
+    }
+}

@@ -1,0 +1,144 @@
+//! Every check passes against the mock directly (the control) and through a faithful proxy, in
+//! each backend profile; skips only where the catalogue says the check does not apply.
+
+mod support;
+
+use mock_server::Profile;
+use serde_json::Value;
+use suite::checks::{self, Grade, Outcome};
+
+use support::faulty_proxy::{Balance, Fault, FaultyProxy};
+use support::{assert_grade, direct, mock, run_auth_origin, via};
+
+/// What a correct path grades: pass, except where the check does not apply.
+fn control_grade(profile: Profile, id: &str) -> Grade {
+    let no_websocket = profile == Profile::Dorkos
+        && (id.starts_with("ws.") || id == "compress.single" || id == "auth.origin");
+    if id == "lb.sticky" || no_websocket {
+        Grade::Skip
+    } else {
+        Grade::Pass
+    }
+}
+
+/// Runs the whole catalogue on a correct path and checks every grade.
+async fn control(profile: Profile, through_proxy: bool) -> Vec<Outcome> {
+    let m = mock(profile, "mock-a").await;
+    let proxy;
+    let target = if through_proxy {
+        proxy = FaultyProxy::start(Fault::None, vec![m.addr()]).await;
+        via(&proxy, &[&m], profile)
+    } else {
+        direct(&m, profile)
+    };
+    let mut outcomes = checks::run_all(&target).await;
+    outcomes.push(run_auth_origin(&target, &[&m]).await);
+    assert_eq!(outcomes.len(), checks::catalogue().len());
+    let context = format!("{profile} {}", target.label);
+    for o in &outcomes {
+        assert_grade(o, control_grade(profile, &o.id), &context);
+    }
+    outcomes
+}
+
+fn outcome<'a>(outcomes: &'a [Outcome], id: &str) -> &'a Outcome {
+    outcomes.iter().find(|o| o.id == id).expect("outcome present")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_openchamber_passes_with_evidence() {
+    let outcomes = control(Profile::Openchamber, false).await;
+
+    let sse = &outcome(&outcomes, "sse.stream").measurements;
+    let paths = sse["paths"].as_array().expect("paths");
+    assert_eq!(paths.len(), 5, "every SSE route of the profile");
+    for p in paths {
+        let ticks = p["ticks"].as_array().expect("ticks");
+        assert_eq!(ticks.len(), 20);
+        for key in ["seq", "emitted_at_us", "arrived_at_us", "lag_ms"] {
+            assert!(ticks[0].get(key).is_some(), "tick has {key}");
+        }
+        assert_eq!(p["lag_us"].as_array().map(Vec::len), Some(20));
+    }
+
+    let ws = &outcome(&outcomes, "ws.upgrade").measurements;
+    assert_eq!(ws["echo_rtt_us"].as_array().map(Vec::len), Some(20));
+
+    let body = &outcome(&outcomes, "body.large").measurements;
+    for u in body["uploads"].as_array().expect("uploads") {
+        assert_eq!(u["bytes_sent"], u["bytes_received"]);
+        assert_eq!(u["sha256_sent"], u["sha256_received"]);
+        assert!(u["status"].as_u64().is_some_and(|s| (200..300).contains(&s)));
+    }
+
+    let headers = &outcome(&outcomes, "headers.forwarded").measurements;
+    assert!(headers["request"]["headers"].as_array().is_some_and(|h| !h.is_empty()));
+    assert!(headers["upgrade"]["headers"].is_array());
+
+    for o in &outcomes {
+        assert!(o.elapsed_ms > 0 || o.grade == Grade::Skip, "{} has its duration", o.id);
+        assert!(o.measurements != Value::Null || o.grade == Grade::Skip, "{} has measurements", o.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_bare_passes() {
+    control(Profile::Bare, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_dorkos_passes_or_skips() {
+    let outcomes = control(Profile::Dorkos, false).await;
+    let sse = &outcome(&outcomes, "sse.stream").measurements;
+    assert_eq!(sse["paths"].as_array().map(Vec::len), Some(3), "the DorkOS SSE routes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faithful_proxy_openchamber_passes() {
+    control(Profile::Openchamber, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faithful_proxy_bare_passes() {
+    control(Profile::Bare, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faithful_proxy_dorkos_passes_or_skips() {
+    control(Profile::Dorkos, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_balancing_passes_lb_sticky() {
+    let (a, b) = (mock(Profile::Openchamber, "mock-a").await, mock(Profile::Openchamber, "mock-b").await);
+    let proxy = FaultyProxy::start_balanced(Fault::None, vec![a.addr(), b.addr()], Balance::ClientIp).await;
+    let outcome = checks::run("lb.sticky", &via(&proxy, &[&a, &b], Profile::Openchamber)).await;
+    assert_grade(&outcome, Grade::Pass, "ip-sticky balancing");
+}
+
+#[test]
+fn catalogue_is_complete_and_ordered() {
+    let ids: Vec<&str> = checks::catalogue().iter().map(|c| c.id).collect();
+    assert_eq!(
+        ids,
+        [
+            "ws.upgrade", "ws.terminal", "ws.idle", "sse.stream", "sse.headers", "sse.idle", "http.slow",
+            "body.large", "body.streaming", "compress.single", "compress.sse", "headers.forwarded",
+            "auth.origin", "lb.sticky"
+        ]
+    );
+    for c in checks::catalogue() {
+        assert!(!c.requirement.is_empty() && !c.sign.is_empty() && !c.fix.is_empty(), "{} is documented", c.id);
+        assert_eq!(checks::info(c.id).map(|i| i.id), Some(c.id));
+        assert_eq!(c.long, ["ws.idle", "sse.idle", "http.slow"].contains(&c.id), "{} long flag", c.id);
+    }
+    assert!(checks::info("no.such").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_check_is_a_skip_with_reason() {
+    let m = mock(Profile::Openchamber, "mock-a").await;
+    let outcome = checks::run("no.such", &direct(&m, Profile::Openchamber)).await;
+    assert_eq!(outcome.grade, Grade::Skip);
+    assert!(outcome.actual.contains("unknown"));
+}

