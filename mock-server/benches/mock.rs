@@ -25,12 +25,18 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let load_before = loadavg();
     let (ticks, echo) = runtime.block_on(async {
-        let mock = mock_server::spawn(MockConfig::new(Profile::Openchamber), "127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("bind the mock");
+        let mock = mock_server::spawn(
+            MockConfig::new(Profile::Openchamber),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .expect("bind the mock");
         let ticks = sse_tick_lag(&mock, secs).await;
         let echo = ws_echo(&mock, secs).await;
         mock.shutdown().await;
@@ -107,8 +113,14 @@ async fn sse_tick_lag(mock: &RunningMock, secs: u64) -> TickFigures {
 fn emitted_at(frame: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"emitted_at_us\":";
     let at = frame.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let digits = frame[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&frame[at..at + digits]).ok()?.parse().ok()
+    let digits = frame[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&frame[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 struct EchoFigures {
@@ -118,10 +130,15 @@ struct EchoFigures {
 
 /// Each connection sends a small text frame, waits for its echo, repeats, for `secs`.
 async fn ws_echo(mock: &RunningMock, secs: u64) -> EchoFigures {
-    let url = format!("ws://{}/api/event/ws?mock_echo=1&mock_silent=1", mock.addr());
+    let url = format!(
+        "ws://{}/api/event/ws?mock_echo=1&mock_silent=1",
+        mock.addr()
+    );
     let mut sockets = Vec::with_capacity(WS_CONNECTIONS);
     for _ in 0..WS_CONNECTIONS {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("connect");
         ws.next().await.unwrap().unwrap(); // ready
         sockets.push(ws);
     }
@@ -140,7 +157,8 @@ async fn ws_echo(mock: &RunningMock, secs: u64) -> EchoFigures {
                         Some(Ok(Message::Text(_))) => {}
                         other => panic!("no echo: {other:?}"),
                     }
-                    hist.record((sent.elapsed().as_micros() as u64).max(1)).unwrap();
+                    hist.record((sent.elapsed().as_micros() as u64).max(1))
+                        .unwrap();
                 }
                 let _ = ws.close(None).await;
                 hist
@@ -169,7 +187,13 @@ fn shortfall(ok: bool, text: String) -> String {
     }
 }
 
-fn render(secs: u64, t: &TickFigures, e: &EchoFigures, load_before: &str, load_after: &str) -> String {
+fn render(
+    secs: u64,
+    t: &TickFigures,
+    e: &EchoFigures,
+    load_before: &str,
+    load_after: &str,
+) -> String {
     let p50 = ms(t.lag_us.value_at_quantile(0.50));
     let p99 = ms(t.lag_us.value_at_quantile(0.99));
     let max = ms(t.lag_us.max());
@@ -184,7 +208,10 @@ fn render(secs: u64, t: &TickFigures, e: &EchoFigures, load_before: &str, load_a
     );
     let _ = writeln!(out, "- date: {}", date());
     let _ = writeln!(out, "- machine: {} cores (nproc), {}", nproc(), cpu_model());
-    let _ = writeln!(out, "- load average (1/5/15 min) before: {load_before}, after: {load_after}");
+    let _ = writeln!(
+        out,
+        "- load average (1/5/15 min) before: {load_before}, after: {load_after}"
+    );
     let _ = writeln!(out, "- phase length: {secs} s each\n");
 
     let _ = writeln!(out, "## SSE tick lag\n");
@@ -197,7 +224,12 @@ fn render(secs: u64, t: &TickFigures, e: &EchoFigures, load_before: &str, load_a
     );
     let _ = writeln!(out, "| figure | value | target |");
     let _ = writeln!(out, "|---|---|---|");
-    let _ = writeln!(out, "| ticks received | {} of {} | all |", t.lag_us.len(), t.expected);
+    let _ = writeln!(
+        out,
+        "| ticks received | {} of {} | all |",
+        t.lag_us.len(),
+        t.expected
+    );
     let _ = writeln!(out, "| failed streams | {} | 0 |", t.failed_streams);
     let _ = writeln!(out, "| p50 lag | {p50:.3} ms | |");
     let _ = writeln!(
@@ -218,7 +250,12 @@ fn render(secs: u64, t: &TickFigures, e: &EchoFigures, load_before: &str, load_a
     );
     let _ = writeln!(out, "| figure | value | target |");
     let _ = writeln!(out, "|---|---|---|");
-    let _ = writeln!(out, "| round trips | {} in {:.2} s | |", e.rtt_us.len(), e.elapsed.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "| round trips | {} in {:.2} s | |",
+        e.rtt_us.len(),
+        e.elapsed.as_secs_f64()
+    );
     let _ = writeln!(
         out,
         "| round trips/s | {rps:.0} | >= {TARGET_ROUND_TRIPS_PER_S:.0}: {} |",
@@ -231,21 +268,33 @@ fn render(secs: u64, t: &TickFigures, e: &EchoFigures, load_before: &str, load_a
             )
         )
     );
-    let _ = writeln!(out, "| p50 round trip | {:.3} ms | |", ms(e.rtt_us.value_at_quantile(0.50)));
-    let _ = writeln!(out, "| p99 round trip | {:.3} ms | |", ms(e.rtt_us.value_at_quantile(0.99)));
+    let _ = writeln!(
+        out,
+        "| p50 round trip | {:.3} ms | |",
+        ms(e.rtt_us.value_at_quantile(0.50))
+    );
+    let _ = writeln!(
+        out,
+        "| p99 round trip | {:.3} ms | |",
+        ms(e.rtt_us.value_at_quantile(0.99))
+    );
     out
 }
 
 fn nproc() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0)
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
         })
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }

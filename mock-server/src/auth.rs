@@ -12,7 +12,9 @@ use axum::routing::post;
 use axum::Router;
 use sha2::{Digest, Sha256};
 
-use crate::params::{first_forwarded, header_str, is_websocket_upgrade, json_response, Params, Reject};
+use crate::params::{
+    first_forwarded, header_str, is_websocket_upgrade, json_response, Params, Reject,
+};
 use crate::sse::is_sse_path;
 use crate::AppState;
 
@@ -34,7 +36,11 @@ fn refuse(upgrade: bool, status: StatusCode, message: &str) -> Response {
 }
 
 /// `--access-token`: `X-Mock-Access-Token` or `?mock_access_token=` on every request.
-pub(crate) async fn require_access_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_access_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(token) = state.config.access_token.as_deref() else {
         return next.run(req).await;
     };
@@ -46,13 +52,21 @@ pub(crate) async fn require_access_token(State(state): State<AppState>, req: Req
         next.run(req).await
     } else {
         let upgrade = is_websocket_upgrade(req.headers());
-        refuse(upgrade, StatusCode::UNAUTHORIZED, "missing or wrong X-Mock-Access-Token")
+        refuse(
+            upgrade,
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Mock-Access-Token",
+        )
     }
 }
 
 /// UI-password mode: every `/api` route needs credentials; WebSocket upgrades also a matching
 /// Origin. Credentials are checked first (401), then the Origin (403 `Invalid origin`).
-pub(crate) async fn require_ui_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_ui_auth(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(password) = state.ui_password() else {
         return next.run(req).await;
     };
@@ -68,7 +82,11 @@ pub(crate) async fn require_ui_auth(State(state): State<AppState>, req: Request,
             .map(|p| p.get("oc_url_token") == Some(password.as_str()))
             .unwrap_or(false);
     if !url_token_ok && !has_credentials(&state, req.headers(), &password) {
-        return refuse(upgrade, StatusCode::UNAUTHORIZED, "UI authentication required");
+        return refuse(
+            upgrade,
+            StatusCode::UNAUTHORIZED,
+            "UI authentication required",
+        );
     }
     if upgrade && !origin_matches(req.headers()) {
         return refuse(true, StatusCode::FORBIDDEN, "Invalid origin");
@@ -80,12 +98,16 @@ pub(crate) async fn require_ui_auth(State(state): State<AppState>, req: Request,
 /// (first value of each; the mock itself only speaks plain HTTP).
 pub(crate) fn expected_origin(headers: &HeaderMap) -> Option<String> {
     let proto = first_forwarded(headers, "x-forwarded-proto").unwrap_or("http");
-    let host = first_forwarded(headers, "x-forwarded-host").or_else(|| header_str(headers, header::HOST))?;
+    let host = first_forwarded(headers, "x-forwarded-host")
+        .or_else(|| header_str(headers, header::HOST))?;
     Some(format!("{proto}://{host}"))
 }
 
 fn origin_matches(headers: &HeaderMap) -> bool {
-    match (header_str(headers, header::ORIGIN), expected_origin(headers)) {
+    match (
+        header_str(headers, header::ORIGIN),
+        expected_origin(headers),
+    ) {
         (Some(origin), Some(expected)) => origin == expected,
         _ => false,
     }
@@ -125,16 +147,25 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
     let headers = req.headers().clone();
     let body = axum::body::to_bytes(req.into_body(), SESSION_BODY_LIMIT)
         .await
-        .map_err(|_| Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "session request body too large"))?;
+        .map_err(|_| {
+            Reject::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "session request body too large",
+            )
+        })?;
     let login: Login = serde_json::from_slice(&body)
         .map_err(|e| Reject::bad_request(format!("expected {{\"password\":\"...\"}}: {e}")))?;
     let Some(password) = state.ui_password() else {
-        return Ok(json_response(StatusCode::OK, r#"{"authenticated":true,"disabled":true}"#));
+        return Ok(json_response(
+            StatusCode::OK,
+            r#"{"authenticated":true,"disabled":true}"#,
+        ));
     };
     if login.password != password {
         return Err(Reject::new(StatusCode::UNAUTHORIZED, "Invalid password"));
     }
-    let secure = first_forwarded(&headers, "x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = first_forwarded(&headers, "x-forwarded-proto")
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{}",
         session_token(&state, &password),
@@ -151,11 +182,17 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response, 
 /// `GET /auth/session`: 200 when authenticated (or no password is set), else 401.
 async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Reject> {
     match state.ui_password() {
-        None => Ok(json_response(StatusCode::OK, r#"{"authenticated":true,"disabled":true}"#)),
+        None => Ok(json_response(
+            StatusCode::OK,
+            r#"{"authenticated":true,"disabled":true}"#,
+        )),
         Some(pw) if has_credentials(&state, &headers, &pw) => {
             Ok(json_response(StatusCode::OK, r#"{"authenticated":true}"#))
         }
-        Some(_) => Err(Reject::new(StatusCode::UNAUTHORIZED, "UI authentication required")),
+        Some(_) => Err(Reject::new(
+            StatusCode::UNAUTHORIZED,
+            "UI authentication required",
+        )),
     }
 }
 
@@ -188,6 +225,9 @@ mod tests {
     fn session_cookie_is_found_among_others() {
         let h = headers(&[("cookie", "a=1; oc_ui_session=abc; b=2")]);
         assert_eq!(session_cookie(&h), Some("abc"));
-        assert_eq!(session_cookie(&headers(&[("cookie", "oc_ui_sessionx=1")])), None);
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "oc_ui_sessionx=1")])),
+            None
+        );
     }
 }

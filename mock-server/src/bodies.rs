@@ -35,9 +35,16 @@ struct BodyReport<'a> {
     last_byte_at_us: Option<u64>,
 }
 
-async fn upload(State(state): State<AppState>, params: Params, req: Request) -> Result<Response, Reject> {
+async fn upload(
+    State(state): State<AppState>,
+    params: Params,
+    req: Request,
+) -> Result<Response, Reject> {
     if params.get("path").is_none_or(str::is_empty) {
-        return Err(unread(req, Reject::bad_request("missing path query parameter")));
+        return Err(unread(
+            req,
+            Reject::bad_request("missing path query parameter"),
+        ));
     }
     if let Err(reject) = require_type(req.headers(), "application/octet-stream") {
         return Err(unread(req, reject));
@@ -127,7 +134,8 @@ async fn receive<'a>(
     keep: bool,
 ) -> Result<(BodyReport<'a>, Vec<u8>), Reject> {
     let received_at_us = now_us();
-    let declared = header_str(req.headers(), header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = header_str(req.headers(), header::CONTENT_LENGTH)
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let mut stream = Body::into_data_stream(req.into_body());
     // Refuse before reading a byte when the length is declared.
     if declared.is_some_and(|n| n > limit) {
@@ -142,7 +150,8 @@ async fn receive<'a>(
     let mut bytes = 0u64;
     let (mut first, mut last) = (None, None);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Reject::bad_request(format!("reading the body failed: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| Reject::bad_request(format!("reading the body failed: {e}")))?;
         if chunk.is_empty() {
             continue;
         }

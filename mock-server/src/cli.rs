@@ -55,7 +55,10 @@ impl Cli {
     pub fn config(&self, port: u16) -> MockConfig {
         MockConfig {
             profile: self.profile,
-            instance_id: self.instance_id.clone().unwrap_or_else(|| format!("mock-{port}")),
+            instance_id: self
+                .instance_id
+                .clone()
+                .unwrap_or_else(|| format!("mock-{port}")),
             ui_password: self.ui_password.clone(),
             access_token: self.access_token.clone(),
         }

@@ -30,7 +30,11 @@ pub(crate) async fn gzip(State(state): State<AppState>, req: Request, next: Next
     let head = req.method() == Method::HEAD;
     let res = next.run(req).await;
 
-    if sse_request || !compressible(res.headers()) || no_transform(res.headers()) || no_body(res.status()) {
+    if sse_request
+        || !compressible(res.headers())
+        || no_transform(res.headers())
+        || no_body(res.status())
+    {
         return res;
     }
     let mut res = res;
@@ -47,7 +51,9 @@ pub(crate) async fn gzip(State(state): State<AppState>, req: Request, next: Next
     let Ok(gz) = tokio::task::spawn_blocking(move || gzip_bytes(&bytes)).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    parts.headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     parts.headers.remove(header::CONTENT_LENGTH);
     // Like Express: the compressed body goes out chunked, without Content-Length.
     let chunked = Body::from_stream(futures::stream::once(async move {
@@ -57,7 +63,10 @@ pub(crate) async fn gzip(State(state): State<AppState>, req: Request, next: Next
 }
 
 pub(crate) fn gzip_bytes(data: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Compression::default());
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        Compression::default(),
+    );
     enc.write_all(data).expect("writing to a Vec cannot fail");
     enc.finish().expect("writing to a Vec cannot fail")
 }
@@ -90,24 +99,35 @@ fn compressible(headers: &HeaderMap) -> bool {
     let Some(ct) = header_str(headers, header::CONTENT_TYPE) else {
         return false;
     };
-    let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if ct == "text/event-stream" {
         return false;
     }
     ct.starts_with("text/")
         || ct.ends_with("+json")
         || ct.ends_with("+xml")
-        || matches!(ct.as_str(), "application/json" | "application/javascript" | "application/xml")
+        || matches!(
+            ct.as_str(),
+            "application/json" | "application/javascript" | "application/xml"
+        )
 }
 
 fn no_transform(headers: &HeaderMap) -> bool {
     header_str(headers, header::CACHE_CONTROL).is_some_and(|cc| {
-        cc.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+        cc.split(',')
+            .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
     })
 }
 
 fn no_body(status: StatusCode) -> bool {
-    status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 fn add_vary(headers: &mut HeaderMap) {

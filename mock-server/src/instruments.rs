@@ -54,7 +54,12 @@ fn report(state: &AppState, parts: &Parts) -> String {
         headers: parts
             .headers
             .iter()
-            .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+            .map(|(name, value)| {
+                (
+                    name.as_str(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         peer: parts
             .extensions
@@ -90,10 +95,15 @@ async fn request_report_ws(
 
 /// Answers only after `delay_ms`: nothing at all, not even headers, before then.
 async fn slow(State(state): State<AppState>, params: Params) -> Result<Response, Reject> {
-    let delay = params.millis("delay_ms", 0..=3_600_000)?.unwrap_or_default();
+    let delay = params
+        .millis("delay_ms", 0..=3_600_000)?
+        .unwrap_or_default();
     let size = params.bounded("size", 2..=MAX_JSON)?.unwrap_or(64);
     if !state.shutdown().sleep_until(Instant::now() + delay).await {
-        return Err(Reject::new(StatusCode::SERVICE_UNAVAILABLE, "mock shutting down"));
+        return Err(Reject::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mock shutting down",
+        ));
     }
     Ok(sized_json_response(size).await)
 }
@@ -116,7 +126,10 @@ async fn sized_json_response(size: u64) -> Response {
     let mut res = json_response(StatusCode::OK, body);
     let h = res.headers_mut();
     h.insert("x-mock-identity-length", HeaderValue::from(size));
-    h.insert("x-mock-identity-sha256", HeaderValue::from_str(&sha).expect("hex"));
+    h.insert(
+        "x-mock-identity-sha256",
+        HeaderValue::from_str(&sha).expect("hex"),
+    );
     res
 }
 
@@ -140,7 +153,8 @@ pub(crate) fn json_of_size(size: usize) -> Vec<u8> {
 async fn health(State(state): State<AppState>) -> Response {
     json_response(
         StatusCode::OK,
-        json!({ "status": "ok", "instance": state.instance(), "profile": state.profile() }).to_string(),
+        json!({ "status": "ok", "instance": state.instance(), "profile": state.profile() })
+            .to_string(),
     )
 }
 
@@ -153,18 +167,28 @@ async fn index(State(state): State<AppState>) -> Response {
         state.profile()
     );
     let mut res = (StatusCode::OK, html).into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     res
 }
 
 /// SPA fallback for non-API GETs, JSON 404 for the rest.
-pub(crate) async fn fallback(state: State<AppState>, method: Method, uri: axum::http::Uri) -> Response {
+pub(crate) async fn fallback(
+    state: State<AppState>,
+    method: Method,
+    uri: axum::http::Uri,
+) -> Response {
     let api = uri.path() == "/api" || uri.path().starts_with("/api/");
     if !api && (method == Method::GET || method == Method::HEAD) {
         return index(state).await;
     }
-    Reject::new(StatusCode::NOT_FOUND, format!("no route for {method} {}", uri.path())).into_response()
+    Reject::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+    .into_response()
 }
 
 #[cfg(test)]

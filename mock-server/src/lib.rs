@@ -91,7 +91,11 @@ pub async fn spawn(config: MockConfig, addr: SocketAddr) -> io::Result<RunningMo
 pub fn spawn_on(config: MockConfig, listener: TcpListener) -> io::Result<RunningMock> {
     let addr = listener.local_addr()?;
     let state = AppState::new(config);
-    let task = tokio::spawn(accept_loop(listener, router(state.clone()), state.shutdown()));
+    let task = tokio::spawn(accept_loop(
+        listener,
+        router(state.clone()),
+        state.shutdown(),
+    ));
     Ok(RunningMock {
         addr,
         state,
@@ -126,7 +130,11 @@ impl RunningMock {
 
     /// Turns UI-password mode on (`Some`) or off (`None`) for the requests that follow.
     pub fn set_ui_password(&self, pw: Option<String>) {
-        *self.state.ui_password.write().unwrap_or_else(|e| e.into_inner()) = pw;
+        *self
+            .state
+            .ui_password
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = pw;
     }
 
     /// Ends every stream and WebSocket (close 1001), lets in-flight responses finish for up to
@@ -135,7 +143,10 @@ impl RunningMock {
         self.state.trigger_shutdown();
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -273,7 +284,10 @@ fn router(state: AppState) -> Router {
         // like Express does; the common headers go on every response, refusals included.
         .layer(from_fn_with_state(state.clone(), auth::require_ui_auth))
         .layer(from_fn_with_state(state.clone(), compression::gzip))
-        .layer(from_fn_with_state(state.clone(), auth::require_access_token))
+        .layer(from_fn_with_state(
+            state.clone(),
+            auth::require_access_token,
+        ))
         .layer(from_fn_with_state(state.clone(), common_headers))
         // Body caps are enforced per route (413 with a message), not by axum's 2 MB default.
         .layer(DefaultBodyLimit::disable())
@@ -286,7 +300,10 @@ async fn common_headers(State(state): State<AppState>, req: Request, next: Next)
     let headers = res.headers_mut();
     headers.insert("x-mock-instance", state.instance_header.clone());
     if state.profile().robots_tag() {
-        headers.insert("x-robots-tag", HeaderValue::from_static("noindex, nofollow"));
+        headers.insert(
+            "x-robots-tag",
+            HeaderValue::from_static("noindex, nofollow"),
+        );
     }
     res
 }
@@ -313,7 +330,12 @@ async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: Shutdo
     while connections.join_next().await.is_some() {}
 }
 
-async fn serve_connection(tcp: TcpStream, peer: SocketAddr, router: Router, mut shutdown: Shutdown) {
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    mut shutdown: Shutdown,
+) {
     // The real server turns Nagle off so that every SSE frame leaves at once.
     let _ = tcp.set_nodelay(true);
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {

@@ -110,15 +110,20 @@ impl Params {
     }
 
     /// A millisecond duration within `range`, `None` when absent.
-    pub fn millis(&self, name: &str, range: RangeInclusive<u64>) -> Result<Option<Duration>, Reject> {
+    pub fn millis(
+        &self,
+        name: &str,
+        range: RangeInclusive<u64>,
+    ) -> Result<Option<Duration>, Reject> {
         Ok(self.bounded(name, range)?.map(Duration::from_millis))
     }
 
     /// A required integer parameter within `range`.
     pub fn required(&self, name: &str, range: RangeInclusive<u64>) -> Result<u64, Reject> {
         let (lo, hi) = (*range.start(), *range.end());
-        self.bounded(name, range)?
-            .ok_or_else(|| Reject::bad_request(format!("missing {name} (an integer in {lo}..={hi})")))
+        self.bounded(name, range)?.ok_or_else(|| {
+            Reject::bad_request(format!("missing {name} (an integer in {lo}..={hi})"))
+        })
     }
 
     /// A boolean switch: `1`/`true` or `0`/`false`; absent is `false`.
@@ -134,7 +139,10 @@ impl Params {
 }
 
 /// First value of a header, as text.
-pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(
+    headers: &'a HeaderMap,
+    name: impl header::AsHeaderName,
+) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -149,7 +157,10 @@ pub(crate) fn first_forwarded<'a>(headers: &'a HeaderMap, name: &str) -> Option<
 /// `Upgrade: websocket` present (the refusals of such requests are raw, see [`Reject::raw`]).
 pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     header_str(headers, header::UPGRADE)
-        .map(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")))
+        .map(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
         .unwrap_or(false)
 }
 

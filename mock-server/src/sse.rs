@@ -38,7 +38,10 @@ pub(crate) fn routes(profile: Profile) -> Router<AppState> {
     match profile {
         Profile::Openchamber | Profile::Bare => Router::new()
             .route("/api/event", get(|s, p, h| open(Event, s, p, h, None)))
-            .route("/api/global/event", get(|s, p, h| open(GlobalEvent, s, p, h, None)))
+            .route(
+                "/api/global/event",
+                get(|s, p, h| open(GlobalEvent, s, p, h, None)),
+            )
             .route(
                 "/api/notifications/stream",
                 get(|s, p, h| open(Notifications, s, p, h, None)),
@@ -52,7 +55,10 @@ pub(crate) fn routes(profile: Profile) -> Router<AppState> {
                 get(|Path(id): Path<String>, s, p, h| open(Terminal, s, p, h, Some(id))),
             ),
         Profile::Dorkos => Router::new()
-            .route("/api/events", get(|s, p, h| open(DorkosEvents, s, p, h, None)))
+            .route(
+                "/api/events",
+                get(|s, p, h| open(DorkosEvents, s, p, h, None)),
+            )
             .route(
                 "/api/sessions/{id}/events",
                 get(|Path(id): Path<String>, s, p, h| open(DorkosDurable, s, p, h, Some(id))),
@@ -98,9 +104,10 @@ impl Beat {
     fn frame(self) -> String {
         match self {
             Beat::Comment => ":heartbeat\n\n".to_owned(),
-            Beat::ServerHeartbeat { global } => {
-                data_frame(&wrap(global, r#"{"type":"server.heartbeat","properties":{}}"#))
-            }
+            Beat::ServerHeartbeat { global } => data_frame(&wrap(
+                global,
+                r#"{"type":"server.heartbeat","properties":{}}"#,
+            )),
             Beat::OpenchamberHeartbeat => data_frame(&format!(
                 r#"{{"type":"openchamber:heartbeat","timestamp":{}}}"#,
                 now_us() / 1000
@@ -145,10 +152,14 @@ impl EventStream {
         const fn s(secs: u64) -> Duration {
             Duration::from_secs(secs)
         }
-        const EVENT: &[(Duration, Beat)] =
-            &[(s(20), Beat::Comment), (s(10), Beat::ServerHeartbeat { global: false })];
-        const GLOBAL: &[(Duration, Beat)] =
-            &[(s(20), Beat::Comment), (s(10), Beat::ServerHeartbeat { global: true })];
+        const EVENT: &[(Duration, Beat)] = &[
+            (s(20), Beat::Comment),
+            (s(10), Beat::ServerHeartbeat { global: false }),
+        ];
+        const GLOBAL: &[(Duration, Beat)] = &[
+            (s(20), Beat::Comment),
+            (s(10), Beat::ServerHeartbeat { global: true }),
+        ];
         const NOTIFICATIONS: &[(Duration, Beat)] = &[(s(20), Beat::Comment)];
         const OPENCHAMBER: &[(Duration, Beat)] = &[(s(25), Beat::OpenchamberHeartbeat)];
         const EVERY_15S: &[(Duration, Beat)] = &[(s(15), Beat::Comment)];
@@ -157,7 +168,9 @@ impl EventStream {
             EventStream::GlobalEvent => GLOBAL,
             EventStream::Notifications => NOTIFICATIONS,
             EventStream::OpenchamberEvents => OPENCHAMBER,
-            EventStream::Terminal | EventStream::DorkosEvents | EventStream::DorkosDurable => EVERY_15S,
+            EventStream::Terminal | EventStream::DorkosEvents | EventStream::DorkosDurable => {
+                EVERY_15S
+            }
         }
     }
 
@@ -259,10 +272,9 @@ async fn open(
     let mut plan = TickPlan::parse(&params)?;
     if kind == EventStream::DorkosDurable {
         if let Some(last) = header_str(&headers, "last-event-id") {
-            let last: u64 = last
-                .trim()
-                .parse()
-                .map_err(|_| Reject::bad_request(format!("Last-Event-ID must be an integer, got {last:?}")))?;
+            let last: u64 = last.trim().parse().map_err(|_| {
+                Reject::bad_request(format!("Last-Event-ID must be an integer, got {last:?}"))
+            })?;
             plan.first_seq = last.saturating_add(1);
         }
     }
@@ -271,9 +283,15 @@ async fn open(
 
     let mut res = body.into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind.content_type()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kind.content_type()),
+    );
     if helpers {
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(kind.cache_control()));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(kind.cache_control()),
+        );
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     }

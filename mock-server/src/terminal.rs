@@ -25,7 +25,11 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/api/terminal/ws", get(open))
 }
 
-async fn open(State(state): State<AppState>, params: Params, ws: Upgrade) -> Result<Response, Reject> {
+async fn open(
+    State(state): State<AppState>,
+    params: Params,
+    ws: Upgrade,
+) -> Result<Response, Reject> {
     let pings = state.profile().helpers() && !params.flag("mock_silent")?;
     let ws = upgrade(ws)?;
     let shutdown = state.shutdown();
@@ -56,7 +60,9 @@ fn decode(msg: &Message) -> Result<Map<String, Value>, Value> {
     let bytes = match msg {
         Message::Binary(b) => b,
         Message::Text(_) => {
-            return Err(bad_frame("text frames are not part of protocol v3: send binary 0x01 + JSON"))
+            return Err(bad_frame(
+                "text frames are not part of protocol v3: send binary 0x01 + JSON",
+            ))
         }
         _ => return Err(bad_frame("unexpected frame")),
     };
@@ -88,7 +94,10 @@ impl Sessions {
         match (frame.get("t").and_then(Value::as_str), session, key) {
             (Some("hello"), _, _) => match frame.get("v").and_then(Value::as_u64) {
                 Some(PROTOCOL_VERSION) | None => vec![],
-                Some(v) => vec![error("UNSUPPORTED_VERSION", format!("protocol v{v} not supported, v3 only"))],
+                Some(v) => vec![error(
+                    "UNSUPPORTED_VERSION",
+                    format!("protocol v{v} not supported, v3 only"),
+                )],
             },
             (Some("ping"), _, _) => vec![json!({ "t": "pong" })],
             (Some("attach"), Some(s), Some(key)) => {
@@ -115,7 +124,10 @@ impl Sessions {
             (Some("attach" | "detach" | "write"), _, _) => {
                 vec![bad_frame("missing session id s (string or number)")]
             }
-            (Some(other), _, _) => vec![error("UNKNOWN_TYPE", format!("unknown frame type {other:?}"))],
+            (Some(other), _, _) => vec![error(
+                "UNKNOWN_TYPE",
+                format!("unknown frame type {other:?}"),
+            )],
             (None, _, _) => vec![bad_frame("missing frame type t")],
         }
     }
@@ -172,7 +184,10 @@ mod tests {
     #[test]
     fn write_is_echoed_with_sequence_numbers() {
         let mut s = Sessions::default();
-        assert_eq!(s.handle(&frame(r#"{"t":"attach","s":"a"}"#))[0]["t"], "snapshot");
+        assert_eq!(
+            s.handle(&frame(r#"{"t":"attach","s":"a"}"#))[0]["t"],
+            "snapshot"
+        );
         let out = s.handle(&frame(r#"{"t":"write","s":"a","d":"ls\r"}"#));
         assert_eq!(out[0], json!({"t":"output","s":"a","q":1,"d":"ls\r"}));
         let out = s.handle(&frame(r#"{"t":"write","s":"a","d":"x"}"#));
@@ -191,6 +206,9 @@ mod tests {
         ] {
             assert_eq!(s.handle(&msg)[0]["code"], "BAD_FRAME", "{msg:?}");
         }
-        assert_eq!(s.handle(&frame(r#"{"t":"nope"}"#))[0]["code"], "UNKNOWN_TYPE");
+        assert_eq!(
+            s.handle(&frame(r#"{"t":"nope"}"#))[0]["code"],
+            "UNKNOWN_TYPE"
+        );
     }
 }

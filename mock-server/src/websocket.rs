@@ -23,8 +23,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/event/ws", get(|s, p, ws| open(Scope::Directory, s, p, ws)))
-        .route("/api/global/event/ws", get(|s, p, ws| open(Scope::Global, s, p, ws)))
+        .route(
+            "/api/event/ws",
+            get(|s, p, ws| open(Scope::Directory, s, p, ws)),
+        )
+        .route(
+            "/api/global/event/ws",
+            get(|s, p, ws| open(Scope::Global, s, p, ws)),
+        )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

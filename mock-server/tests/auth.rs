@@ -18,11 +18,28 @@ async fn protected() -> RunningMock {
     .await
 }
 
+/// `POST /auth/session`, optionally as if behind a proxy that sets `X-Forwarded-Proto`.
+async fn login(
+    mock: &RunningMock,
+    password: &str,
+    forwarded_proto: Option<&str>,
+) -> reqwest::Response {
+    let mut req = client()
+        .post(mock.url("/auth/session"))
+        .json(&serde_json::json!({ "password": password }));
+    if let Some(proto) = forwarded_proto {
+        req = req.header("X-Forwarded-Proto", proto);
+    }
+    req.send().await.unwrap()
+}
+
 fn refused_status(err: &WsError) -> (u16, Option<String>, String) {
     match err {
         WsError::Http(res) => (
             res.status().as_u16(),
-            res.headers().get("connection").map(|v| v.to_str().unwrap().to_lowercase()),
+            res.headers()
+                .get("connection")
+                .map(|v| v.to_str().unwrap().to_lowercase()),
             String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into_owned(),
         ),
         other => panic!("expected an HTTP refusal, got {other}"),
@@ -36,84 +53,68 @@ fn refused_status(err: &WsError) -> (u16, Option<String>, String) {
 #[tokio::test]
 async fn api_routes_need_credentials(#[case] path: &str) {
     let mock = protected().await;
-    let res = client().get(mock.url(path)).send().await.unwrap();
+    let res = get(&mock, path, &[]).await;
     assert_eq!(res.status(), 401);
-    let res = client().get(mock.url(path)).bearer_auth("wrong").send().await.unwrap();
+    let res = get(&mock, path, &[("Authorization", "Bearer wrong")]).await;
     assert_eq!(res.status(), 401);
-    let res = client().get(mock.url(path)).bearer_auth(PW).send().await.unwrap();
+    let res = get(&mock, path, &[("Authorization", &format!("Bearer {PW}"))]).await;
     assert_eq!(res.status(), 200);
     // Non-API pages stay open.
-    assert_eq!(client().get(mock.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(get(&mock, "/", &[]).await.status(), 200);
 }
 
 #[tokio::test]
 async fn session_cookie_from_login() {
     let mock = protected().await;
-    let res = client()
-        .post(mock.url("/auth/session"))
-        .json(&serde_json::json!({"password": "nope"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-    let res = client()
-        .post(mock.url("/auth/session"))
-        .header("X-Forwarded-Proto", "https")
-        .json(&serde_json::json!({"password": PW}))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(login(&mock, "nope", None).await.status(), 401);
+    let res = login(&mock, PW, Some("https")).await;
     assert_eq!(res.status(), 200);
     let cookie = header(&res, "set-cookie").unwrap().to_owned();
     for attr in ["oc_ui_session=", "HttpOnly", "SameSite=Strict", "Secure"] {
         assert!(cookie.contains(attr), "{cookie}");
     }
     let pair = cookie.split(';').next().unwrap().to_owned();
-    let res = client()
-        .get(mock.url("/api/mock/request"))
-        .header("Cookie", format!("theme=dark; {pair}"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(
+        &mock,
+        "/api/mock/request",
+        &[("Cookie", &format!("theme=dark; {pair}"))],
+    )
+    .await;
     assert_eq!(res.status(), 200);
-    let res = client().get(mock.url("/auth/session")).header("Cookie", pair).send().await.unwrap();
+    let res = get(&mock, "/auth/session", &[("Cookie", &pair)]).await;
     assert_eq!(res.status(), 200);
 }
 
 #[tokio::test]
 async fn login_cookie_is_not_secure_over_plain_http() {
     let mock = protected().await;
-    let res = client()
-        .post(mock.url("/auth/session"))
-        .json(&serde_json::json!({"password": PW}))
-        .send()
-        .await
-        .unwrap();
+    let res = login(&mock, PW, None).await;
     assert!(!header(&res, "set-cookie").unwrap().contains("Secure"));
 }
 
 #[tokio::test]
 async fn url_token_only_on_sse_and_websocket_gets() {
     let mock = protected().await;
-    let res = client().get(mock.url(&format!("/api/event?oc_url_token={PW}"))).send().await.unwrap();
+    let res = get(&mock, &format!("/api/event?oc_url_token={PW}"), &[]).await;
     assert_eq!(res.status(), 200);
-    let res = client()
-        .get(mock.url(&format!("/api/mock/request?oc_url_token={PW}")))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&mock, &format!("/api/mock/request?oc_url_token={PW}"), &[]).await;
     assert_eq!(res.status(), 401);
     let origin = format!("http://{}", mock.addr());
-    ws_connect(&ws_url(&mock, &format!("/api/event/ws?oc_url_token={PW}")), &[("Origin", &origin)])
-        .await
-        .unwrap();
+    ws_connect(
+        &ws_url(&mock, &format!("/api/event/ws?oc_url_token={PW}")),
+        &[("Origin", &origin)],
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn upgrade_without_credentials_is_a_raw_401() {
     let mock = protected().await;
     let origin = format!("http://{}", mock.addr());
-    let err = ws_connect(&ws_url(&mock, "/api/event/ws"), &[("Origin", &origin)]).await.unwrap_err();
+    let err = ws_connect(&ws_url(&mock, "/api/event/ws"), &[("Origin", &origin)])
+        .await
+        .unwrap_err();
     let (status, connection, _) = refused_status(&err);
     assert_eq!(status, 401);
     assert_eq!(connection.as_deref(), Some("close"));
@@ -160,15 +161,18 @@ async fn origin_check_on_upgrades(
 #[tokio::test]
 async fn password_can_be_switched_at_run_time() {
     let mock = mock(Profile::Openchamber).await;
-    let get = || client().get(mock.url("/api/mock/request")).send();
-    assert_eq!(get().await.unwrap().status(), 200);
+    let report = || get(&mock, "/api/mock/request", &[]);
+    assert_eq!(report().await.status(), 200);
     // Without a password there is no Origin check either.
-    ws_connect(&ws_url(&mock, "/api/event/ws"), &[("Origin", "http://evil.example")])
-        .await
-        .unwrap();
+    ws_connect(
+        &ws_url(&mock, "/api/event/ws"),
+        &[("Origin", "http://evil.example")],
+    )
+    .await
+    .unwrap();
 
     mock.set_ui_password(Some(PW.into()));
-    assert_eq!(get().await.unwrap().status(), 401);
+    assert_eq!(report().await.status(), 401);
     let err = ws_connect(
         &ws_url(&mock, &format!("/api/event/ws?oc_url_token={PW}")),
         &[("Origin", "http://evil.example")],
@@ -178,5 +182,5 @@ async fn password_can_be_switched_at_run_time() {
     assert_eq!(refused_status(&err).0, 403);
 
     mock.set_ui_password(None);
-    assert_eq!(get().await.unwrap().status(), 200);
+    assert_eq!(report().await.status(), 200);
 }

@@ -26,13 +26,13 @@ async fn upload_reports_length_hash_and_byte_times() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         Some((Ok::<_, std::io::Error>(chunk), it))
     });
-    let res = client()
-        .post(mock.url("/api/fs/upload?path=/tmp/x.bin"))
-        .header("Content-Type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &mock,
+        "/api/fs/upload?path=/tmp/x.bin",
+        Some("application/octet-stream"),
+        reqwest::Body::wrap_stream(body),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let report: serde_json::Value = res.json().await.unwrap();
     assert_eq!(report["instance"], "mock");
@@ -42,18 +42,22 @@ async fn upload_reports_length_hash_and_byte_times() {
     let first = report["first_byte_at_us"].as_u64().unwrap();
     let last = report["last_byte_at_us"].as_u64().unwrap();
     assert!(received <= first && first <= last);
-    assert!(last - first >= 200_000, "streamed chunks arrived together: {report}");
+    assert!(
+        last - first >= 200_000,
+        "streamed chunks arrived together: {report}"
+    );
 }
 
 #[tokio::test]
 async fn empty_upload_has_no_byte_times() {
     let mock = mock(Profile::Openchamber).await;
-    let res = client()
-        .post(mock.url("/api/fs/upload?path=e"))
-        .header("Content-Type", "application/octet-stream")
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &mock,
+        "/api/fs/upload?path=e",
+        Some("application/octet-stream"),
+        Vec::new(),
+    )
+    .await;
     let report: serde_json::Value = res.json().await.unwrap();
     assert_eq!(report["bytes"], 0);
     assert!(report["first_byte_at_us"].is_null());
@@ -67,26 +71,31 @@ async fn empty_upload_has_no_byte_times() {
 #[tokio::test]
 async fn upload_with_a_wrong_type_is_415(#[case] content_type: Option<&str>) {
     let mock = mock(Profile::Openchamber).await;
-    let mut req = client().post(mock.url("/api/fs/upload?path=a")).body(vec![0u8; 10_000]);
-    if let Some(ct) = content_type {
-        req = req.header("Content-Type", ct);
-    }
-    let res = req.send().await.unwrap();
+    let res = post(
+        &mock,
+        "/api/fs/upload?path=a",
+        content_type,
+        vec![0u8; 10_000],
+    )
+    .await;
     assert_eq!(res.status(), 415);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("application/octet-stream"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("application/octet-stream"));
 }
 
 #[tokio::test]
 async fn upload_without_path_is_400() {
     let mock = mock(Profile::Openchamber).await;
-    let res = client()
-        .post(mock.url("/api/fs/upload"))
-        .header("Content-Type", "application/octet-stream")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &mock,
+        "/api/fs/upload",
+        Some("application/octet-stream"),
+        "x",
+    )
+    .await;
     assert_eq!(res.status(), 400);
 }
 
@@ -111,7 +120,10 @@ async fn declared_length_over_the_cap_is_413(
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains(&cap.to_string()), "{answer}");
@@ -123,13 +135,13 @@ async fn streamed_upload_over_the_cap_is_413() {
     let mock = mock(Profile::Dorkos).await;
     let chunk = vec![7u8; 1024 * 1024];
     let body = futures::stream::iter((0..11).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let res = client()
-        .post(mock.url("/api/fs/upload?path=big"))
-        .header("Content-Type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &mock,
+        "/api/fs/upload?path=big",
+        Some("application/octet-stream"),
+        reqwest::Body::wrap_stream(body),
+    )
+    .await;
     assert_eq!(res.status(), 413);
 }
 
@@ -137,13 +149,13 @@ async fn streamed_upload_over_the_cap_is_413() {
 async fn upload_of_exactly_the_cap_is_accepted() {
     let mock = mock(Profile::Dorkos).await;
     let data = vec![1u8; 10 * 1024 * 1024];
-    let res = client()
-        .post(mock.url("/api/fs/upload?path=cap"))
-        .header("Content-Type", "application/octet-stream")
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &mock,
+        "/api/fs/upload?path=cap",
+        Some("application/octet-stream"),
+        data.clone(),
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let report: serde_json::Value = res.json().await.unwrap();
     assert_eq!(report["sha256"], hex::encode(Sha256::digest(&data)));
@@ -161,13 +173,13 @@ async fn json_body_of_50_mb_is_accepted() {
     let mock = mock(Profile::Openchamber).await;
     let body = json_body(50 * 1024 * 1024);
     let sha = hex::encode(Sha256::digest(&body));
-    let res = client()
-        .post(mock.url("/api/mock/body"))
-        .header("Content-Type", "application/json; charset=utf-8")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &mock,
+        "/api/mock/body",
+        Some("application/json; charset=utf-8"),
+        body,
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let report: serde_json::Value = res.json().await.unwrap();
     assert_eq!(report["bytes"], 50 * 1024 * 1024);
@@ -177,13 +189,13 @@ async fn json_body_of_50_mb_is_accepted() {
 #[tokio::test]
 async fn json_body_over_50_mb_is_413() {
     let mock = mock(Profile::Openchamber).await;
-    let res = client()
-        .post(mock.url("/api/mock/body"))
-        .header("Content-Type", "application/json")
-        .body(json_body(50 * 1024 * 1024 + 1))
-        .send()
-        .await
-        .unwrap();
+    let res = post(
+        &mock,
+        "/api/mock/body",
+        Some("application/json"),
+        json_body(50 * 1024 * 1024 + 1),
+    )
+    .await;
     assert_eq!(res.status(), 413);
 }
 
@@ -193,14 +205,12 @@ async fn json_body_over_50_mb_is_413() {
 #[case("application/json", "", 200)]
 #[case("application/json", "[1,2,3]", 200)]
 #[tokio::test]
-async fn json_body_validation(#[case] content_type: &str, #[case] body: &'static str, #[case] status: u16) {
+async fn json_body_validation(
+    #[case] content_type: &str,
+    #[case] body: &'static str,
+    #[case] status: u16,
+) {
     let mock = mock(Profile::Openchamber).await;
-    let res = client()
-        .post(mock.url("/api/mock/body"))
-        .header("Content-Type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = post(&mock, "/api/mock/body", Some(content_type), body).await;
     assert_eq!(res.status(), status);
 }

@@ -26,8 +26,14 @@ async fn every_response_carries_the_instance_and_robots_headers(
     })
     .await;
     assert_eq!(mock.instance_id(), "blue");
-    for path in ["/", "/health", "/api/mock/json?size=10", "/api/nope", "/api/mock/json?size=1"] {
-        let res = client().get(mock.url(path)).send().await.unwrap();
+    for path in [
+        "/",
+        "/health",
+        "/api/mock/json?size=10",
+        "/api/nope",
+        "/api/mock/json?size=1",
+    ] {
+        let res = get(&mock, path, &[]).await;
         assert_eq!(header(&res, "x-mock-instance"), Some("blue"), "{path}");
         assert_eq!(header(&res, "x-robots-tag"), robots, "{path}");
     }
@@ -35,7 +41,9 @@ async fn every_response_carries_the_instance_and_robots_headers(
 
 fn gunzip(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).unwrap();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
     out
 }
 
@@ -50,15 +58,18 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn gzip_threshold(#[case] profile: Profile, #[case] size: usize, #[case] gzipped: bool) {
     let mock = mock(profile).await;
-    let res = client()
-        .get(mock.url(&format!("/api/mock/json?size={size}")))
-        .header("Accept-Encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let res = get(
+        &mock,
+        &format!("/api/mock/json?size={size}"),
+        &[("Accept-Encoding", "gzip")],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, "content-encoding"), gzipped.then_some("gzip"));
-    assert_eq!(header(&res, "x-mock-identity-length").unwrap(), size.to_string());
+    assert_eq!(
+        header(&res, "x-mock-identity-length").unwrap(),
+        size.to_string()
+    );
     let sha = header(&res, "x-mock-identity-sha256").unwrap().to_owned();
     let vary = header(&res, "vary").map(str::to_owned);
     let raw = res.bytes().await.unwrap();
@@ -78,11 +89,11 @@ async fn gzip_threshold(#[case] profile: Profile, #[case] size: usize, #[case] g
 #[tokio::test]
 async fn no_gzip_unless_accepted(#[case] accept_encoding: Option<&str>) {
     let mock = mock(Profile::Openchamber).await;
-    let mut req = client().get(mock.url("/api/mock/json?size=5000"));
-    if let Some(ae) = accept_encoding {
-        req = req.header("Accept-Encoding", ae);
-    }
-    let res = req.send().await.unwrap();
+    let headers: Vec<_> = accept_encoding
+        .map(|ae| ("Accept-Encoding", ae))
+        .into_iter()
+        .collect();
+    let res = get(&mock, "/api/mock/json?size=5000", &headers).await;
     assert_eq!(header(&res, "content-encoding"), None);
     assert_eq!(res.bytes().await.unwrap().len(), 5000);
 }
@@ -90,24 +101,19 @@ async fn no_gzip_unless_accepted(#[case] accept_encoding: Option<&str>) {
 #[tokio::test]
 async fn accept_event_stream_disables_gzip_on_any_route() {
     let mock = mock(Profile::Openchamber).await;
-    let res = client()
-        .get(mock.url("/api/mock/json?size=5000"))
-        .header("Accept-Encoding", "gzip")
-        .header("Accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let res = get(
+        &mock,
+        "/api/mock/json?size=5000",
+        &[("Accept-Encoding", "gzip"), ("Accept", "text/event-stream")],
+    )
+    .await;
     assert_eq!(header(&res, "content-encoding"), None);
 }
 
 #[tokio::test]
 async fn json_of_50_mb_is_served() {
     let mock = mock(Profile::Openchamber).await;
-    let res = client()
-        .get(mock.url("/api/mock/json?size=52428800"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&mock, "/api/mock/json?size=52428800", &[]).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().len(), 52_428_800);
 }
@@ -123,7 +129,7 @@ async fn json_of_50_mb_is_served() {
 #[tokio::test]
 async fn bad_parameters_are_400_with_a_message(#[case] path: &str) {
     let mock = mock(Profile::Openchamber).await;
-    let res = client().get(mock.url(path)).send().await.unwrap();
+    let res = get(&mock, path, &[]).await;
     assert_eq!(res.status(), 400, "{path}");
     let body: serde_json::Value = res.json().await.unwrap();
     assert!(!body["error"].as_str().unwrap().is_empty());
@@ -155,7 +161,12 @@ async fn request_report_shows_what_the_backend_saw() {
     assert!(peer.ip().is_loopback());
     let headers: Vec<(String, String)> = serde_json::from_value(report["headers"].clone()).unwrap();
     let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
-    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} missing: {names:?}"));
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("{n} missing: {names:?}"))
+    };
     // Arrival order, lower-case names.
     assert!(pos("x-forwarded-for") < pos("x-forwarded-proto"));
     assert!(pos("x-forwarded-proto") < pos("x-real-ip"));
@@ -168,12 +179,11 @@ async fn request_report_shows_what_the_backend_saw() {
 async fn slow_route_sends_nothing_before_the_delay() {
     let mock = mock(Profile::Openchamber).await;
     let sent = Instant::now();
-    let res = client()
-        .get(mock.url("/api/mock/slow?delay_ms=700&size=100"))
-        .send()
-        .await
-        .unwrap();
-    assert!(sent.elapsed() >= Duration::from_millis(700), "headers before the delay");
+    let res = get(&mock, "/api/mock/slow?delay_ms=700&size=100", &[]).await;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(700),
+        "headers before the delay"
+    );
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().len(), 100);
 }
@@ -181,12 +191,12 @@ async fn slow_route_sends_nothing_before_the_delay() {
 #[tokio::test]
 async fn slow_route_is_gzipped_above_the_threshold() {
     let mock = mock(Profile::Openchamber).await;
-    let res = client()
-        .get(mock.url("/api/mock/slow?delay_ms=0&size=4096"))
-        .header("Accept-Encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let res = get(
+        &mock,
+        "/api/mock/slow?delay_ms=0&size=4096",
+        &[("Accept-Encoding", "gzip")],
+    )
+    .await;
     assert_eq!(header(&res, "content-encoding"), Some("gzip"));
 }
 
@@ -194,13 +204,15 @@ async fn slow_route_is_gzipped_above_the_threshold() {
 async fn non_api_gets_serve_the_ui_and_unknown_api_routes_are_404() {
     let mock = mock(Profile::Openchamber).await;
     for path in ["/", "/sessions/123"] {
-        let res = client().get(mock.url(path)).send().await.unwrap();
+        let res = get(&mock, path, &[]).await;
         assert_eq!(res.status(), 200);
-        assert!(header(&res, "content-type").unwrap().starts_with("text/html"));
+        assert!(header(&res, "content-type")
+            .unwrap()
+            .starts_with("text/html"));
     }
-    let res = client().get(mock.url("/api/nope")).send().await.unwrap();
+    let res = get(&mock, "/api/nope", &[]).await;
     assert_eq!(res.status(), 404);
-    let res = client().get(mock.url("/health")).send().await.unwrap();
+    let res = get(&mock, "/health", &[]).await;
     let health: serde_json::Value = res.json().await.unwrap();
     assert_eq!(health["profile"], "openchamber");
 }
@@ -212,19 +224,23 @@ async fn access_token_is_required_when_configured() {
         ..MockConfig::new(Profile::Openchamber)
     })
     .await;
-    let res = client().get(mock.url("/api/mock/request")).send().await.unwrap();
+    let res = get(&mock, "/api/mock/request", &[]).await;
     assert_eq!(res.status(), 401);
     assert_eq!(header(&res, "x-mock-instance"), Some("mock"));
-    let res = client()
-        .get(mock.url("/api/mock/request"))
-        .header("X-Mock-Access-Token", "t0k")
-        .send()
+    let res = get(
+        &mock,
+        "/api/mock/request",
+        &[("X-Mock-Access-Token", "t0k")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let res = get(&mock, "/?mock_access_token=t0k", &[]).await;
+    assert_eq!(res.status(), 200);
+    let refused = ws_connect(&ws_url(&mock, "/api/event/ws"), &[])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    ws_connect(&ws_url(&mock, "/api/event/ws?mock_access_token=t0k"), &[])
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
-    let res = client().get(mock.url("/?mock_access_token=t0k")).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    let refused = ws_connect(&ws_url(&mock, "/api/event/ws"), &[]).await.unwrap_err();
-    assert!(refused.to_string().contains("401"), "{refused}");
-    ws_connect(&ws_url(&mock, "/api/event/ws?mock_access_token=t0k"), &[]).await.unwrap();
 }

@@ -34,7 +34,8 @@ fn bind_rule(#[case] ip: &str, #[case] token: Option<&str>, #[case] allowed: boo
 #[case(&["--profile", "dorkos", "--port", "9"], Profile::Dorkos, "127.0.0.1:9")]
 #[case(&["--bind", "0.0.0.0", "--access-token", "t", "--port", "0"], Profile::Openchamber, "0.0.0.0:0")]
 fn cli_defaults(#[case] args: &[&str], #[case] profile: Profile, #[case] addr: &str) {
-    let cli = Cli::try_parse_from(std::iter::once("mock-server").chain(args.iter().copied())).unwrap();
+    let cli =
+        Cli::try_parse_from(std::iter::once("mock-server").chain(args.iter().copied())).unwrap();
     assert_eq!(cli.profile, profile);
     assert_eq!(cli.listen_addr().unwrap().to_string(), addr);
     let config = cli.config(1234);
@@ -55,7 +56,8 @@ fn cli_refuses_public_bind_without_token_and_bad_values() {
     ] {
         assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
     }
-    let cli = Cli::try_parse_from(["mock-server", "--instance-id", "a1", "--ui-password", "pw"]).unwrap();
+    let cli =
+        Cli::try_parse_from(["mock-server", "--instance-id", "a1", "--ui-password", "pw"]).unwrap();
     let config = cli.config(3000);
     assert_eq!(config.instance_id, "a1");
     assert_eq!(config.ui_password.as_deref(), Some("pw"));
@@ -65,11 +67,22 @@ fn cli_refuses_public_bind_without_token_and_bad_values() {
 fn help_documents_every_flag() {
     let mut cmd = Cli::command();
     let help = cmd.render_long_help().to_string();
-    for flag in ["--port", "--bind", "--profile", "--instance-id", "--ui-password", "--access-token"] {
+    for flag in [
+        "--port",
+        "--bind",
+        "--profile",
+        "--instance-id",
+        "--ui-password",
+        "--access-token",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     for arg in cmd.get_arguments() {
-        assert!(arg.get_help().is_some() || arg.get_long_help().is_some(), "{} undocumented", arg.get_id());
+        assert!(
+            arg.get_help().is_some() || arg.get_long_help().is_some(),
+            "{} undocumented",
+            arg.get_id()
+        );
     }
 }
 
@@ -87,16 +100,23 @@ async fn shutdown_ends_streams_and_sockets() {
     let mock = mock(Profile::Openchamber).await;
     let (_, mut frames) = sse(&mock, "/api/event").await;
     frames.next().await.unwrap();
-    let mut ws = ws_connect(&ws_url(&mock, "/api/event/ws"), &[]).await.unwrap();
+    let mut ws = ws_connect(&ws_url(&mock, "/api/event/ws"), &[])
+        .await
+        .unwrap();
     ws_next_json(&mut ws).await;
     let addr = mock.addr();
-    tokio::time::timeout(PATIENCE, mock.shutdown()).await.expect("shutdown completes");
+    tokio::time::timeout(PATIENCE, mock.shutdown())
+        .await
+        .expect("shutdown completes");
     assert!(frames.next().await.is_none(), "SSE stream still open");
     match ws_next(&mut ws).await {
         Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001),
         other => panic!("expected close 1001, got {other:?}"),
     }
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +127,10 @@ async fn drop_stops_the_server() {
     let addr = mock.addr();
     drop(mock);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting"
+    );
     assert!(frames.ends().await, "stream outlived the mock");
 }
 
@@ -117,9 +140,12 @@ async fn app_router_serves_without_spawn() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        axum::serve(listener, mock_server::app(mock_server::MockConfig::new(Profile::Openchamber)))
-            .await
-            .unwrap()
+        axum::serve(
+            listener,
+            mock_server::app(mock_server::MockConfig::new(Profile::Openchamber)),
+        )
+        .await
+        .unwrap()
     });
     let report: serde_json::Value = client()
         .get(format!("http://{addr}/api/mock/request"))

@@ -11,8 +11,20 @@ use rstest::rstest;
 
 /// (profile, path, content type, cache control, first frame type) of every SSE route.
 #[rstest]
-#[case(Profile::Openchamber, "/api/event", "text/event-stream", "no-cache", "server.connected")]
-#[case(Profile::Openchamber, "/api/global/event", "text/event-stream", "no-cache", "server.connected")]
+#[case(
+    Profile::Openchamber,
+    "/api/event",
+    "text/event-stream",
+    "no-cache",
+    "server.connected"
+)]
+#[case(
+    Profile::Openchamber,
+    "/api/global/event",
+    "text/event-stream",
+    "no-cache",
+    "server.connected"
+)]
 #[case(
     Profile::Openchamber,
     "/api/notifications/stream",
@@ -34,9 +46,27 @@ use rstest::rstest;
     "no-cache, no-transform",
     "connected"
 )]
-#[case(Profile::Dorkos, "/api/events", "text/event-stream", "no-cache", "connected")]
-#[case(Profile::Dorkos, "/api/sessions/abc/events", "text/event-stream", "no-cache", "connected")]
-#[case(Profile::Dorkos, "/api/rooms/r1/events", "text/event-stream", "no-cache", "connected")]
+#[case(
+    Profile::Dorkos,
+    "/api/events",
+    "text/event-stream",
+    "no-cache",
+    "connected"
+)]
+#[case(
+    Profile::Dorkos,
+    "/api/sessions/abc/events",
+    "text/event-stream",
+    "no-cache",
+    "connected"
+)]
+#[case(
+    Profile::Dorkos,
+    "/api/rooms/r1/events",
+    "text/event-stream",
+    "no-cache",
+    "connected"
+)]
 #[tokio::test]
 async fn helper_headers_and_first_frame(
     #[case] profile: Profile,
@@ -106,7 +136,11 @@ async fn ticks_carry_sequence_and_emission_time(#[case] profile: Profile, #[case
         assert_eq!(tick["seq"], seq);
         assert_eq!(tick["pad"], "x".repeat(16));
         if profile == Profile::Dorkos {
-            assert!(frame.text.starts_with(&format!("id: {seq}\n")), "{}", frame.text);
+            assert!(
+                frame.text.starts_with(&format!("id: {seq}\n")),
+                "{}",
+                frame.text
+            );
         } else {
             assert!(!frame.text.contains("id:"), "{}", frame.text);
         }
@@ -129,21 +163,26 @@ async fn silence_means_no_body_byte_then_normal_stream() {
     let (headers, mut frames) = sse(&mock, "/api/event?silence_ms=1500&ticks=1").await;
     assert_eq!(hval(&headers, "x-accel-buffering"), Some("no"));
     let chunk = frames.next_chunk().await.unwrap();
-    assert!(sent.elapsed() >= Duration::from_millis(1500), "a byte came during the silence");
-    assert!(String::from_utf8_lossy(&chunk).starts_with("data: "), "{chunk:?}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "a byte came during the silence"
+    );
+    assert!(
+        String::from_utf8_lossy(&chunk).starts_with("data: "),
+        "{chunk:?}"
+    );
 }
 
 #[tokio::test]
 async fn silence_sends_headers_before_the_first_byte() {
     let mock = mock(Profile::Openchamber).await;
     let sent = Instant::now();
-    let res = client()
-        .get(mock.url("/api/event?silence_ms=4000"))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&mock, "/api/event?silence_ms=4000", &[]).await;
     // Headers are flushed at once, well before the silence ends.
-    assert!(sent.elapsed() < Duration::from_millis(3500), "headers waited for the body");
+    assert!(
+        sent.elapsed() < Duration::from_millis(3500),
+        "headers waited for the body"
+    );
     let mut frames = SseReader::new(res);
     let early = tokio::time::timeout(Duration::from_millis(1000), frames.next_chunk()).await;
     assert!(early.is_err(), "a body byte during the silence: {early:?}");
@@ -180,8 +219,12 @@ async fn hold_without_ticks_ends_the_stream() {
 #[tokio::test]
 async fn dorkos_durable_streams_resume_after_last_event_id() {
     let mock = mock(Profile::Dorkos).await;
-    let (_, mut frames) =
-        sse_with(&mock, "/api/sessions/s/events?ticks=2&interval_ms=10", &[("Last-Event-ID", "41")]).await;
+    let (_, mut frames) = sse_with(
+        &mock,
+        "/api/sessions/s/events?ticks=2&interval_ms=10",
+        &[("Last-Event-ID", "41")],
+    )
+    .await;
     frames.next().await.unwrap();
     let tick = frames.next().await.unwrap();
     assert!(tick.text.starts_with("id: 42\n"), "{}", tick.text);
@@ -227,7 +270,7 @@ async fn sse_is_never_compressed(#[case] path: &str) {
 #[tokio::test]
 async fn out_of_range_parameters_are_400(#[case] query: &str) {
     let mock = mock(Profile::Openchamber).await;
-    let res = client().get(mock.url(&format!("/api/event?{query}"))).send().await.unwrap();
+    let res = get(&mock, &format!("/api/event?{query}"), &[]).await;
     assert_eq!(res.status(), 400);
     let body: serde_json::Value = res.json().await.unwrap();
     let name = query.split('=').next().unwrap();
@@ -237,12 +280,12 @@ async fn out_of_range_parameters_are_400(#[case] query: &str) {
 #[tokio::test]
 async fn bad_last_event_id_is_400() {
     let mock = mock(Profile::Dorkos).await;
-    let res = client()
-        .get(mock.url("/api/rooms/r/events"))
-        .header("Last-Event-ID", "yesterday")
-        .send()
-        .await
-        .unwrap();
+    let res = get(
+        &mock,
+        "/api/rooms/r/events",
+        &[("Last-Event-ID", "yesterday")],
+    )
+    .await;
     assert_eq!(res.status(), 400);
 }
 
@@ -252,7 +295,7 @@ async fn bad_last_event_id_is_400() {
 #[tokio::test]
 async fn routes_of_the_other_backend_are_404(#[case] profile: Profile, #[case] path: &str) {
     let mock = mock(profile).await;
-    assert_eq!(client().get(mock.url(path)).send().await.unwrap().status(), 404);
+    assert_eq!(get(&mock, path, &[]).await.status(), 404);
 }
 
 /// Heartbeats take 10 s or more to show; both profiles are watched at once.

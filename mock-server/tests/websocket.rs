@@ -19,18 +19,28 @@ use tokio_tungstenite::tungstenite::Message;
 #[case(Profile::Bare, "/api/event/ws", "directory")]
 #[case(Profile::Bare, "/api/global/event/ws", "global")]
 #[tokio::test]
-async fn first_frame_is_ready_with_scope(#[case] profile: Profile, #[case] path: &str, #[case] scope: &str) {
+async fn first_frame_is_ready_with_scope(
+    #[case] profile: Profile,
+    #[case] path: &str,
+    #[case] scope: &str,
+) {
     let mock = mock(profile).await;
     let mut ws = ws_connect(&ws_url(&mock, path), &[]).await.unwrap();
-    assert_eq!(ws_next_json(&mut ws).await, json!({"type": "ready", "scope": scope}));
+    assert_eq!(
+        ws_next_json(&mut ws).await,
+        json!({"type": "ready", "scope": scope})
+    );
 }
 
 #[tokio::test]
 async fn echo_returns_text_and_binary_unchanged() {
     let mock = mock(Profile::Openchamber).await;
-    let mut ws = ws_connect(&ws_url(&mock, "/api/event/ws?mock_echo=1&mock_silent=1"), &[])
-        .await
-        .unwrap();
+    let mut ws = ws_connect(
+        &ws_url(&mock, "/api/event/ws?mock_echo=1&mock_silent=1"),
+        &[],
+    )
+    .await
+    .unwrap();
     ws_next_json(&mut ws).await;
     ws.send(Message::text("hello ✓")).await.unwrap();
     assert_eq!(ws_next(&mut ws).await, Message::text("hello ✓"));
@@ -43,9 +53,15 @@ async fn echo_returns_text_and_binary_unchanged() {
 async fn push_after_sends_one_timed_frame() {
     let mock = mock(Profile::Openchamber).await;
     let before = mock_server::now_us();
-    let mut ws = ws_connect(&ws_url(&mock, "/api/global/event/ws?mock_silent=1&mock_push_after_ms=300"), &[])
-        .await
-        .unwrap();
+    let mut ws = ws_connect(
+        &ws_url(
+            &mock,
+            "/api/global/event/ws?mock_silent=1&mock_push_after_ms=300",
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
     ws_next_json(&mut ws).await;
     let push = ws_next_json(&mut ws).await;
     assert_eq!(push["type"], "mock.push");
@@ -55,9 +71,15 @@ async fn push_after_sends_one_timed_frame() {
 #[tokio::test]
 async fn silent_sockets_send_nothing_after_ready() {
     let mock = mock(Profile::Openchamber).await;
-    let mut ws = ws_connect(&ws_url(&mock, "/api/event/ws?mock_silent=1"), &[]).await.unwrap();
+    let mut ws = ws_connect(&ws_url(&mock, "/api/event/ws?mock_silent=1"), &[])
+        .await
+        .unwrap();
     ws_next_json(&mut ws).await;
-    let next = tokio::time::timeout(Duration::from_millis(800), futures::StreamExt::next(&mut ws)).await;
+    let next = tokio::time::timeout(
+        Duration::from_millis(800),
+        futures::StreamExt::next(&mut ws),
+    )
+    .await;
     assert!(next.is_err(), "{next:?}");
 }
 
@@ -70,9 +92,12 @@ async fn silent_sockets_send_nothing_after_ready() {
 #[tokio::test]
 async fn close_with_the_requested_code(#[case] code: u16) {
     let mock = mock(Profile::Openchamber).await;
-    let mut ws = ws_connect(&ws_url(&mock, &format!("/api/event/ws?mock_close={code}")), &[])
-        .await
-        .unwrap();
+    let mut ws = ws_connect(
+        &ws_url(&mock, &format!("/api/event/ws?mock_close={code}")),
+        &[],
+    )
+    .await
+    .unwrap();
     ws_next_json(&mut ws).await;
     match ws_next(&mut ws).await {
         Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::from(code)),
@@ -101,7 +126,10 @@ async fn upgrade_report_is_the_first_frame() {
     let mock = mock(Profile::Openchamber).await;
     let mut ws = ws_connect(
         &ws_url(&mock, "/api/mock/request/ws?x=1"),
-        &[("X-Forwarded-Host", "example.com"), ("Origin", "http://example.com")],
+        &[
+            ("X-Forwarded-Host", "example.com"),
+            ("Origin", "http://example.com"),
+        ],
     )
     .await
     .unwrap();
@@ -109,7 +137,12 @@ async fn upgrade_report_is_the_first_frame() {
     assert_eq!(report["method"], "GET");
     assert_eq!(report["query"], "x=1");
     let headers: Vec<(String, String)> = serde_json::from_value(report["headers"].clone()).unwrap();
-    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_lowercase());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.to_lowercase())
+    };
     assert_eq!(get("upgrade").as_deref(), Some("websocket"));
     assert!(get("connection").unwrap().contains("upgrade"));
     assert_eq!(get("x-forwarded-host").as_deref(), Some("example.com"));
@@ -140,21 +173,35 @@ async fn terminal_next(ws: &mut Ws) -> Value {
 #[tokio::test]
 async fn terminal_protocol_v3(#[case] profile: Profile) {
     let mock = mock(profile).await;
-    let mut ws = ws_connect(&ws_url(&mock, "/api/terminal/ws"), &[]).await.unwrap();
+    let mut ws = ws_connect(&ws_url(&mock, "/api/terminal/ws"), &[])
+        .await
+        .unwrap();
     assert_eq!(terminal_next(&mut ws).await, json!({"t": "hello", "v": 3}));
     ws.send(frame(json!({"t": "hello", "v": 3}))).await.unwrap();
-    ws.send(frame(json!({"t": "attach", "s": "t1"}))).await.unwrap();
-    assert_eq!(terminal_next(&mut ws).await, json!({"t": "snapshot", "s": "t1", "d": ""}));
-    ws.send(frame(json!({"t": "write", "s": "t1", "d": "ls -la\r"}))).await.unwrap();
+    ws.send(frame(json!({"t": "attach", "s": "t1"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        terminal_next(&mut ws).await,
+        json!({"t": "snapshot", "s": "t1", "d": ""})
+    );
+    ws.send(frame(json!({"t": "write", "s": "t1", "d": "ls -la\r"})))
+        .await
+        .unwrap();
     assert_eq!(
         terminal_next(&mut ws).await,
         json!({"t": "output", "s": "t1", "q": 1, "d": "ls -la\r"})
     );
     ws.send(frame(json!({"t": "ping"}))).await.unwrap();
     assert_eq!(terminal_next(&mut ws).await, json!({"t": "pong"}));
-    ws.send(frame(json!({"t": "write", "s": "t1", "d": "exit"}))).await.unwrap();
+    ws.send(frame(json!({"t": "write", "s": "t1", "d": "exit"})))
+        .await
+        .unwrap();
     assert_eq!(terminal_next(&mut ws).await["q"], 2);
-    assert_eq!(terminal_next(&mut ws).await, json!({"t": "exit", "s": "t1", "code": 0}));
+    assert_eq!(
+        terminal_next(&mut ws).await,
+        json!({"t": "exit", "s": "t1", "code": 0})
+    );
 }
 
 #[rstest]
@@ -165,7 +212,9 @@ async fn terminal_protocol_v3(#[case] profile: Profile) {
 #[tokio::test]
 async fn terminal_bad_frames(#[case] bad: Message) {
     let mock = mock(Profile::Openchamber).await;
-    let mut ws = ws_connect(&ws_url(&mock, "/api/terminal/ws"), &[]).await.unwrap();
+    let mut ws = ws_connect(&ws_url(&mock, "/api/terminal/ws"), &[])
+        .await
+        .unwrap();
     terminal_next(&mut ws).await;
     ws.send(bad).await.unwrap();
     let err = terminal_next(&mut ws).await;
@@ -180,11 +229,18 @@ async fn terminal_bad_frames(#[case] bad: Message) {
 #[tokio::test]
 async fn terminal_message_over_64_kib_closes_with_1009() {
     let mock = mock(Profile::Openchamber).await;
-    let mut ws = ws_connect(&ws_url(&mock, "/api/terminal/ws"), &[]).await.unwrap();
+    let mut ws = ws_connect(&ws_url(&mock, "/api/terminal/ws"), &[])
+        .await
+        .unwrap();
     terminal_next(&mut ws).await;
     let big = "y".repeat(70 * 1024);
-    ws.send(frame(json!({"t": "write", "s": "a", "d": big}))).await.unwrap();
-    match tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut ws)).await.unwrap() {
+    ws.send(frame(json!({"t": "write", "s": "a", "d": big})))
+        .await
+        .unwrap();
+    match tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut ws))
+        .await
+        .unwrap()
+    {
         Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Size),
         // A reset after the close frame is also a refusal; what matters is no output.
         Some(Err(_)) | None => {}

@@ -85,7 +85,11 @@ impl SseReader {
             match tokio::time::timeout(PATIENCE * 3, self.stream.next()).await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.unwrap()),
                 Ok(None) => {
-                    assert!(self.buf.is_empty(), "stream ended mid-frame: {:?}", self.buf);
+                    assert!(
+                        self.buf.is_empty(),
+                        "stream ended mid-frame: {:?}",
+                        self.buf
+                    );
                     return None;
                 }
                 Err(_) => panic!("no SSE frame within {:?}", PATIENCE * 3),
@@ -110,21 +114,43 @@ impl SseReader {
     }
 }
 
+/// GET with extra headers (and no automatic `Accept-Encoding`).
+pub async fn get(mock: &RunningMock, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().get(mock.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// POST `body` with a `Content-Type` (none when `None`).
+pub async fn post(
+    mock: &RunningMock,
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut req = client().post(mock.url(path)).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    req.send().await.unwrap()
+}
+
 /// Opens an SSE stream without `Accept-Encoding`; its headers and a frame reader.
-pub async fn sse(mock: &RunningMock, path_and_query: &str) -> (reqwest::header::HeaderMap, SseReader) {
+pub async fn sse(
+    mock: &RunningMock,
+    path_and_query: &str,
+) -> (reqwest::header::HeaderMap, SseReader) {
     sse_with(mock, path_and_query, &[]).await
 }
 
 pub async fn sse_with(
     mock: &RunningMock,
     path_and_query: &str,
-    headers: &[(&'static str, &'static str)],
+    headers: &[(&str, &str)],
 ) -> (reqwest::header::HeaderMap, SseReader) {
-    let mut req = client().get(mock.url(path_and_query));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().await.unwrap();
+    let res = get(mock, path_and_query, headers).await;
     assert_eq!(res.status(), 200, "GET {path_and_query}");
     (res.headers().clone(), SseReader::new(res))
 }

@@ -27,12 +27,20 @@ struct Column {
     requirement: String,
 }
 
+/// Consecutive rows of one proxy (or of the control), under one heading row.
+#[derive(Serialize)]
+struct Group {
+    /// `nginx@1.22 1.22.1` or `direct (control)`.
+    proxy: String,
+    source: String,
+    control: bool,
+    rows: Vec<PageRow>,
+}
+
 #[derive(Serialize)]
 struct PageRow {
-    proxy: String,
     config: String,
     profile: &'static str,
-    control: bool,
     setup: Option<SetupIssue>,
     cells: Vec<Cell>,
 }
@@ -61,13 +69,17 @@ struct Evidence {
     sign: String,
     fix: String,
     elapsed_ms: u64,
-    measurements: String,
-    chart: Option<Chart>,
+    /// Pretty-printed JSON, already escaped for element content (see [`text_content`]).
+    measurements: minijinja::Value,
+    /// The id of this cell's SSE chart, drawn once in the overview and shown here by reference.
+    chart: Option<String>,
 }
 
-/// The `sse.stream` chart of one run, for the overview below the matrix.
+/// The `sse.stream` chart of one run, in the overview below the matrix.
 #[derive(Serialize)]
 struct ChartCard {
+    /// The chart's own id, for the evidence panel to show it again (`<use>`).
+    id: String,
     row: String,
     grade: String,
     mark: &'static str,
@@ -121,11 +133,12 @@ struct LegendItem {
 }
 
 const CHART_W: f64 = 360.0;
-const CHART_H: f64 = 230.0;
+const CHART_H: f64 = 262.0;
 const PLOT_LEFT: f64 = 50.0;
 const PLOT_RIGHT: f64 = CHART_W - 12.0;
 const PLOT_TOP: f64 = 10.0;
-const PLOT_BOTTOM: f64 = CHART_H - 40.0;
+/// Below the plot: tick labels, the axis title and two legend lines.
+const PLOT_BOTTOM: f64 = CHART_H - 72.0;
 
 /// A step of 1, 2, 2.5 or 5 times a power of ten giving at most 5 intervals over `span`.
 fn nice_step(span: f64) -> f64 {
@@ -246,6 +259,7 @@ fn sse_chart(outcome: &Outcome, control: Option<&Outcome>) -> Option<Chart> {
 /// Measurements as JSON, indented, with every array or object that fits on a line kept on one
 /// (a tick per line rather than five).
 fn pretty_json(value: &Value) -> String {
+    const WIDTH: usize = 96;
     fn write(value: &Value, indent: usize, out: &mut String) {
         let compact = value.to_string();
         let children: Vec<(Option<String>, &Value)> = match value {
@@ -253,11 +267,37 @@ fn pretty_json(value: &Value) -> String {
             Value::Object(map) => map.iter().map(|(k, v)| (Some(Value::from(k.as_str()).to_string()), v)).collect(),
             _ => Vec::new(),
         };
-        if children.is_empty() || indent + compact.len() <= 96 {
+        if children.is_empty() || indent + compact.len() <= WIDTH {
             out.push_str(&compact);
             return;
         }
         let (open, close) = if value.is_array() { ('[', ']') } else { ('{', '}') };
+        if value.is_array() && children.iter().all(|(_, v)| !v.is_array() && !v.is_object()) {
+            // A list of numbers or strings: filled line by line.
+            out.push(open);
+            let mut line = WIDTH;
+            for (i, (_, child)) in children.iter().enumerate() {
+                let item = child.to_string();
+                if line + item.len() + 2 > WIDTH {
+                    out.push('\n');
+                    out.push_str(&" ".repeat(indent + 2));
+                    line = indent + 2;
+                } else if i > 0 {
+                    out.push(' ');
+                    line += 1;
+                }
+                out.push_str(&item);
+                line += item.len();
+                if i + 1 < children.len() {
+                    out.push(',');
+                    line += 1;
+                }
+            }
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            out.push(close);
+            return;
+        }
         out.push(open);
         for (i, (key, child)) in children.iter().enumerate() {
             out.push('\n');
@@ -287,9 +327,16 @@ fn control_of<'a>(table: &'a Table, row: &Row) -> Option<&'a RunResult> {
         .flatten()
 }
 
-/// The page's rows, the evidence of every cell, and the SSE chart of every run.
-fn rows(table: &Table) -> (Vec<PageRow>, Vec<Evidence>, Vec<ChartCard>) {
-    let (mut page_rows, mut evidence, mut cards) = (Vec::new(), Vec::new(), Vec::new());
+/// Escapes text for the content of an element (`<pre>`): `&`, `<` and `>`. Quotes need no
+/// escaping there, and measurements are full of them: escaping them too would double the page.
+fn text_content(text: &str) -> minijinja::Value {
+    let escaped = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    minijinja::Value::from_safe_string(escaped)
+}
+
+/// The page's rows grouped by proxy, the evidence of every cell, and the SSE chart of every run.
+fn rows(table: &Table) -> (Vec<Group>, Vec<Evidence>, Vec<ChartCard>) {
+    let (mut groups, mut evidence, mut cards) = (Vec::<Group>::new(), Vec::new(), Vec::new());
     for (r, row) in table.rows.iter().enumerate() {
         let control = control_of(table, row);
         let mut cells = Vec::new();
@@ -299,21 +346,20 @@ fn rows(table: &Table) -> (Vec<PageRow>, Vec<Evidence>, Vec<ChartCard>) {
                 continue;
             };
             let id = format!("ev-{r}-{c}");
-            let chart = (outcome.id == "sse.stream")
-                .then(|| {
-                    let direct = control.and_then(|d| d.checks.iter().find(|o| o.id == "sse.stream"));
-                    sse_chart(outcome, direct)
-                })
-                .flatten();
-            if let Some(chart) = &chart {
+            let direct = control.and_then(|d| d.checks.iter().find(|o| o.id == outcome.id));
+            let chart = (outcome.id == "sse.stream").then(|| sse_chart(outcome, direct)).flatten();
+            let chart_id = chart.map(|chart| {
+                let chart_id = format!("chart-{r}-{c}");
                 cards.push(ChartCard {
+                    id: chart_id.clone(),
                     row: row.label(),
                     grade: outcome.grade.to_string(),
                     mark: mark(outcome.grade),
                     evidence: id.clone(),
-                    chart: chart.clone(),
+                    chart,
                 });
-            }
+                chart_id
+            });
             cells.push(Cell {
                 grade: outcome.grade.to_string(),
                 mark: mark(outcome.grade),
@@ -332,20 +378,23 @@ fn rows(table: &Table) -> (Vec<PageRow>, Vec<Evidence>, Vec<ChartCard>) {
                 sign: outcome.sign.clone(),
                 fix: outcome.fix.clone(),
                 elapsed_ms: outcome.elapsed_ms,
-                measurements: pretty_json(&outcome.measurements),
-                chart,
+                measurements: text_content(&pretty_json(&outcome.measurements)),
+                chart: chart_id,
             });
         }
-        page_rows.push(PageRow {
-            proxy: row.proxy_label(),
+        let page_row = PageRow {
             config: row.run.config.clone(),
             profile: row.run.profile.as_str(),
-            control: row.control,
             setup: row.run.setup_error.clone(),
             cells,
-        });
+        };
+        let proxy = row.proxy_label();
+        match groups.last_mut() {
+            Some(group) if group.proxy == proxy && group.control == row.control => group.rows.push(page_row),
+            _ => groups.push(Group { proxy, source: row.run.source.clone(), control: row.control, rows: vec![page_row] }),
+        }
     }
-    (page_rows, evidence, cards)
+    (groups, evidence, cards)
 }
 
 /// Grade counts over every proxy run (not the control), for the summary line.
@@ -376,7 +425,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
             }
         })
         .collect();
-    let (rows, evidence, charts) = rows(&table);
+    let (groups, evidence, charts) = rows(&table);
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);
     env.set_trim_blocks(true);
@@ -384,14 +433,14 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
     env.add_template("index.html", TEMPLATE)?;
     env.get_template("index.html")?.render(context! {
         schema => super::json::SCHEMA,
-        started_at => matrix.started_at,
+        started_at => markdown::date_line(&matrix.started_at),
         machine => markdown::machine_line(&matrix.machine),
         idle_s => matrix.idle_s,
         wall => markdown::duration_line(matrix.wall_ms),
         proxies => markdown::proxy_lines(matrix),
         counts => counts(&table),
         columns => columns,
-        rows => rows,
+        groups => groups,
         evidence => evidence,
         charts => charts,
     })
@@ -408,6 +457,11 @@ mod tests {
         let text = pretty_json(&v);
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
         assert!(text.contains("\"ticks\": [{\"lag_ms\":0.4,\"seq\":0},{\"lag_ms\":0.5,\"seq\":1}]"), "{text}");
+        let lags = json!({"lag_us": (1_000_000..1_000_040).collect::<Vec<u64>>()});
+        let text = pretty_json(&lags);
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), lags);
+        assert!(text.lines().all(|l| l.len() <= 96), "{text}");
+        assert!(text.lines().count() < 10, "{text}");
     }
 
     #[test]

@@ -95,6 +95,17 @@ pub fn machine_line(m: &Machine) -> String {
     format!("{} CPUs, {:.1} GiB, {}, kernel {}", m.cpus, m.memory_gib, m.os, m.kernel)
 }
 
+/// `2026-11-22 15:15:44 UTC` from RFC 3339 `2026-11-22T15:15:44.946847363Z` (other text as is).
+pub fn date_line(rfc3339: &str) -> String {
+    match rfc3339.strip_suffix('Z') {
+        Some(utc) if utc.len() >= 19 && utc.as_bytes()[10] == b'T' => {
+            let seconds = utc.split('.').next().unwrap_or(utc);
+            format!("{} UTC", seconds.replacen('T', " ", 1))
+        }
+        _ => rfc3339.to_string(),
+    }
+}
+
 /// `4 min 12 s`.
 pub fn duration_line(ms: u64) -> String {
     let s = ms / 1000;
@@ -262,7 +273,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         .collect();
     let env = environment("matrix.md", TEMPLATE);
     env.get_template("matrix.md")?.render(context! {
-        started_at => matrix.started_at,
+        started_at => date_line(&matrix.started_at),
         machine => machine_line(&matrix.machine),
         idle_s => matrix.idle_s,
         wall => duration_line(matrix.wall_ms),

@@ -156,9 +156,11 @@ fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
 }
 
-fn latency_row(label: (String, String), this: &Measured, control: Option<&Percentiles>) -> LatencyRow {
+/// `control` is the control's figures, `None` on the control's own row.
+fn latency_row(label: (String, String), this: &Measured, control: Option<Option<&Percentiles>>) -> LatencyRow {
     let added = |pick: fn(&Percentiles) -> f64| match (&this.figures, control) {
-        (Some(f), Some(c)) => format!("{:+.2} ms", (pick(f) - pick(c)) / 1000.0),
+        (_, None) => "(the control)".to_string(),
+        (Some(f), Some(Some(c))) => format!("{:+.2} ms", (pick(f) - pick(c)) / 1000.0),
         _ => "—".to_string(),
     };
     let count = this.figures.map_or(0, |f| f.samples);
@@ -196,7 +198,8 @@ fn latency_table(
     rows.iter()
         .map(|r| {
             let label = (r.proxy_label(), r.run.config.clone());
-            latency_row(label, &measured(r.run, id, samples, planned), control.as_ref())
+            let control = (!r.control).then_some(control.as_ref());
+            latency_row(label, &measured(r.run, id, samples, planned), control)
         })
         .collect()
 }
@@ -212,7 +215,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         .collect();
     let env = environment("performance.md", TEMPLATE);
     env.get_template("performance.md")?.render(context! {
-        started_at => matrix.started_at,
+        started_at => markdown::date_line(&matrix.started_at),
         machine => markdown::machine_line(&matrix.machine),
         profile => PROFILE.as_str(),
         has_control => table.rows.iter().any(|r| r.control && r.run.profile == PROFILE),

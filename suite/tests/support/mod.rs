@@ -66,6 +66,8 @@ pub async fn run_auth_origin(target: &Target, mocks: &[&RunningMock]) -> Outcome
 
 /// Fails the test with the whole evidence when a check's grade is not `want`.
 pub fn assert_grade(outcome: &Outcome, want: Grade, context: &str) {
+    // Shown with --nocapture: what each check concluded, to read the evidence.
+    println!("[{context}] {} {} ({} ms): {}", outcome.id, outcome.grade, outcome.elapsed_ms, outcome.actual);
     assert_eq!(
         outcome.grade, want,
         "{context}: {} graded {}, wanted {want}\nexpected: {}\nactual: {}\nmeasurements: {}",

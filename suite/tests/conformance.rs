@@ -1,0 +1,101 @@
+//! The conformance run: every check against every available proxy x config x profile, in one
+//! run (the long checks overlap). Each run's grades are an insta snapshot, each config's
+//! expected-outcomes file is checked against what was measured, every negative control fails
+//! the checks it names, and the direct control passes everything.
+//!
+//! `PROXY_SUITE_IDLE` sets the idle period (default 75 s, as published); snapshots are taken
+//! at the default, so a shorter idle period is for local experiments only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use suite::checks::Grade;
+use suite::proxies::{self, ConfigFile};
+use suite::report::matrix::{self, Plan};
+use suite::run::RunResult;
+
+fn idle() -> Duration {
+    let secs = std::env::var("PROXY_SUITE_IDLE").ok().and_then(|v| v.parse().ok()).unwrap_or(75);
+    Duration::from_secs(secs)
+}
+
+/// The snapshot of one run: grades only (timings, versions and evidence are volatile).
+fn snapshot(run: &RunResult) -> serde_json::Value {
+    let grades: BTreeMap<&str, String> = run.checks.iter().map(|c| (c.id.as_str(), c.grade.to_string())).collect();
+    serde_json::json!({
+        "proxy": run.proxy,
+        "config": run.config,
+        "profile": run.profile,
+        "setup_error": run.setup_error.as_ref().map(|s| s.kind.clone()),
+        "grades": grades,
+    })
+}
+
+fn snapshot_name(run: &RunResult) -> String {
+    format!("{}__{}__{}", run.proxy, run.config, run.profile).replace(['@', '/', '.'], "-")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proxy_config_and_profile_graded_as_expected() {
+    let plan = Plan {
+        idle: idle(),
+        proxies: std::env::var("PROXY_SUITE_PROXIES").map(|v| v.split(',').map(String::from).collect()).unwrap_or_default(),
+        only: Vec::new(),
+        configs: Vec::new(),
+    };
+    let run = matrix::execute(&plan, None).await.expect("matrix plan");
+    eprintln!(
+        "conformance: {} runs, idle {} s, wall {:.1} s ({:.2} x idle)",
+        run.runs.len(),
+        run.idle_s,
+        run.wall_ms as f64 / 1000.0,
+        run.wall_ms as f64 / 1000.0 / run.idle_s as f64
+    );
+    for p in &run.proxies {
+        if let Some(why) = &p.missing {
+            eprintln!("SKIP {}: {why}", p.name);
+        }
+    }
+
+    // The control: the mock itself passes every check (lb.sticky has nothing to balance).
+    let mut problems = Vec::new();
+    for direct in &run.direct {
+        for c in &direct.checks {
+            if c.grade != Grade::Pass && !(c.grade == Grade::Skip && c.id == "lb.sticky") {
+                problems.push(format!("direct/{}: {} is {} ({})", direct.profile, c.id, c.grade, c.actual));
+            }
+        }
+    }
+
+    let configs: BTreeMap<String, ConfigFile> = proxies::config::discover(&proxies::config::default_root())
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
+    for r in &run.runs {
+        let config = &configs[&r.config];
+        let label = format!("{} {} {}", r.proxy, r.config, r.profile);
+        // Expected outcomes: every non-pass listed with its reason, no stale entries.
+        let expectations = suite::expected::load(&config.expected_path()).unwrap_or_else(|e| panic!("{e}"));
+        for p in suite::expected::compare(&expectations, r) {
+            problems.push(format!("{label}: {p}"));
+        }
+        // A negative control fails what it names.
+        for id in &config.negative_control {
+            let grade = r.checks.iter().find(|c| &c.id == id).map(|c| c.grade);
+            if r.setup_error.is_none() && grade != Some(Grade::Fail) && !(id == "body.streaming" && grade == Some(Grade::Warn)) {
+                problems.push(format!("{label}: negative control must fail {id}, got {grade:?}"));
+            }
+        }
+    }
+
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| {
+        for r in &run.runs {
+            insta::assert_json_snapshot!(snapshot_name(r), snapshot(r));
+        }
+    });
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
