@@ -139,10 +139,7 @@ impl Params {
 }
 
 /// First value of a header, as text.
-pub(crate) fn header_str<'a>(
-    headers: &'a HeaderMap,
-    name: impl header::AsHeaderName,
-) -> Option<&'a str> {
+pub(crate) fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -250,7 +250,7 @@ impl TickPlan {
     fn tick_frame(&self, seq: u64, with_id: bool) -> Bytes {
         let mut frame = String::with_capacity(96 + self.pad.len());
         if with_id {
-            let _ = write!(frame, "id: {seq}\n");
+            let _ = writeln!(frame, "id: {seq}");
         }
         let _ = write!(
             frame,

@@ -150,7 +150,7 @@ async fn origin_check_on_upgrades(
         if accepted {
             result.unwrap_or_else(|e| panic!("{path} refused: {e}"));
         } else {
-            let (status, connection, body) = refused_status(&result.err().expect("refused"));
+            let (status, connection, body) = refused_status(&result.expect_err("refused"));
             assert_eq!(status, 403, "{path}");
             assert_eq!(connection.as_deref(), Some("close"));
             assert_eq!(body, "Invalid origin");

@@ -70,7 +70,7 @@ fn matrix() -> MatrixRun {
         Some("1.22.1"),
         "nginx/neg-buffered-sse.conf",
         vec![
-            outcome("ws.upgrade", Grade::Pass, "101 on all 3 routes", json!({"paths": [{"path": "/api/event/ws", "echo_rtt_us": [400, 500, 600, 700]}]})),
+            outcome("ws.upgrade", Grade::Pass, "101 on all 3 routes", json!({"paths": [{"path": "/api/event/ws", "echo_rtt_us": [400, 500, 600, 700], "problem": SCRIPT}]})),
             outcome("sse.stream", Grade::Fail, &format!("/api/event: 20/20 ticks, 15 late {SCRIPT}"), sse_measurements(|seq| if seq < 10 { (10 - seq) * 100_000 } else { (20 - seq) * 100_000 + 1_000_000 })),
             outcome("lb.sticky", Grade::Skip, "the config has one backend", Value::Null),
         ],
@@ -153,7 +153,7 @@ fn json_is_the_schema_1_contract() {
 fn markdown_has_a_note_for_every_non_pass_cell() {
     let (dir, _) = written();
     let md = read(dir.path(), "matrix.md");
-    for fact in ["2026-11-22T15:00:00Z", "2 CPUs", "75 s", "2 min 31 s", "`nginx@1.22`: 1.22.1, Debian package nginx", "`caddy@2.11`: not run"] {
+    for fact in ["2026-11-22 15:00:00 UTC", "2 CPUs", "75 s", "2 min 31 s", "`nginx@1.22`: 1.22.1, Debian package nginx", "`caddy@2.11`: not run"] {
         assert!(md.contains(fact), "header lacks {fact:?}:\n{md}");
     }
     let row = md.lines().find(|l| l.contains("neg-buffered-sse")).expect("row of the buffering config");
@@ -199,13 +199,17 @@ fn html_is_self_contained_and_escapes_evidence() {
     let id = Regex::new(r##"<a class="cell g-fail" href="#(ev-\d+-\d+)""##).unwrap().captures(&html).expect("fail cell")[1].to_string();
     let section = &html[html.find(&format!("<section class=\"evidence\" id=\"{id}\"")).expect("evidence section")..];
     let section = &section[..section.find("</section>").unwrap()];
-    for part in ["what sse.stream requires", "15 late", "&quot;emitted_at_us&quot;", "<svg class=\"chart\""] {
+    for part in ["what sse.stream requires", "15 late", "\"emitted_at_us\"", "<svg class=\"chart\""] {
         assert!(section.contains(part), "evidence lacks {part:?}");
     }
     assert!(section.contains(&minijinja::HtmlEscape(sse.sign).to_string()));
-    // The chart: the control's ticks and the proxy's, 40 each.
-    assert_eq!(section.matches("<circle class=\"direct\"").count(), 40 + 1);
-    assert_eq!(section.matches("<circle class=\"proxy\"").count(), 40 + 1);
+    // The chart, drawn once in the overview: the control's ticks and the proxy's, 40 each.
+    let chart = Regex::new(r##"<use href="#(chart-\d+-\d+)"/>"##).unwrap().captures(section).expect("chart reference")[1].to_string();
+    let drawn = &html[html.find(&format!("<g id=\"{chart}\">")).expect("chart drawn")..];
+    let drawn = &drawn[..drawn.find("</svg>").unwrap()];
+    let series = |class: &str| drawn.split(&format!("<g class=\"{class}\">")).skip(1).map(|g| g[..g.find("</g>").unwrap()].matches("<circle").count()).collect::<Vec<_>>();
+    assert_eq!(series("direct"), [20, 20, 1], "two routes and the legend");
+    assert_eq!(series("proxy"), [20, 20, 1]);
     assert!(html.contains("⊘ setup error (invalid-config)"));
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::catalogue::{Availability, Kind, ProxySpec};
+use super::catalogue::{Availability, Kind, ProxySpec, Source};
 use super::config::ConfigFile;
 use super::render::{self, Ports, Rendered};
 
@@ -197,7 +197,16 @@ impl NativeRuntime {
             backends: backends.to_vec(),
             spare: free_port()?,
         };
-        let rendered = render::render(config, prefix.path(), &ports, &self.configs_root)
+        // nginx workers run as `nobody`: they must be able to traverse the prefix to write
+        // buffered request bodies into it.
+        std::fs::set_permissions(prefix.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .map_err(|e| SetupError::Io(format!("cannot set prefix permissions: {e}")))?;
+        let distribution = match (&spec.kind, &spec.source) {
+            (Kind::Nginx, Source::Debian { .. }) => Some("debian"),
+            (Kind::Nginx, Source::Pypi { .. }) => Some("stock"),
+            _ => None,
+        };
+        let rendered = render::render(config, prefix.path(), &ports, &self.configs_root, distribution)
             .map_err(|message| SetupError::Render { config: config.id.clone(), message })?;
         if let Some(mut cmd) = validate_command(spec, &rendered, prefix.path()) {
             let out = cmd.output().map_err(|e| SetupError::Io(format!("cannot run {}: {e}", spec.binary.display())))?;

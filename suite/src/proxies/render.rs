@@ -40,15 +40,18 @@ pub struct Ports {
     pub spare: u16,
 }
 
-/// Renders `config` into `prefix`; `context_root` is `proxy-configs/`.
-pub fn render(config: &ConfigFile, prefix: &Path, ports: &Ports, context_root: &Path) -> Result<Rendered, String> {
+/// Renders `config` into `prefix`; `context_root` is `proxy-configs/`. `distribution` names
+/// the outer context the proxy's distribution ships (`debian` for Debian's nginx, `stock` for
+/// nginx's own build); it wins over the config's `# context:` line, since the same site file
+/// runs inside whatever `nginx.conf` the installed nginx comes with.
+pub fn render(config: &ConfigFile, prefix: &Path, ports: &Ports, context_root: &Path, distribution: Option<&str>) -> Result<Rendered, String> {
     std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(&config.path)
         .map_err(|e| format!("cannot read {}: {e}", config.path.display()))?;
     let mut r = Rewriter { rewrites: Vec::new(), upstreams: BTreeMap::new(), ports: ports.clone() };
     let default_host = config.host.clone().unwrap_or_else(|| "proxy-suite.test".to_string());
     let (main, host, admin_port) = match config.kind {
-        Kind::Nginx => render_nginx(config, &text, prefix, &mut r, context_root, default_host)?,
+        Kind::Nginx => render_nginx(config, &text, prefix, &mut r, context_root, default_host, distribution)?,
         Kind::Npm => render_npm(config, &text, prefix, &mut r, context_root, default_host)?,
         Kind::Caddy => render_caddy(&text, prefix, &mut r, default_host)?,
         Kind::Haproxy => render_haproxy(&text, prefix, &mut r, default_host)?,
@@ -125,12 +128,12 @@ fn fill(template: &str, vars: &minijinja::Value) -> Result<String, String> {
 }
 
 /// nginx: the user's site file goes inside the distribution's `nginx.conf`.
-fn render_nginx(config: &ConfigFile, text: &str, prefix: &Path, r: &mut Rewriter, root: &Path, host: String) -> Output {
+fn render_nginx(config: &ConfigFile, text: &str, prefix: &Path, r: &mut Rewriter, root: &Path, host: String, distribution: Option<&str>) -> Output {
     let site = nginx_site(text, r);
     let host = config.host.clone().or_else(|| nginx_server_name(&site)).unwrap_or(host);
     let site_path = prefix.join("site.conf");
     write(&site_path, &site)?;
-    let context = config.context.clone().unwrap_or_else(|| "debian".into());
+    let context = distribution.map(String::from).or_else(|| config.context.clone()).unwrap_or_else(|| "debian".into());
     let main = nginx_context(root, "nginx", &context, prefix, &site_path, r)?;
     Ok((main, host, None))
 }

@@ -88,7 +88,7 @@ struct ChartCard {
 }
 
 /// An SVG chart, every coordinate in the units of its `viewBox`.
-#[derive(Serialize, Clone)]
+#[derive(Serialize)]
 struct Chart {
     width: f64,
     height: f64,
@@ -105,28 +105,29 @@ struct Chart {
     legend: Vec<LegendItem>,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize)]
 struct AxisTick {
     pos: f64,
     label: String,
 }
 
 /// The ticks of one route, through the proxy or direct.
-#[derive(Serialize, Clone)]
+#[derive(Serialize)]
 struct Series {
     /// `direct` or `proxy`: the CSS class.
     class: &'static str,
+    /// The tooltip: source, route, ticks and worst lag.
+    title: String,
     points: Vec<Point>,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize)]
 struct Point {
     x: f64,
     y: f64,
-    tip: String,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize)]
 struct LegendItem {
     class: &'static str,
     text: String,
@@ -219,15 +220,12 @@ fn sse_chart(outcome: &Outcome, control: Option<&Outcome>) -> Option<Chart> {
             s.paths.iter().map(move |p| {
                 let mut ticks = p.ticks.clone();
                 ticks.sort_by_key(|t| t.seq);
-                let points = ticks
-                    .iter()
-                    .map(|t| {
-                        let (e, a) = (s.ms(t.emitted_at_us), s.ms(t.arrived_at_us));
-                        let tip = format!("{} {} #{}: emitted {e:.0} ms, arrived {a:.0} ms (lag {:.1} ms)", s.name, p.route, t.seq, a - e);
-                        Point { x: x(e), y: y(a), tip }
-                    })
-                    .collect();
-                Series { class: s.class, points }
+                let worst = ticks.iter().map(|t| s.ms(t.arrived_at_us) - s.ms(t.emitted_at_us)).fold(0.0, f64::max);
+                Series {
+                    class: s.class,
+                    title: format!("{} {}: {} ticks, worst lag {worst:.1} ms", s.name, p.route, ticks.len()),
+                    points: ticks.iter().map(|t| Point { x: x(s.ms(t.emitted_at_us)), y: y(s.ms(t.arrived_at_us)) }).collect(),
+                }
             })
         })
         .collect();
@@ -441,6 +439,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         counts => counts(&table),
         columns => columns,
         groups => groups,
+        chart_size => [CHART_W, CHART_H],
         evidence => evidence,
         charts => charts,
     })
