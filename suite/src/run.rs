@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backends;
 use crate::checks::{self, Grade, Outcome, Target};
+use crate::proxies::config::Role;
 use crate::proxies::{ConfigFile, ProxySpec, Runtime, SetupError};
 
 /// The password the backends take while `auth.origin` runs.
@@ -41,6 +42,11 @@ pub struct RunResult {
     pub source: String,
     /// `nginx/openchamber-guide.conf`.
     pub config: String,
+    /// What the config is for (a negative control's fails are by design).
+    pub role: Option<Role>,
+    /// For a negative control: the checks it is built to fail.
+    #[serde(default)]
+    pub negative_control: Vec<String>,
     pub profile: Profile,
     /// Set when the proxy could not be brought up: not a check result.
     pub setup_error: Option<SetupIssue>,
@@ -85,61 +91,88 @@ pub fn selected(only: &[String]) -> Vec<&'static str> {
     checks::catalogue().iter().map(|c| c.id).filter(|id| only.is_empty() || only.iter().any(|o| o == id)).collect()
 }
 
-/// Orders the checks of concurrent runs so that their measurements do not disturb each other:
-/// the timing-sensitive checks of every run first, the 50 MB uploads only after all of them,
-/// a few at a time; the long idle checks start at once and span both phases, so a whole
-/// matrix costs about one idle period.
+/// Orders the work of concurrent runs so that their measurements do not disturb each other:
+/// every proxy is started first (start-up is the heaviest moment), then the timing-sensitive
+/// checks of every run, then the 50 MB uploads, a few at a time. The long idle checks start
+/// with the timing phase and span the rest, so a whole matrix costs about one idle period.
 #[derive(Clone)]
 pub struct Schedule {
-    timing_left: Arc<watch::Sender<usize>>,
+    started: Gate,
+    timed: Gate,
     uploads: Arc<Semaphore>,
+}
+
+/// Counts runs still before a point; everyone waits until all have passed it.
+#[derive(Clone)]
+struct Gate(Arc<watch::Sender<usize>>);
+
+impl Gate {
+    fn new(runs: usize) -> Gate {
+        Gate(Arc::new(watch::channel(runs).0))
+    }
+
+    fn arrive(&self) {
+        self.0.send_modify(|left| *left = left.saturating_sub(1));
+    }
+
+    async fn all_arrived(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|left| *left == 0).await;
+    }
 }
 
 impl Schedule {
     /// For `runs` concurrent runs, with `upload_slots` uploads at a time.
     pub fn new(runs: usize, upload_slots: usize) -> Schedule {
-        Schedule { timing_left: Arc::new(watch::channel(runs).0), uploads: Arc::new(Semaphore::new(upload_slots.max(1))) }
+        Schedule { started: Gate::new(runs), timed: Gate::new(runs), uploads: Arc::new(Semaphore::new(upload_slots.max(1))) }
     }
 
     /// A schedule for one run alone.
     pub fn single() -> Schedule {
         Schedule::new(1, 1)
     }
-
-    /// Marks one run's timing phase as over (also on early exits, through [`Arrival`]).
-    fn arrive(&self) {
-        self.timing_left.send_modify(|left| *left = left.saturating_sub(1));
-    }
-
-    async fn all_timing_done(&self) {
-        let mut rx = self.timing_left.subscribe();
-        let _ = rx.wait_for(|left| *left == 0).await;
-    }
 }
 
-/// A run's place in the [`Schedule`]: arrives when dropped, so a run that ends early (setup
-/// error) never holds the others back.
+/// A run's place in the [`Schedule`]: passes every gate it has not passed when dropped, so a
+/// run that ends early (setup error) never holds the others back.
 struct Arrival {
     schedule: Schedule,
-    arrived: bool,
+    started: bool,
+    timed: bool,
 }
 
 impl Arrival {
     fn new(schedule: &Schedule) -> Arrival {
-        Arrival { schedule: schedule.clone(), arrived: false }
+        Arrival { schedule: schedule.clone(), started: false, timed: false }
     }
 
-    fn arrive(&mut self) {
-        if !self.arrived {
-            self.arrived = true;
-            self.schedule.arrive();
+    /// This run's proxy is up (or failed); wait until every run's is.
+    async fn started(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.schedule.started.arrive();
         }
+        self.schedule.started.all_arrived().await;
+    }
+
+    /// This run's timing checks are done; wait until every run's are.
+    async fn timed(&mut self) {
+        if !self.timed {
+            self.timed = true;
+            self.schedule.timed.arrive();
+        }
+        self.schedule.timed.all_arrived().await;
     }
 }
 
 impl Drop for Arrival {
     fn drop(&mut self) {
-        self.arrive();
+        if !self.started {
+            self.schedule.started.arrive();
+        }
+        if !self.timed {
+            self.schedule.timed.arrive();
+        }
     }
 }
 
@@ -152,6 +185,7 @@ fn is_bulky(id: &str) -> bool {
 /// alone, with the backends in auth mode (the UI password would make every other check need
 /// credentials); the long idle checks have made their requests by then.
 async fn grade(target: &Target, backends: &Backends, only: &[String], arrival: &mut Arrival) -> Vec<Outcome> {
+    arrival.started().await;
     let ids = selected(only);
     let is_long = |id: &str| checks::info(id).is_some_and(|c| c.long);
     let long: Vec<&str> = ids.iter().copied().filter(|id| is_long(id)).collect();
@@ -171,8 +205,7 @@ async fn grade(target: &Target, backends: &Backends, only: &[String], arrival: &
             outcomes.push(checks::run("auth.origin", &authed).await);
             backends.set_ui_password(None);
         }
-        arrival.arrive();
-        arrival.schedule.all_timing_done().await;
+        arrival.timed().await;
         for id in &bulky {
             let _slot = arrival.schedule.uploads.acquire().await;
             outcomes.push(checks::run(id, target).await);
@@ -195,6 +228,8 @@ pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration,
         version: Some(env!("CARGO_PKG_VERSION").into()),
         source: "mock-server (no proxy)".into(),
         config: "direct".into(),
+        role: None,
+        negative_control: Vec::new(),
         profile,
         setup_error: None,
         rewrites: Vec::new(),
@@ -233,6 +268,8 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         version: None,
         source: req.spec.source.describe(),
         config: req.config.id.clone(),
+        role: Some(req.config.role),
+        negative_control: req.config.negative_control.clone(),
         profile: req.profile,
         setup_error: None,
         rewrites: Vec::new(),

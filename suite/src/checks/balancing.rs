@@ -8,7 +8,10 @@ use mock_server::Profile;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::client::{body_bytes, get, header, http_client, text_json, within, ws_close, ws_connect, ws_next, EXCHANGE_TIMEOUT};
+use super::client::{
+    body_bytes, get, header, http_client, text_json, within, ws_close, ws_connect, ws_next,
+    EXCHANGE_TIMEOUT,
+};
 use super::{CheckInfo, Grade, Outcome, Target};
 
 pub const LB_STICKY: CheckInfo = CheckInfo {
@@ -32,33 +35,50 @@ struct Landing {
 
 async fn land_http(target: &Target) -> Result<String, String> {
     let client = http_client();
-    let response = within(EXCHANGE_TIMEOUT, "request", get(&client, target, "/api/mock/request").send()).await?;
+    let response = within(
+        EXCHANGE_TIMEOUT,
+        "request",
+        get(&client, target, "/api/mock/request").send(),
+    )
+    .await?;
     let from_header = header(response.headers(), "x-mock-instance");
     let status = response.status();
     let body = body_bytes(response, EXCHANGE_TIMEOUT).await?;
-    let from_report = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|r| r.get("instance").and_then(Value::as_str).map(str::to_string));
+    let from_report = serde_json::from_slice::<Value>(&body).ok().and_then(|r| {
+        r.get("instance")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     if !status.is_success() {
         return Err(format!("status {status}"));
     }
-    from_report.or(from_header).ok_or_else(|| "no instance in the report or headers".to_string())
+    from_report
+        .or(from_header)
+        .ok_or_else(|| "no instance in the report or headers".to_string())
 }
 
 async fn land_ws(target: &Target, path: &str) -> Result<String, String> {
-    let (mut ws, up) = ws_connect(target, path, &[]).await.map_err(|r| r.to_string())?;
+    let (mut ws, up) = ws_connect(target, path, &[])
+        .await
+        .map_err(|r| r.to_string())?;
     let from_header = header(&up.headers, "x-mock-instance");
     let from_report = if path.starts_with("/api/mock/request/ws") {
         ws_next(&mut ws, Instant::now() + EXCHANGE_TIMEOUT)
             .await
             .ok()
             .and_then(|m| text_json(&m))
-            .and_then(|r| r.get("instance").and_then(Value::as_str).map(str::to_string))
+            .and_then(|r| {
+                r.get("instance")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
     } else {
         None
     };
     ws_close(ws).await;
-    from_report.or(from_header).ok_or_else(|| "no instance in the report or the 101's headers".to_string())
+    from_report
+        .or(from_header)
+        .ok_or_else(|| "no instance in the report or the 101's headers".to_string())
 }
 
 pub async fn sticky(target: &Target) -> Outcome {
@@ -67,14 +87,28 @@ pub async fn sticky(target: &Target) -> Outcome {
         return info.skip("a single backend behind this config: nothing to balance");
     }
     let mut landings = Vec::new();
-    let upgrades = if target.profile == Profile::Dorkos { 0 } else { UPGRADES };
+    let upgrades = if target.profile == Profile::Dorkos {
+        0
+    } else {
+        UPGRADES
+    };
     for i in 0..REQUESTS.max(upgrades) {
         if i < REQUESTS {
-            landings.push(Landing { what: format!("request {}", i + 1), instance: land_http(target).await });
+            landings.push(Landing {
+                what: format!("request {}", i + 1),
+                instance: land_http(target).await,
+            });
         }
         if i < upgrades {
-            let path = if i % 2 == 0 { "/api/event/ws?mock_silent=1" } else { "/api/mock/request/ws" };
-            landings.push(Landing { what: format!("upgrade {path}"), instance: land_ws(target, path).await });
+            let path = if i % 2 == 0 {
+                "/api/event/ws?mock_silent=1"
+            } else {
+                "/api/mock/request/ws"
+            };
+            landings.push(Landing {
+                what: format!("upgrade {path}"),
+                instance: land_ws(target, path).await,
+            });
         }
     }
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -83,10 +117,18 @@ pub async fn sticky(target: &Target) -> Outcome {
             *counts.entry(i.clone()).or_default() += 1;
         }
     }
-    let http_ok = landings.iter().filter(|l| l.what.starts_with("request") && l.instance.is_ok()).count();
+    let http_ok = landings
+        .iter()
+        .filter(|l| l.what.starts_with("request") && l.instance.is_ok())
+        .count();
     let failed: Vec<String> = landings
         .iter()
-        .filter_map(|l| l.instance.as_ref().err().map(|e| format!("{}: {e}", l.what)))
+        .filter_map(|l| {
+            l.instance
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", l.what))
+        })
         .collect();
     let expected = format!(
         "{REQUESTS} requests and {upgrades} upgrades from one client, each on its own connection, all land on one of the {} backends",
@@ -97,7 +139,11 @@ pub async fn sticky(target: &Target) -> Outcome {
         "counts": counts,
         "landings": landings.iter().map(|l| json!({"what": l.what, "instance": l.instance.as_ref().ok(), "error": l.instance.as_ref().err()})).collect::<Vec<_>>(),
     });
-    let spread = counts.iter().map(|(i, n)| format!("{i} ×{n}")).collect::<Vec<_>>().join(", ");
+    let spread = counts
+        .iter()
+        .map(|(i, n)| format!("{i} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut actual = if counts.len() > 1 {
         format!("spread over {} instances: {spread}", counts.len())
     } else {
@@ -106,6 +152,10 @@ pub async fn sticky(target: &Target) -> Outcome {
     if !failed.is_empty() {
         actual.push_str(&format!("; not observed: {}", failed.join("; ")));
     }
-    let grade = if counts.len() > 1 || http_ok < REQUESTS / 2 { Grade::Fail } else { Grade::Pass };
+    let grade = if counts.len() > 1 || http_ok < REQUESTS / 2 {
+        Grade::Fail
+    } else {
+        Grade::Pass
+    };
     info.outcome(grade, expected, actual, m)
 }

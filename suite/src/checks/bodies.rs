@@ -81,13 +81,20 @@ struct Payload {
 async fn payload(kind: Kind, len: u64) -> Arc<Payload> {
     static CACHE: tokio::sync::Mutex<Vec<Arc<Payload>>> = tokio::sync::Mutex::const_new(Vec::new());
     let mut cache = CACHE.lock().await;
-    if let Some(p) = cache.iter().find(|p| p.kind == kind && p.bytes.len() as u64 == len) {
+    if let Some(p) = cache
+        .iter()
+        .find(|p| p.kind == kind && p.bytes.len() as u64 == len)
+    {
         return p.clone();
     }
     let p = tokio::task::spawn_blocking(move || {
         let bytes = generate(kind, len as usize);
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        Arc::new(Payload { kind, bytes, sha256 })
+        Arc::new(Payload {
+            kind,
+            bytes,
+            sha256,
+        })
     })
     .await
     .expect("payload generation does not panic");
@@ -139,7 +146,12 @@ struct Upload {
 
 /// POSTs `payload` to `path` with its Content-Length (as a browser sends a file), streamed in
 /// slices; with `pause`, the second half goes out only after it.
-async fn upload(target: &Target, path: &str, payload: Arc<Payload>, pause: Option<Duration>) -> Upload {
+async fn upload(
+    target: &Target,
+    path: &str,
+    payload: Arc<Payload>,
+    pause: Option<Duration>,
+) -> Upload {
     let len = payload.bytes.len();
     let resumed = Arc::new(AtomicU64::new(0));
     let split = if pause.is_some() { len / 2 } else { len };
@@ -159,8 +171,13 @@ async fn upload(target: &Target, path: &str, payload: Arc<Payload>, pause: Optio
                         resumed.store(now_us(), Ordering::SeqCst);
                     }
                 }
-                let end = (offset + SLICE).min(len).min(if offset < split { split } else { len });
-                Some((Ok::<Bytes, std::io::Error>(payload.bytes.slice(offset..end)), end))
+                let end = (offset + SLICE)
+                    .min(len)
+                    .min(if offset < split { split } else { len });
+                Some((
+                    Ok::<Bytes, std::io::Error>(payload.bytes.slice(offset..end)),
+                    end,
+                ))
             }
         })
     };
@@ -179,7 +196,12 @@ async fn upload(target: &Target, path: &str, payload: Arc<Payload>, pause: Optio
         "sha256_sent": payload.sha256,
         "started_at_us": started_at_us,
     });
-    let mut out = Upload { j: Value::Null, problem: None, report: None, resumed_at_us: 0 };
+    let mut out = Upload {
+        j: Value::Null,
+        problem: None,
+        report: None,
+        resumed_at_us: 0,
+    };
     let response = match within(UPLOAD_TIMEOUT, "upload", sent).await {
         Ok(r) => r,
         Err(e) => {
@@ -208,8 +230,15 @@ async fn upload(target: &Target, path: &str, payload: Arc<Payload>, pause: Optio
     };
     j["total_ms"] = json!(ms_since(start));
     let report: Option<Value> = serde_json::from_slice(&body).ok();
-    let received = report.as_ref().and_then(|r| r.get("bytes")).and_then(Value::as_u64);
-    let sha = report.as_ref().and_then(|r| r.get("sha256")).and_then(Value::as_str).map(str::to_string);
+    let received = report
+        .as_ref()
+        .and_then(|r| r.get("bytes"))
+        .and_then(Value::as_u64);
+    let sha = report
+        .as_ref()
+        .and_then(|r| r.get("sha256"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     j["bytes_received"] = json!(received);
     j["sha256_received"] = json!(sha);
     j["report"] = report.clone().unwrap_or_else(|| json!(snippet(&body, 200)));
@@ -218,7 +247,9 @@ async fn upload(target: &Target, path: &str, payload: Arc<Payload>, pause: Optio
     } else if received != Some(len as u64) {
         Some(format!("backend received {received:?} of {len} bytes"))
     } else if sha.as_deref() != Some(payload.sha256.as_str()) {
-        Some(format!("backend's SHA-256 {sha:?} differs from the one sent"))
+        Some(format!(
+            "backend's SHA-256 {sha:?} differs from the one sent"
+        ))
     } else {
         None
     };
@@ -230,8 +261,20 @@ async fn upload(target: &Target, path: &str, payload: Arc<Payload>, pause: Optio
 pub async fn large(target: &Target) -> Outcome {
     let info = &BODY_LARGE;
     let (upload_len, json_len) = large_sizes(target.profile);
-    let file = upload(target, "/api/fs/upload?path=suite%2Fbody-large.bin", payload(Kind::Octets, upload_len).await, None).await;
-    let json_body = upload(target, "/api/mock/body", payload(Kind::Json, json_len).await, None).await;
+    let file = upload(
+        target,
+        "/api/fs/upload?path=suite%2Fbody-large.bin",
+        payload(Kind::Octets, upload_len).await,
+        None,
+    )
+    .await;
+    let json_body = upload(
+        target,
+        "/api/mock/body",
+        payload(Kind::Json, json_len).await,
+        None,
+    )
+    .await;
     let expected = format!(
         "POST /api/fs/upload ({upload_len} bytes application/octet-stream) and POST /api/mock/body ({json_len} bytes JSON): 2xx, and the backend received every byte (length and SHA-256 match)"
     );
@@ -250,7 +293,13 @@ pub async fn large(target: &Target) -> Outcome {
 
 pub async fn streaming(target: &Target) -> Outcome {
     let info = &BODY_STREAMING;
-    let u = upload(target, "/api/fs/upload?path=suite%2Fbody-streaming.bin", payload(Kind::Octets, STREAMED).await, Some(PAUSE)).await;
+    let u = upload(
+        target,
+        "/api/fs/upload?path=suite%2Fbody-streaming.bin",
+        payload(Kind::Octets, STREAMED).await,
+        Some(PAUSE),
+    )
+    .await;
     let expected = format!(
         "the backend sees the first bytes of a {STREAMED}-byte upload before the client sends its second half ({} ms later)",
         PAUSE.as_millis()
@@ -260,14 +309,25 @@ pub async fn streaming(target: &Target) -> Outcome {
         let actual = format!("the upload itself failed: {problem}");
         return info.outcome(Grade::Fail, expected, actual, m);
     }
-    let first = u.report.as_ref().and_then(|r| r.get("first_byte_at_us")).and_then(Value::as_u64);
+    let first = u
+        .report
+        .as_ref()
+        .and_then(|r| r.get("first_byte_at_us"))
+        .and_then(Value::as_u64);
     let Some(first) = first else {
-        return info.outcome(Grade::Fail, expected, "the backend's report has no first_byte_at_us", m);
+        return info.outcome(
+            Grade::Fail,
+            expected,
+            "the backend's report has no first_byte_at_us",
+            m,
+        );
     };
     let ahead_ms = (u.resumed_at_us as i64 - first as i64) as f64 / 1000.0;
     m["first_byte_before_resume_ms"] = json!(ahead_ms);
     if first < u.resumed_at_us {
-        let actual = format!("the backend had the first bytes {ahead_ms:.0} ms before the second half was sent");
+        let actual = format!(
+            "the backend had the first bytes {ahead_ms:.0} ms before the second half was sent"
+        );
         info.outcome(Grade::Pass, expected, actual, m)
     } else {
         let actual = format!(

@@ -59,7 +59,11 @@ pub(crate) fn request(
         .header(HOST, &target.host)
 }
 
-pub(crate) fn get(client: &reqwest::Client, target: &Target, path: &str) -> reqwest::RequestBuilder {
+pub(crate) fn get(
+    client: &reqwest::Client,
+    target: &Target,
+    path: &str,
+) -> reqwest::RequestBuilder {
     request(client, reqwest::Method::GET, target, path)
 }
 
@@ -217,7 +221,11 @@ pub(crate) async fn ws_connect(
             .map_err(|e| refused(format!("invalid header value {value:?}: {e}")))?;
         request.headers_mut().insert(name, value);
     }
-    match tokio::time::timeout(EXCHANGE_TIMEOUT, tokio_tungstenite::client_async(request, tcp)).await
+    match tokio::time::timeout(
+        EXCHANGE_TIMEOUT,
+        tokio_tungstenite::client_async(request, tcp),
+    )
+    .await
     {
         Ok(Ok((ws, response))) => Ok((
             ws,
@@ -364,7 +372,7 @@ impl SseRead {
 /// Decodes a body as it arrives, chunk by chunk, per its `Content-Encoding`.
 enum Decoding {
     Identity,
-    Gzip(GzDecoder<Vec<u8>>),
+    Gzip(Box<GzDecoder<Vec<u8>>>),
 }
 
 impl Decoding {
@@ -425,14 +433,22 @@ pub(crate) async fn read_ticks(
     read.headers = response.headers().clone();
     read.content_encoding = header(&read.headers, CONTENT_ENCODING.as_str());
     if !response.status().is_success() {
-        let body = body_bytes(response, Duration::from_secs(2)).await.unwrap_or_default();
-        read.end = format!("status {}, body {:?}", read.status.unwrap_or(0), snippet(&body, 120));
+        let body = body_bytes(response, Duration::from_secs(2))
+            .await
+            .unwrap_or_default();
+        read.end = format!(
+            "status {}, body {:?}",
+            read.status.unwrap_or(0),
+            snippet(&body, 120)
+        );
         read.read_ms = ms_since(start);
         return read;
     }
     let mut decoding = match read.content_encoding.as_deref().map(str::trim) {
         None | Some("") | Some("identity") => Decoding::Identity,
-        Some(ce) if ce.eq_ignore_ascii_case("gzip") => Decoding::Gzip(GzDecoder::new(Vec::new())),
+        Some(ce) if ce.eq_ignore_ascii_case("gzip") => {
+            Decoding::Gzip(Box::new(GzDecoder::new(Vec::new())))
+        }
         Some(other) => {
             read.end = format!("cannot decode Content-Encoding {other:?}");
             read.read_ms = ms_since(start);
@@ -441,7 +457,7 @@ pub(crate) async fn read_ticks(
     };
     let mut events = response
         .bytes_stream()
-        .map(move |chunk| decoding.chunk(chunk.map_err(io::Error::other)?))
+        .map(move |chunk| decoding.chunk(chunk.map_err(|e| io::Error::other(error_chain(&e)))?))
         .eventsource();
     let mut deadline = window.until;
     loop {
@@ -471,7 +487,9 @@ pub(crate) async fn read_ticks(
                         read.end = format!("all {want} ticks read");
                         break;
                     }
-                    deadline = window.cap.min(window.until.max(Instant::now() + window.extend));
+                    deadline = window
+                        .cap
+                        .min(window.until.max(Instant::now() + window.extend));
                 }
             }
         }

@@ -39,9 +39,15 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 pub async fn single(target: &Target) -> Outcome {
     let info = &COMPRESS_SINGLE;
     if target.profile == Profile::Dorkos {
-        return info.skip("the DorkOS backend never compresses: there is no second layer to clash with");
+        return info
+            .skip("the DorkOS backend never compresses: there is no second layer to clash with");
     }
-    let cases = join_all(CASES.iter().map(|&(size, gzip)| json_case(target, size, gzip))).await;
+    let cases = join_all(
+        CASES
+            .iter()
+            .map(|&(size, gzip)| json_case(target, size, gzip)),
+    )
+    .await;
     let expected = "GET /api/mock/json?size=4096 and ?size=200, with and without Accept-Encoding: gzip: each body decodes exactly once, per its Content-Encoding, to the backend's identity bytes (SHA-256 match); gzip only when the client accepts it".to_string();
     let problems: Vec<String> = cases.iter().filter_map(|(p, _)| p.clone()).collect();
     let summary: Vec<String> = cases
@@ -50,14 +56,21 @@ pub async fn single(target: &Target) -> Outcome {
             format!(
                 "{} bytes{}: {}",
                 j["size"],
-                if j["accept_gzip"] == json!(true) { " (gzip accepted)" } else { "" },
+                if j["accept_gzip"] == json!(true) {
+                    " (gzip accepted)"
+                } else {
+                    ""
+                },
                 j["content_encoding"].as_str().unwrap_or("identity")
             )
         })
         .collect();
     let m = json!({"cases": cases.into_iter().map(|(_, j)| j).collect::<Vec<_>>()});
     if problems.is_empty() {
-        let actual = format!("every body decodes once to the original ({})", summary.join(", "));
+        let actual = format!(
+            "every body decodes once to the original ({})",
+            summary.join(", ")
+        );
         info.outcome(Grade::Pass, expected, actual, m)
     } else {
         info.outcome(Grade::Fail, expected, problems.join("; "), m)
@@ -66,7 +79,14 @@ pub async fn single(target: &Target) -> Outcome {
 
 /// One request for a JSON body of `size` identity bytes; the problem, if any, and the evidence.
 async fn json_case(target: &Target, size: usize, gzip: bool) -> (Option<String>, Value) {
-    let label = format!("{size} bytes{}", if gzip { " with gzip accepted" } else { " without Accept-Encoding" });
+    let label = format!(
+        "{size} bytes{}",
+        if gzip {
+            " with gzip accepted"
+        } else {
+            " without Accept-Encoding"
+        }
+    );
     let client = http_client();
     let mut request = get(&client, target, &format!("/api/mock/json?size={size}"));
     if gzip {
@@ -97,24 +117,44 @@ async fn json_case(target: &Target, size: usize, gzip: bool) -> (Option<String>,
         }
     };
     j["raw_bytes"] = json!(raw.len());
-    let problem = judge_body(status, gzip, ce.as_deref(), &raw, identity_sha.as_deref(), &mut j);
+    let problem = judge_body(
+        status,
+        gzip,
+        ce.as_deref(),
+        &raw,
+        identity_sha.as_deref(),
+        &mut j,
+    );
     j["problem"] = json!(problem);
     (problem.map(|p| format!("{label}: {p}")), j)
 }
 
 /// Decodes `raw` once per `ce` and compares it with the backend's identity hash.
-fn judge_body(status: u16, gzip_accepted: bool, ce: Option<&str>, raw: &[u8], identity_sha: Option<&str>, j: &mut Value) -> Option<String> {
+fn judge_body(
+    status: u16,
+    gzip_accepted: bool,
+    ce: Option<&str>,
+    raw: &[u8],
+    identity_sha: Option<&str>,
+    j: &mut Value,
+) -> Option<String> {
     if status != 200 {
         return Some(format!("status {status}"));
     }
     let Some(identity_sha) = identity_sha else {
-        return Some("X-Mock-Identity-Sha256 missing from the response: the body cannot be verified".into());
+        return Some(
+            "X-Mock-Identity-Sha256 missing from the response: the body cannot be verified".into(),
+        );
     };
     let decoded = match ce {
         None | Some("identity") => Ok(raw.to_vec()),
         Some("gzip") | Some("x-gzip") => decode(GzDecoder::new(raw)),
         Some("deflate") => decode(ZlibDecoder::new(raw)),
-        Some(other) => return Some(format!("Content-Encoding {other:?}, which the client did not ask for")),
+        Some(other) => {
+            return Some(format!(
+                "Content-Encoding {other:?}, which the client did not ask for"
+            ))
+        }
     };
     let decoded = match decoded {
         Ok(d) => d,
@@ -130,7 +170,10 @@ fn judge_body(status: u16, gzip_accepted: bool, ce: Option<&str>, raw: &[u8], id
     j["decoded_sha256"] = json!(sha);
     let compressed = !matches!(ce, None | Some("identity"));
     if compressed && !gzip_accepted {
-        return Some(format!("{} sent to a client that did not accept it", ce.unwrap_or("")));
+        return Some(format!(
+            "{} sent to a client that did not accept it",
+            ce.unwrap_or("")
+        ));
     }
     if sha.eq_ignore_ascii_case(identity_sha.trim()) {
         return None;
@@ -140,7 +183,10 @@ fn judge_body(status: u16, gzip_accepted: bool, ce: Option<&str>, raw: &[u8], id
     } else if decoded.starts_with(&GZIP_MAGIC) {
         "gzip bytes without Content-Encoding: gzip".to_string()
     } else {
-        format!("the decoded body ({} bytes) differs from the backend's", decoded.len())
+        format!(
+            "the decoded body ({} bytes) differs from the backend's",
+            decoded.len()
+        )
     })
 }
 
@@ -159,7 +205,11 @@ pub async fn sse(target: &Target) -> Outcome {
     let mut paths = Vec::new();
     for read in &reads {
         let verdict = timeliness(read);
-        let encoding = read.content_encoding.as_deref().map(str::trim).filter(|ce| !ce.eq_ignore_ascii_case("identity"));
+        let encoding = read
+            .content_encoding
+            .as_deref()
+            .map(str::trim)
+            .filter(|ce| !ce.eq_ignore_ascii_case("identity"));
         let route_grade = match (read.status, encoding) {
             (Some(200), None) => Grade::Pass,
             (Some(200), Some(_)) if verdict.on_time => Grade::Warn,
@@ -167,9 +217,18 @@ pub async fn sse(target: &Target) -> Outcome {
             _ => Grade::Fail,
         };
         grade = grade.max(route_grade);
-        let line = match encoding {
-            None => format!("{}: not compressed ({})", read.path_route(), verdict.summary),
-            Some(ce) => format!("{}: Content-Encoding {ce}, {}", read.path_route(), verdict.summary),
+        let line = match (read.status, encoding) {
+            (Some(200), None) => format!(
+                "{}: not compressed ({})",
+                read.path_route(),
+                verdict.summary
+            ),
+            (Some(200), Some(ce)) => format!(
+                "{}: Content-Encoding {ce}, {}",
+                read.path_route(),
+                verdict.summary
+            ),
+            _ => format!("{}: {}", read.path_route(), verdict.summary),
         };
         if route_grade != Grade::Pass {
             lines.push(line.clone());

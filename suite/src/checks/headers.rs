@@ -13,7 +13,10 @@ use mock_server::Profile;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::client::{body_bytes, client_ip, get, http_client, text_json, within, ws_close, ws_connect, ws_next, EXCHANGE_TIMEOUT};
+use super::client::{
+    body_bytes, client_ip, get, http_client, text_json, within, ws_close, ws_connect, ws_next,
+    EXCHANGE_TIMEOUT,
+};
 use super::{CheckInfo, Grade, Outcome, Target};
 
 pub const HEADERS_FORWARDED: CheckInfo = CheckInfo {
@@ -49,7 +52,11 @@ pub(crate) fn seen(report: &Value, name: &str) -> Vec<String> {
 fn items(report: &Value, name: &str) -> Vec<String> {
     seen(report, name)
         .iter()
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .collect::<Vec<_>>()
+        })
         .filter(|s| !s.is_empty())
         .collect()
 }
@@ -59,12 +66,17 @@ pub(crate) fn split_host(host: &str) -> (String, Option<String>) {
     let host = host.trim().to_ascii_lowercase();
     let (name, port) = if host.starts_with('[') {
         match host.find(']') {
-            Some(end) => (host[..=end].to_string(), host[end + 1..].strip_prefix(':').map(str::to_string)),
+            Some(end) => (
+                host[..=end].to_string(),
+                host[end + 1..].strip_prefix(':').map(str::to_string),
+            ),
             None => (host.clone(), None),
         }
     } else {
         match host.rsplit_once(':') {
-            Some((n, p)) if p.chars().all(|c| c.is_ascii_digit()) => (n.to_string(), Some(p.to_string())),
+            Some((n, p)) if p.chars().all(|c| c.is_ascii_digit()) => {
+                (n.to_string(), Some(p.to_string()))
+            }
             _ => (host.clone(), None),
         }
     };
@@ -91,7 +103,9 @@ async fn report_http(target: &Target, spoof: bool) -> Result<Value, String> {
 
 /// The report of a WebSocket upgrade (the first text frame on `/api/mock/request/ws`).
 async fn report_ws(target: &Target) -> Result<Value, String> {
-    let (mut ws, _) = ws_connect(target, "/api/mock/request/ws", &[]).await.map_err(|r| r.to_string())?;
+    let (mut ws, _) = ws_connect(target, "/api/mock/request/ws", &[])
+        .await
+        .map_err(|r| r.to_string())?;
     let msg = ws_next(&mut ws, Instant::now() + EXCHANGE_TIMEOUT).await?;
     ws_close(ws).await;
     text_json(&msg).ok_or_else(|| "the first frame is not a JSON report".to_string())
@@ -113,45 +127,63 @@ fn judge(report: &Value, target: &Target, client: IpAddr, label: &str, f: &mut F
         Some(h) => {
             let (name, port) = split_host(h);
             if name != want_name {
-                f.problems.push(format!("{label}: Host {h:?}, the client sent {:?}", target.host));
+                f.problems.push(format!(
+                    "{label}: Host {h:?}, the client sent {:?}",
+                    target.host
+                ));
             } else if port != want_port {
-                f.notes.push(format!("{label}: Host {h:?} keeps the name but not the port of the client's {:?}", target.host));
+                f.notes.push(format!(
+                    "{label}: Host {h:?} keeps the name but not the port of the client's {:?}",
+                    target.host
+                ));
             }
         }
     }
     if target.direct {
-        let peer = report.get("peer").and_then(Value::as_str).unwrap_or_default();
+        let peer = report
+            .get("peer")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !peer.starts_with(&client.to_string()) && !peer.starts_with(&format!("[{client}]")) {
-            f.problems.push(format!("{label}: peer {peer:?} is not the client {client}"));
+            f.problems
+                .push(format!("{label}: peer {peer:?} is not the client {client}"));
         }
         return;
     }
     let xff = items(report, "x-forwarded-for");
     match xff.last() {
         None => f.problems.push(format!("{label}: no X-Forwarded-For")),
-        Some(last) if last.parse::<IpAddr>().ok() != Some(client) && last != &client.to_string() => f
-            .problems
-            .push(format!("{label}: X-Forwarded-For {:?} does not end with the client {client}", xff.join(", "))),
+        Some(last)
+            if last.parse::<IpAddr>().ok() != Some(client) && last != &client.to_string() =>
+        {
+            f.problems.push(format!(
+                "{label}: X-Forwarded-For {:?} does not end with the client {client}",
+                xff.join(", ")
+            ))
+        }
         Some(_) => {}
     }
     match items(report, "x-forwarded-proto").first() {
         None => f.problems.push(format!("{label}: no X-Forwarded-Proto")),
-        Some(p) if !p.eq_ignore_ascii_case("http") => {
-            f.problems.push(format!("{label}: X-Forwarded-Proto {p:?}, the client used http"))
-        }
+        Some(p) if !p.eq_ignore_ascii_case("http") => f.problems.push(format!(
+            "{label}: X-Forwarded-Proto {p:?}, the client used http"
+        )),
         Some(_) => {}
     }
     match seen(report, "x-real-ip").first() {
         None => f.warnings.push(format!("{label}: no X-Real-IP")),
-        Some(ip) if ip.trim().parse::<IpAddr>().ok() != Some(client) => {
-            f.warnings.push(format!("{label}: X-Real-IP {ip:?} is not the client {client}"))
-        }
+        Some(ip) if ip.trim().parse::<IpAddr>().ok() != Some(client) => f.warnings.push(format!(
+            "{label}: X-Real-IP {ip:?} is not the client {client}"
+        )),
         Some(_) => {}
     }
     match seen(report, "x-forwarded-host").first() {
         None => f.warnings.push(format!("{label}: no X-Forwarded-Host")),
         Some(h) if split_host(h.split(',').next().unwrap_or(h)).0 != want_name => {
-            f.warnings.push(format!("{label}: X-Forwarded-Host {h:?}, the client sent Host {:?}", target.host))
+            f.warnings.push(format!(
+                "{label}: X-Forwarded-Host {h:?}, the client sent Host {:?}",
+                target.host
+            ))
         }
         Some(_) => {}
     }
@@ -166,7 +198,10 @@ fn judge_spoofed(report: &Value, f: &mut Findings) {
             xff.join(", ")
         ));
     }
-    if items(report, "x-forwarded-proto").first().is_some_and(|p| p.eq_ignore_ascii_case(SPOOFED_PROTO)) {
+    if items(report, "x-forwarded-proto")
+        .first()
+        .is_some_and(|p| p.eq_ignore_ascii_case(SPOOFED_PROTO))
+    {
         f.notes.push(format!(
             "a client-sent X-Forwarded-Proto: {SPOOFED_PROTO} reaches the backend unverified (it marks cookies Secure and builds an https origin)"
         ));
@@ -177,15 +212,22 @@ pub async fn forwarded(target: &Target) -> Outcome {
     let info = &HEADERS_FORWARDED;
     let client = client_ip(target);
     let with_ws = target.profile != Profile::Dorkos;
-    let (plain, spoofed, upgrade) = tokio::join!(report_http(target, false), report_http(target, true), async {
-        if with_ws {
-            Some(report_ws(target).await)
-        } else {
-            None
+    let (plain, spoofed, upgrade) = tokio::join!(
+        report_http(target, false),
+        report_http(target, true),
+        async {
+            if with_ws {
+                Some(report_ws(target).await)
+            } else {
+                None
+            }
         }
-    });
+    );
     let expected = if target.direct {
-        format!("direct control: Host {:?} as sent, the peer is the client {client}", target.host)
+        format!(
+            "direct control: Host {:?} as sent, the peer is the client {client}",
+            target.host
+        )
     } else {
         format!(
             "on a request and a WebSocket upgrade, the backend sees Host {:?} (host name; port noted), X-Forwarded-For ending with the client {client}, X-Forwarded-Proto http; X-Real-IP and X-Forwarded-Host present (warn when missing)",
@@ -196,17 +238,25 @@ pub async fn forwarded(target: &Target) -> Outcome {
     let mut m = json!({"client_ip": client.to_string(), "client_host": target.host, "direct": target.direct});
     match &plain {
         Ok(r) => judge(r, target, client, "request", &mut f),
-        Err(e) => f.problems.push(format!("GET /api/mock/request failed: {e}")),
+        Err(e) => f
+            .problems
+            .push(format!("GET /api/mock/request failed: {e}")),
     }
     match &upgrade {
         Some(Ok(r)) => judge(r, target, client, "upgrade", &mut f),
-        Some(Err(e)) => f.notes.push(format!("upgrade report unavailable ({e}); see ws.upgrade")),
-        None => f.notes.push("no WebSocket on the DorkOS backend: upgrade not checked".to_string()),
+        Some(Err(e)) => f
+            .notes
+            .push(format!("upgrade report unavailable ({e}); see ws.upgrade")),
+        None => f
+            .notes
+            .push("no WebSocket on the DorkOS backend: upgrade not checked".to_string()),
     }
     match &spoofed {
         Ok(r) if !target.direct => judge_spoofed(r, &mut f),
         Ok(_) => {}
-        Err(e) => f.notes.push(format!("request with client-sent X-Forwarded-* failed: {e}")),
+        Err(e) => f.notes.push(format!(
+            "request with client-sent X-Forwarded-* failed: {e}"
+        )),
     }
     let as_json = |r: &Result<Value, String>| match r {
         Ok(v) => v.clone(),
@@ -229,7 +279,8 @@ pub async fn forwarded(target: &Target) -> Outcome {
         lines.push(if target.direct {
             "Host as sent, peer is the client".to_string()
         } else {
-            "Host, X-Forwarded-For, X-Forwarded-Proto, X-Real-IP and X-Forwarded-Host as expected".to_string()
+            "Host, X-Forwarded-For, X-Forwarded-Proto, X-Real-IP and X-Forwarded-Host as expected"
+                .to_string()
         });
     }
     lines.extend(f.notes.iter().map(|n| format!("note: {n}")));
@@ -242,7 +293,10 @@ mod tests {
 
     #[test]
     fn host_names_and_ports() {
-        assert_eq!(split_host("Example.test:8080"), ("example.test".into(), Some("8080".into())));
+        assert_eq!(
+            split_host("Example.test:8080"),
+            ("example.test".into(), Some("8080".into()))
+        );
         assert_eq!(split_host("example.test"), ("example.test".into(), None));
         assert_eq!(split_host("[::1]:80"), ("[::1]".into(), Some("80".into())));
         assert_eq!(split_host("[::1]"), ("[::1]".into(), None));

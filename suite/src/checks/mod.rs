@@ -111,8 +111,16 @@ impl CheckInfo {
             grade,
             expected: expected.into(),
             actual: actual.into(),
-            sign: if blame { self.sign.to_string() } else { String::new() },
-            fix: if blame { self.fix.to_string() } else { String::new() },
+            sign: if blame {
+                self.sign.to_string()
+            } else {
+                String::new()
+            },
+            fix: if blame {
+                self.fix.to_string()
+            } else {
+                String::new()
+            },
             measurements,
             elapsed_ms: 0,
         }

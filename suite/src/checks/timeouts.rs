@@ -35,7 +35,10 @@ const SLOW_BODY: usize = 2048;
 pub async fn slow(target: &Target) -> Outcome {
     let info = &HTTP_SLOW;
     let idle = target.idle;
-    let path = format!("/api/mock/slow?delay_ms={}&size={SLOW_BODY}", idle.as_millis());
+    let path = format!(
+        "/api/mock/slow?delay_ms={}&size={SLOW_BODY}",
+        idle.as_millis()
+    );
     let expected = format!(
         "GET {path}: 200 with the full {SLOW_BODY}-byte body after {} of silence",
         secs(idle)

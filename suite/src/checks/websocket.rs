@@ -42,8 +42,10 @@ pub const WS_IDLE: CheckInfo = CheckInfo {
 };
 
 /// The event WebSocket routes and the scope of their `ready` frame.
-pub(crate) const EVENT_ROUTES: [(&str, &str); 2] =
-    [("/api/event/ws", "directory"), ("/api/global/event/ws", "global")];
+pub(crate) const EVENT_ROUTES: [(&str, &str); 2] = [
+    ("/api/event/ws", "directory"),
+    ("/api/global/event/ws", "global"),
+];
 pub(crate) const TERMINAL_ROUTE: &str = "/api/terminal/ws";
 /// The browser gives up on the WebSocket and falls back to SSE when `ready` takes longer.
 const READY_BUDGET: Duration = Duration::from_secs(2);
@@ -100,7 +102,13 @@ impl Probe {
 }
 
 /// Grades a set of per-route probes: pass when every route worked.
-pub(crate) fn grade_probes(info: &CheckInfo, expected: String, pass_text: String, probes: Vec<Probe>, mut m: Value) -> Outcome {
+pub(crate) fn grade_probes(
+    info: &CheckInfo,
+    expected: String,
+    pass_text: String,
+    probes: Vec<Probe>,
+    mut m: Value,
+) -> Outcome {
     let bad: Vec<String> = probes
         .iter()
         .filter_map(|p| p.problem.as_ref().map(|e| format!("{}: {e}", p.route)))
@@ -128,9 +136,15 @@ pub(crate) async fn open(
     match ws_connect(target, &path, extra).await {
         Ok((ws, up)) => {
             probe.extra.insert("status".into(), json!(up.status));
-            probe.step("handshake", format!("{} after {} ms", up.status, up.handshake_ms));
+            probe.step(
+                "handshake",
+                format!("{} after {} ms", up.status, up.handshake_ms),
+            );
             if let Some(instance) = up.headers.get("x-mock-instance") {
-                probe.extra.insert("instance".into(), json!(String::from_utf8_lossy(instance.as_bytes())));
+                probe.extra.insert(
+                    "instance".into(),
+                    json!(String::from_utf8_lossy(instance.as_bytes())),
+                );
             }
             Ok(ws)
         }
@@ -143,7 +157,11 @@ pub(crate) async fn open(
 
 /// Waits for the first frame the backend sends on a fresh socket: `ready` on the event routes,
 /// the terminal's `hello`.
-pub(crate) async fn first_frame(probe: &mut Probe, ws: &mut Ws, deadline: Instant) -> Result<(), String> {
+pub(crate) async fn first_frame(
+    probe: &mut Probe,
+    ws: &mut Ws,
+    deadline: Instant,
+) -> Result<(), String> {
     if probe.route == TERMINAL_ROUTE {
         let hello = term_expect(ws, "hello", deadline).await?;
         probe.step("hello", hello.clone());
@@ -152,8 +170,11 @@ pub(crate) async fn first_frame(probe: &mut Probe, ws: &mut Ws, deadline: Instan
         }
         return Ok(());
     }
-    let msg = ws_next(ws, deadline).await.map_err(|e| format!("no ready frame: {e}"))?;
-    let v = text_json(&msg).ok_or_else(|| format!("first frame is not JSON text: {}", describe_frame(&msg)))?;
+    let msg = ws_next(ws, deadline)
+        .await
+        .map_err(|e| format!("no ready frame: {e}"))?;
+    let v = text_json(&msg)
+        .ok_or_else(|| format!("first frame is not JSON text: {}", describe_frame(&msg)))?;
     if v.get("type").and_then(Value::as_str) != Some("ready") {
         return Err(format!("first frame is not ready: {v}"));
     }
@@ -175,7 +196,11 @@ async fn echo(ws: &mut Ws, msg: Message) -> Result<Duration, String> {
                 return Err(format!(
                     "echo of a {} did not come back: {e}{}",
                     describe_frame(&msg),
-                    if skipped.is_empty() { String::new() } else { format!(" (got instead: {})", skipped.join(", ")) }
+                    if skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (got instead: {})", skipped.join(", "))
+                    }
                 ))
             }
         }
@@ -185,7 +210,9 @@ async fn echo(ws: &mut Ws, msg: Message) -> Result<Duration, String> {
 /// Waits for a text frame whose JSON `type` is `kind`.
 async fn expect_type(ws: &mut Ws, kind: &str, deadline: Instant) -> Result<Value, String> {
     loop {
-        let msg = ws_next(ws, deadline).await.map_err(|e| format!("no {kind} frame: {e}"))?;
+        let msg = ws_next(ws, deadline)
+            .await
+            .map_err(|e| format!("no {kind} frame: {e}"))?;
         if let Some(v) = text_json(&msg) {
             if v.get("type").and_then(Value::as_str) == Some(kind) {
                 return Ok(v);
@@ -199,9 +226,20 @@ pub async fn upgrade(target: &Target) -> Outcome {
     if let Some(skip) = not_on_dorkos(info, target) {
         return skip;
     }
-    let mut probes = join_all(EVENT_ROUTES.iter().map(|(route, scope)| event_route(target, route, scope))).await;
-    probes.push(terminal_route(target).await);
-    let rtt = probes[0].extra.get("echo_rtt_us").cloned().unwrap_or(json!([]));
+    let (mut probes, terminal) = tokio::join!(
+        join_all(
+            EVENT_ROUTES
+                .iter()
+                .map(|(route, scope)| event_route(target, route, scope))
+        ),
+        terminal_route(target)
+    );
+    probes.push(terminal);
+    let rtt = probes[0]
+        .extra
+        .get("echo_rtt_us")
+        .cloned()
+        .unwrap_or(json!([]));
     let expected = format!(
         "101 on /api/event/ws, /api/global/event/ws and /api/terminal/ws; ready (or hello) within {}; text and binary frames echoed intact; the server's own frames arrive",
         secs(READY_BUDGET)
@@ -217,18 +255,28 @@ async fn event_route(target: &Target, route: &str, scope: &str) -> Probe {
     let mut probe = Probe::new(route);
     let result = async {
         let start = Instant::now();
-        let mut ws = open(&mut probe, target, "mock_echo=1&mock_silent=1&mock_push_after_ms=200", &[]).await?;
+        let mut ws = open(
+            &mut probe,
+            target,
+            "mock_echo=1&mock_silent=1&mock_push_after_ms=200",
+            &[],
+        )
+        .await?;
         first_frame(&mut probe, &mut ws, start + READY_BUDGET).await?;
         let push = expect_type(&mut ws, "mock.push", Instant::now() + EXCHANGE_TIMEOUT).await?;
         probe.step("server push", push);
         let mut rtts = Vec::with_capacity(ECHOES);
         for n in 0..ECHOES {
-            let text = json!({"type": "suite.echo", "n": n, "scope": scope, "text": "héllo ✓ — 中文 ❤"}).to_string();
+            let text =
+                json!({"type": "suite.echo", "n": n, "scope": scope, "text": "héllo ✓ — 中文 ❤"})
+                    .to_string();
             rtts.push(echo(&mut ws, Message::text(text)).await?.as_micros() as u64);
         }
         probe.step("text echoes", format!("{ECHOES} intact"));
         probe.extra.insert("echo_rtt_us".into(), json!(rtts));
-        let binary: Vec<u8> = (0..BINARY_ECHO_BYTES).map(|i| (i * 7 % 256) as u8).collect();
+        let binary: Vec<u8> = (0..BINARY_ECHO_BYTES)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect();
         echo(&mut ws, Message::binary(binary)).await?;
         probe.step("binary echo", format!("{BINARY_ECHO_BYTES} bytes intact"));
         ws_close(ws).await;
@@ -244,14 +292,19 @@ async fn terminal_route(target: &Target) -> Probe {
         let start = Instant::now();
         let mut ws = open(&mut probe, target, "mock_silent=1", &[]).await?;
         first_frame(&mut probe, &mut ws, start + READY_BUDGET).await?;
-        ws_send(&mut ws, term(json!({"t": "ping"}))).await?;
-        let pong = term_expect(&mut ws, "pong", Instant::now() + EXCHANGE_TIMEOUT).await?;
-        probe.step("pong", pong);
-        ws_close(ws).await;
-        Ok(())
+        ping_and_close(&mut probe, ws).await
     }
     .await;
     probe.end(result)
+}
+
+/// Ends a terminal session the way every terminal probe does: a ping answered by a pong.
+async fn ping_and_close(probe: &mut Probe, mut ws: Ws) -> Result<(), String> {
+    ws_send(&mut ws, term(json!({"t": "ping"}))).await?;
+    let pong = term_expect(&mut ws, "pong", Instant::now() + EXCHANGE_TIMEOUT).await?;
+    probe.step("pong", pong);
+    ws_close(ws).await;
+    Ok(())
 }
 
 /// A terminal protocol v3 frame: binary, `0x01` then UTF-8 JSON.
@@ -263,16 +316,27 @@ fn term(v: Value) -> Message {
 
 fn term_decode(msg: &Message) -> Result<Value, String> {
     match msg {
-        Message::Binary(b) if b.first() == Some(&0x01) => serde_json::from_slice(&b[1..])
-            .map_err(|e| format!("terminal frame with invalid JSON ({e}): {}", describe_frame(msg))),
-        other => Err(format!("not a protocol v3 frame: {}", describe_frame(other))),
+        Message::Binary(b) if b.first() == Some(&0x01) => {
+            serde_json::from_slice(&b[1..]).map_err(|e| {
+                format!(
+                    "terminal frame with invalid JSON ({e}): {}",
+                    describe_frame(msg)
+                )
+            })
+        }
+        other => Err(format!(
+            "not a protocol v3 frame: {}",
+            describe_frame(other)
+        )),
     }
 }
 
 /// Waits for the terminal frame `{"t": t, ...}`; an `error` frame or a malformed frame ends it.
 async fn term_expect(ws: &mut Ws, t: &str, deadline: Instant) -> Result<Value, String> {
     loop {
-        let msg = ws_next(ws, deadline).await.map_err(|e| format!("no {t} frame: {e}"))?;
+        let msg = ws_next(ws, deadline)
+            .await
+            .map_err(|e| format!("no {t} frame: {e}"))?;
         let v = term_decode(&msg)?;
         match v.get("t").and_then(Value::as_str) {
             Some(kind) if kind == t => return Ok(v),
@@ -295,16 +359,18 @@ pub async fn terminal(target: &Target) -> Outcome {
         // A write close to the 64 KiB frame limit, as a pasted block of text would be.
         let big: String = "0123456789abcdef✓".repeat(2500);
         terminal_write(&mut probe, &mut ws, "suite-term", &big).await?;
-        ws_send(&mut ws, term(json!({"t": "ping"}))).await?;
-        let pong = term_expect(&mut ws, "pong", Instant::now() + EXCHANGE_TIMEOUT).await?;
-        probe.step("pong", pong);
-        ws_close(ws).await;
-        Ok(())
+        ping_and_close(&mut probe, ws).await
     }
     .await;
     let probe = probe.end(result);
     let expected = "hello v3 from the server; hello, attach, write and ping from the client answered with snapshot, output (payload intact, also for a 40 KiB write) and pong, all as binary 0x01+JSON frames".to_string();
-    grade_probes(info, expected, "full protocol v3 round trip, payloads intact".into(), vec![probe], json!({}))
+    grade_probes(
+        info,
+        expected,
+        "full protocol v3 round trip, payloads intact".into(),
+        vec![probe],
+        json!({}),
+    )
 }
 
 /// hello, attach, a small write: the start of every terminal session.
@@ -320,7 +386,12 @@ async fn terminal_session(probe: &mut Probe, ws: &mut Ws, session: &str) -> Resu
 }
 
 /// Writes `data` to the session and waits for the same data back as output.
-async fn terminal_write(probe: &mut Probe, ws: &mut Ws, session: &str, data: &str) -> Result<(), String> {
+async fn terminal_write(
+    probe: &mut Probe,
+    ws: &mut Ws,
+    session: &str,
+    data: &str,
+) -> Result<(), String> {
     ws_send(ws, term(json!({"t": "write", "s": session, "d": data}))).await?;
     let output = term_expect(ws, "output", Instant::now() + EXCHANGE_TIMEOUT).await?;
     let back = output.get("d").and_then(Value::as_str).unwrap_or_default();
@@ -342,13 +413,24 @@ pub async fn idle(target: &Target) -> Outcome {
         return skip;
     }
     let idle = target.idle;
-    let mut probes = join_all(EVENT_ROUTES.iter().map(|(route, _)| idle_event_route(target, route, idle))).await;
-    probes.push(idle_terminal(target, idle).await);
+    let (mut probes, terminal) = tokio::join!(
+        join_all(
+            EVENT_ROUTES
+                .iter()
+                .map(|(route, _)| idle_event_route(target, route, idle))
+        ),
+        idle_terminal(target, idle)
+    );
+    probes.push(terminal);
     let expected = format!(
         "on every WebSocket route, after {} without any frame (no pings either), a frame from the server and one from the client both arrive on the same connection",
         secs(idle)
     );
-    let pass = format!("all {} routes survived {} of silence", probes.len(), secs(idle));
+    let pass = format!(
+        "all {} routes survived {} of silence",
+        probes.len(),
+        secs(idle)
+    );
     let m = json!({"idle_ms": idle.as_millis() as u64, "deadline_ms": idle_deadline(idle).as_millis() as u64});
     grade_probes(info, expected, pass, probes, m)
 }
@@ -357,7 +439,10 @@ pub async fn idle(target: &Target) -> Outcome {
 async fn idle_event_route(target: &Target, route: &str, idle: Duration) -> Probe {
     let mut probe = Probe::new(route);
     let result = async {
-        let query = format!("mock_silent=1&mock_echo=1&mock_push_after_ms={}", idle.as_millis());
+        let query = format!(
+            "mock_silent=1&mock_echo=1&mock_push_after_ms={}",
+            idle.as_millis()
+        );
         let mut ws = open(&mut probe, target, &query, &[]).await?;
         let connected = Instant::now();
         first_frame(&mut probe, &mut ws, connected + EXCHANGE_TIMEOUT).await?;
@@ -365,7 +450,11 @@ async fn idle_event_route(target: &Target, route: &str, idle: Duration) -> Probe
             .await
             .map_err(|e| format!("{e} (after {} ms of silence)", ms_since(connected)))?;
         probe.step("server frame after the idle period", push);
-        echo(&mut ws, Message::text(json!({"type": "suite.after-idle"}).to_string())).await?;
+        echo(
+            &mut ws,
+            Message::text(json!({"type": "suite.after-idle"}).to_string()),
+        )
+        .await?;
         probe.step("client frame echoed", "intact");
         ws_close(ws).await;
         Ok(())
@@ -390,13 +479,12 @@ async fn idle_terminal(target: &Target, idle: Duration) -> Probe {
                 Err(e) => return Err(format!("{e} after {} ms of silence", ms_since(silent_from))),
             }
         }
-        probe.step("silence", format!("{} ms without a frame", ms_since(silent_from)));
+        probe.step(
+            "silence",
+            format!("{} ms without a frame", ms_since(silent_from)),
+        );
         terminal_write(&mut probe, &mut ws, "suite-idle", "after idle ✓\r").await?;
-        ws_send(&mut ws, term(json!({"t": "ping"}))).await?;
-        let pong = term_expect(&mut ws, "pong", Instant::now() + EXCHANGE_TIMEOUT).await?;
-        probe.step("pong", pong);
-        ws_close(ws).await;
-        Ok(())
+        ping_and_close(&mut probe, ws).await
     }
     .await;
     probe.end(result)

@@ -80,7 +80,9 @@ struct Evidence {
 struct ChartCard {
     /// The chart's own id, for the evidence panel to show it again (`<use>`).
     id: String,
-    row: String,
+    proxy: String,
+    config: String,
+    profile: &'static str,
     grade: String,
     mark: &'static str,
     evidence: String,
@@ -103,6 +105,9 @@ struct Chart {
     ideal: [f64; 4],
     series: Vec<Series>,
     legend: Vec<LegendItem>,
+    /// Said across the plot when ticks are missing through the proxy (a buffering proxy shows
+    /// nothing at all: there is no point to see).
+    missing: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -172,13 +177,17 @@ struct Source {
     planned: Option<u64>,
     /// The first emission, in µs: time 0 of the chart.
     origin: u64,
+    /// When the last tick was due, in ms from the first (`plan`), when recorded.
+    schedule_ms: Option<f64>,
 }
 
 impl Source {
     fn new(class: &'static str, name: &'static str, outcome: &Outcome) -> Source {
         let paths = sse_paths(outcome);
         let origin = paths.iter().flat_map(|p| &p.ticks).map(|t| t.emitted_at_us).min().unwrap_or(0);
-        Source { class, name, paths, planned: planned_ticks(outcome), origin }
+        let plan = |key: &str| outcome.measurements.pointer(&format!("/plan/{key}")).and_then(Value::as_f64);
+        let schedule_ms = plan("ticks").zip(plan("interval_ms")).map(|(n, every)| (n - 1.0).max(0.0) * every);
+        Source { class, name, paths, planned: planned_ticks(outcome), origin, schedule_ms }
     }
 
     fn ms(&self, us: u64) -> f64 {
@@ -194,20 +203,23 @@ impl Source {
     }
 }
 
-/// Emission (x) against arrival (y) of every tick of `outcome`, over those of the control
-/// (`None` for the control's own chart). `None` when no tick arrived on either.
-fn sse_chart(outcome: &Outcome, control: Option<&Outcome>) -> Option<Chart> {
+/// Emission (x) against arrival (y) of every tick of `outcome` (the control's own when
+/// `is_control`), over those of its `control` when there is one. `None` when nothing was
+/// measured.
+fn sse_chart(outcome: &Outcome, is_control: bool, control: Option<&Outcome>) -> Option<Chart> {
     let mut sources = Vec::new();
     if let Some(direct) = control {
         sources.push(Source::new("direct", "direct (control)", direct));
     }
-    let name = if control.is_some() { "through the proxy" } else { "direct" };
-    sources.push(Source::new(if control.is_some() { "proxy" } else { "direct" }, name, outcome));
+    let (class, name) = if is_control { ("direct", "direct") } else { ("proxy", "through the proxy") };
+    sources.push(Source::new(class, name, outcome));
     let all = || sources.iter().flat_map(Source::ticks);
-    if all().next().is_none() {
+    let schedule = sources.iter().filter_map(|s| s.schedule_ms).reduce(f64::max);
+    if all().next().is_none() && schedule.is_none() {
+        // Nothing measured (a skip, an error before any stream opened): no chart to draw.
         return None;
     }
-    let x_max = all().map(|(e, _)| e).fold(0.0, f64::max);
+    let x_max = all().map(|(e, _)| e).fold(schedule.unwrap_or(0.0), f64::max);
     let y_max = all().map(|(_, a)| a).fold(x_max, f64::max);
     let (x_top, x_ticks) = axis(x_max, |v, top| PLOT_LEFT + v / top * (PLOT_RIGHT - PLOT_LEFT));
     let (y_top, y_ticks) = axis(y_max, |v, top| PLOT_BOTTOM - v / top * (PLOT_BOTTOM - PLOT_TOP));
@@ -239,7 +251,16 @@ fn sse_chart(outcome: &Outcome, control: Option<&Outcome>) -> Option<Chart> {
             },
         })
         .collect();
+    let measured = sources.last().expect("the outcome's own source");
+    let missing = match measured.planned {
+        Some(planned) if (measured.count() as u64) < planned => {
+            Some(format!("{} of {planned} ticks arrived ({name})", measured.count()))
+        }
+        None if measured.count() == 0 => Some(format!("no tick arrived ({name})")),
+        _ => None,
+    };
     Some(Chart {
+        missing,
         width: CHART_W,
         height: CHART_H,
         left: PLOT_LEFT,
@@ -345,12 +366,14 @@ fn rows(table: &Table) -> (Vec<Group>, Vec<Evidence>, Vec<ChartCard>) {
             };
             let id = format!("ev-{r}-{c}");
             let direct = control.and_then(|d| d.checks.iter().find(|o| o.id == outcome.id));
-            let chart = (outcome.id == "sse.stream").then(|| sse_chart(outcome, direct)).flatten();
+            let chart = (outcome.id == "sse.stream").then(|| sse_chart(outcome, row.control, direct)).flatten();
             let chart_id = chart.map(|chart| {
                 let chart_id = format!("chart-{r}-{c}");
                 cards.push(ChartCard {
                     id: chart_id.clone(),
-                    row: row.label(),
+                    proxy: row.proxy_label(),
+                    config: row.run.config.clone(),
+                    profile: row.run.profile.as_str(),
                     grade: outcome.grade.to_string(),
                     mark: mark(outcome.grade),
                     evidence: id.clone(),

@@ -122,6 +122,10 @@ impl Percentiles {
     }
 }
 
+/// A proxy run faster than the control by more than this (p50, µs) means the control was
+/// measured under more load than the proxy: the figures then say more about the machine.
+const FASTER_THAN_CONTROL_US: f64 = 500.0;
+
 /// One row of a latency table, figures in milliseconds, already formatted.
 #[derive(Serialize)]
 struct LatencyRow {
@@ -133,6 +137,8 @@ struct LatencyRow {
     p99: String,
     added_p50: String,
     added_p99: String,
+    /// Faster than the control beyond noise (see [`FASTER_THAN_CONTROL_US`]).
+    faster_than_control: bool,
 }
 
 /// What one check measured in one run.
@@ -176,6 +182,7 @@ fn latency_row(label: (String, String), this: &Measured, control: Option<Option<
         p99: this.figures.map_or("—".into(), |f| ms(f.p99)),
         added_p50: added(|f| f.p50),
         added_p99: added(|f| f.p99),
+        faster_than_control: matches!((&this.figures, control), (Some(f), Some(Some(c))) if c.p50 - f.p50 > FASTER_THAN_CONTROL_US),
     }
 }
 
@@ -213,14 +220,19 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         .filter(|r| r.run.profile == PROFILE)
         .filter_map(|r| r.run.setup_error.as_ref().map(|e| format!("{}: {} ({})", r.label(), e.kind, e.message)))
         .collect();
+    let sse = latency_table(&table, "sse.stream", sse_lags_us, planned_ticks);
+    let ws = latency_table(&table, "ws.upgrade", ws_echoes_us, |_| None);
+    let control_loaded = sse.iter().chain(&ws).any(|r| r.faster_than_control);
     let env = environment("performance.md", TEMPLATE);
     env.get_template("performance.md")?.render(context! {
+        control_loaded => control_loaded,
+        faster_than_control_ms => FASTER_THAN_CONTROL_US / 1000.0,
         started_at => markdown::date_line(&matrix.started_at),
         machine => markdown::machine_line(&matrix.machine),
         profile => PROFILE.as_str(),
         has_control => table.rows.iter().any(|r| r.control && r.run.profile == PROFILE),
-        sse => latency_table(&table, "sse.stream", sse_lags_us, planned_ticks),
-        ws => latency_table(&table, "ws.upgrade", ws_echoes_us, |_| None),
+        sse => sse,
+        ws => ws,
         not_measured => not_measured,
     })
 }

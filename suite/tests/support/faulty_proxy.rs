@@ -15,7 +15,9 @@ use std::time::Duration;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -25,15 +27,16 @@ use tokio::task::{JoinHandle, JoinSet};
 pub enum Fault {
     /// Nothing: a faithful proxy (the control for every check through a proxy).
     None,
-    /// Holds an event-stream response until it ends (`proxy_buffering on`, X-Accel ignored).
+    /// Holds the body of an event stream until it ends (`proxy_buffering on`, X-Accel ignored);
+    /// the headers go out at once.
     BufferSse,
     /// Drops `Upgrade` and `Connection` from requests (no WebSocket support).
     StripUpgrade,
     /// Closes a connection whose upstream sent nothing for this long (504 before the response
     /// headers), like a short `proxy_read_timeout`; upgraded sockets idle in both directions.
     CutIdleAfter(Duration),
-    /// Gzips every response to a client that accepts gzip, even one already gzipped and even
-    /// event streams (buffered whole to do so).
+    /// Gzips every response to a client that accepts gzip, even one already gzipped, and
+    /// event streams too, without flushing (ticks wait in the compressor).
     DoubleGzip,
     /// Gzips event streams for clients that accept gzip, flushing after every chunk.
     GzipSseFlushed,
@@ -75,11 +78,22 @@ impl FaultyProxy {
         FaultyProxy::start_balanced(fault, backends, Balance::ClientIp).await
     }
 
-    pub async fn start_balanced(fault: Fault, backends: Vec<SocketAddr>, balance: Balance) -> FaultyProxy {
+    pub async fn start_balanced(
+        fault: Fault,
+        backends: Vec<SocketAddr>,
+        balance: Balance,
+    ) -> FaultyProxy {
         assert!(!backends.is_empty(), "a proxy needs a backend");
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind a loopback port");
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
-        let config = Arc::new(Config { fault, balance, backends, next: AtomicUsize::new(0) });
+        let config = Arc::new(Config {
+            fault,
+            balance,
+            backends,
+            next: AtomicUsize::new(0),
+        });
         let task = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {
@@ -118,7 +132,10 @@ struct Head {
 
 impl Head {
     fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     fn has_token(&self, name: &str, token: &str) -> bool {
@@ -138,7 +155,11 @@ impl Head {
     }
 
     fn status(&self) -> u16 {
-        self.start.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.start
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     fn method(&self) -> &str {
@@ -146,7 +167,11 @@ impl Head {
     }
 
     fn is_event_stream(&self) -> bool {
-        self.get("content-type").is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("text/event-stream"))
+        self.get("content-type").is_some_and(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
     }
 
     fn to_bytes(&self) -> Vec<u8> {
@@ -169,7 +194,10 @@ async fn read_head(r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Hea
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "head cut short"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "head cut short",
+            ));
         }
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
@@ -179,7 +207,10 @@ async fn read_head(r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Hea
             fields.push((n.trim().to_string(), v.trim().to_string()));
         }
     }
-    Ok(Some(Head { start: start.trim_end_matches(['\r', '\n']).to_string(), fields }))
+    Ok(Some(Head {
+        start: start.trim_end_matches(['\r', '\n']).to_string(),
+        fields,
+    }))
 }
 
 /// How a message body is delimited.
@@ -228,8 +259,17 @@ struct Body {
 
 impl Body {
     fn new(framing: Framing, idle: Option<Duration>) -> Body {
-        let left = if let Framing::Length(n) = framing { n } else { 0 };
-        Body { framing, left, done: framing == Framing::Empty, idle }
+        let left = if let Framing::Length(n) = framing {
+            n
+        } else {
+            0
+        };
+        Body {
+            framing,
+            left,
+            done: framing == Framing::Empty,
+            idle,
+        }
     }
 
     async fn next(&mut self, r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Vec<u8>>> {
@@ -244,7 +284,10 @@ impl Body {
         }
     }
 
-    async fn read_piece(&mut self, r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Vec<u8>>> {
+    async fn read_piece(
+        &mut self,
+        r: &mut (impl AsyncBufRead + Unpin),
+    ) -> io::Result<Option<Vec<u8>>> {
         let mut buf = vec![0u8; 64 * 1024];
         match self.framing {
             Framing::Empty => Ok(None),
@@ -252,7 +295,10 @@ impl Body {
                 let want = buf.len().min(self.left as usize);
                 let n = r.read(&mut buf[..want]).await?;
                 if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "body cut short",
+                    ));
                 }
                 self.left -= n as u64;
                 self.done = self.left == 0;
@@ -271,9 +317,19 @@ impl Body {
             Framing::Chunked => {
                 let mut line = String::new();
                 r.read_line(&mut line).await?;
-                let size_text = line.trim().split(';').next().unwrap_or("").trim().to_string();
-                let size = usize::from_str_radix(&size_text, 16)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+                let size_text = line
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                let size = usize::from_str_radix(&size_text, 16).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                })?;
                 if size == 0 {
                     // Trailers, up to the empty line.
                     loop {
@@ -305,12 +361,17 @@ impl Body {
 
 /// Writes one piece of a body in `framing` (chunked pieces get their own chunk) and flushes,
 /// so a stream leaves the proxy as it arrived.
-async fn write_piece(w: &mut (impl AsyncWrite + Unpin), framing: Framing, piece: &[u8]) -> io::Result<()> {
+async fn write_piece(
+    w: &mut (impl AsyncWrite + Unpin),
+    framing: Framing,
+    piece: &[u8],
+) -> io::Result<()> {
     if piece.is_empty() {
         return Ok(());
     }
     if framing == Framing::Chunked {
-        w.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+        w.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .await?;
         w.write_all(piece).await?;
         w.write_all(b"\r\n").await?;
     } else {
@@ -327,7 +388,11 @@ async fn write_end(w: &mut (impl AsyncWrite + Unpin), framing: Framing) -> io::R
 }
 
 /// Sends a complete response whose body is `body`, with its length.
-async fn write_whole(w: &mut (impl AsyncWrite + Unpin), mut head: Head, body: &[u8]) -> io::Result<()> {
+async fn write_whole(
+    w: &mut (impl AsyncWrite + Unpin),
+    mut head: Head,
+    body: &[u8],
+) -> io::Result<()> {
     head.remove("transfer-encoding");
     head.set("content-length", body.len().to_string());
     w.write_all(&head.to_bytes()).await?;
@@ -374,7 +439,13 @@ async fn serve(client: TcpStream, peer: SocketAddr, config: Arc<Config>) -> io::
         let accepts_gzip = req.has_token("accept-encoding", "gzip");
         let client_host = req.get("host").unwrap_or_default().to_string();
         if fault == Fault::DropForwarded {
-            for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"] {
+            for name in [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-real-ip",
+                "forwarded",
+            ] {
                 req.remove(name);
             }
             req.set("Host", backend.to_string());
@@ -444,7 +515,10 @@ async fn serve(client: TcpStream, peer: SocketAddr, config: Arc<Config>) -> io::
                     let body = b"upstream timed out\n";
                     let resp = Head {
                         start: "HTTP/1.1 504 Gateway Time-out".into(),
-                        fields: vec![("Content-Type".into(), "text/plain".into()), ("Connection".into(), "close".into())],
+                        fields: vec![
+                            ("Content-Type".into(), "text/plain".into()),
+                            ("Connection".into(), "close".into()),
+                        ],
                     };
                     return write_whole(&mut cw, resp, body).await;
                 }
@@ -452,7 +526,10 @@ async fn serve(client: TcpStream, peer: SocketAddr, config: Arc<Config>) -> io::
             None => read_head(&mut ur).await?,
         };
         let Some(mut resp) = head else {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed without a response"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed without a response",
+            ));
         };
         if resp.status() == 101 {
             cw.write_all(&resp.to_bytes()).await?;
@@ -461,12 +538,21 @@ async fn serve(client: TcpStream, peer: SocketAddr, config: Arc<Config>) -> io::
         }
         let out = response_framing(&method, &resp);
         let upstream_body = Body::new(out, idle);
-        let gzipped = resp.get("content-encoding").is_some_and(|ce| ce.trim().eq_ignore_ascii_case("gzip"));
+        let gzipped = resp
+            .get("content-encoding")
+            .is_some_and(|ce| ce.trim().eq_ignore_ascii_case("gzip"));
         let closes = out == Framing::UntilClose || resp.has_token("connection", "close");
         match fault {
             Fault::BufferSse if resp.is_event_stream() => {
+                // The headers at once, the body only when the stream ends.
+                cw.write_all(&resp.to_bytes()).await?;
+                cw.flush().await?;
                 let all = upstream_body.read_all(&mut ur).await?;
-                write_whole(&mut cw, resp, &all).await?;
+                write_piece(&mut cw, out, &all).await?;
+                write_end(&mut cw, out).await?;
+            }
+            Fault::DoubleGzip if accepts_gzip && resp.is_event_stream() => {
+                stream_gzipped(&mut ur, &mut cw, resp, upstream_body, false).await?;
             }
             Fault::DoubleGzip if accepts_gzip && out != Framing::Empty => {
                 let all = upstream_body.read_all(&mut ur).await?;
@@ -478,7 +564,7 @@ async fn serve(client: TcpStream, peer: SocketAddr, config: Arc<Config>) -> io::
                 write_whole(&mut cw, resp, &gunzip(&all)?).await?;
             }
             Fault::GzipSseFlushed if resp.is_event_stream() && accepts_gzip && !gzipped => {
-                stream_gzipped(&mut ur, &mut cw, resp, upstream_body).await?;
+                stream_gzipped(&mut ur, &mut cw, resp, upstream_body, true).await?;
             }
             _ => {
                 let mut body = upstream_body;
@@ -497,13 +583,15 @@ async fn serve(client: TcpStream, peer: SocketAddr, config: Arc<Config>) -> io::
     Ok(())
 }
 
-/// Gzips a stream on the fly, flushing the compressor after every piece, as a proxy whose gzip
-/// module flushes per write does.
+/// Gzips a stream on the fly. With `flush`, the compressor is flushed after every piece (a
+/// proxy whose gzip flushes per write); without, output leaves only when the compressor's own
+/// buffer fills or the stream ends (nginx's gzip filter on an event stream).
 async fn stream_gzipped(
     ur: &mut BufReader<OwnedReadHalf>,
     cw: &mut OwnedWriteHalf,
     mut resp: Head,
     mut body: Body,
+    flush: bool,
 ) -> io::Result<()> {
     resp.remove("content-length");
     resp.set("Content-Encoding", "gzip");
@@ -513,7 +601,9 @@ async fn stream_gzipped(
     let mut enc = GzEncoder::new(Vec::new(), Compression::default());
     while let Some(piece) = body.next(ur).await? {
         enc.write_all(&piece)?;
-        enc.flush()?;
+        if flush {
+            enc.flush()?;
+        }
         let out = std::mem::take(enc.get_mut());
         write_piece(cw, Framing::Chunked, &out).await?;
     }
@@ -524,11 +614,18 @@ async fn stream_gzipped(
 
 /// Answers 413 like nginx: the response first, then the body read and discarded for a while
 /// so the client sees the answer instead of a reset.
-async fn refuse_too_large(cr: &mut BufReader<OwnedReadHalf>, cw: &mut OwnedWriteHalf, declared: u64) -> io::Result<()> {
+async fn refuse_too_large(
+    cr: &mut BufReader<OwnedReadHalf>,
+    cw: &mut OwnedWriteHalf,
+    declared: u64,
+) -> io::Result<()> {
     let body = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>\n";
     let resp = Head {
         start: "HTTP/1.1 413 Request Entity Too Large".into(),
-        fields: vec![("Content-Type".into(), "text/html".into()), ("Connection".into(), "close".into())],
+        fields: vec![
+            ("Content-Type".into(), "text/html".into()),
+            ("Connection".into(), "close".into()),
+        ],
     };
     write_whole(cw, resp, body).await?;
     let _ = tokio::time::timeout(Duration::from_secs(10), async {

@@ -27,13 +27,22 @@ pub async fn mock(profile: Profile, instance: &str) -> RunningMock {
         .expect("spawn the mock")
 }
 
-fn target(label: &str, addr: SocketAddr, profile: Profile, backends: &[&RunningMock], direct: bool) -> Target {
+fn target(
+    label: &str,
+    addr: SocketAddr,
+    profile: Profile,
+    backends: &[&RunningMock],
+    direct: bool,
+) -> Target {
     Target {
         label: label.to_string(),
         addr,
         host: HOST.to_string(),
         profile,
-        backends: backends.iter().map(|m| m.instance_id().to_string()).collect(),
+        backends: backends
+            .iter()
+            .map(|m| m.instance_id().to_string())
+            .collect(),
         idle: IDLE,
         direct,
         ui_password: None,
@@ -67,9 +76,13 @@ pub async fn run_auth_origin(target: &Target, mocks: &[&RunningMock]) -> Outcome
 /// Fails the test with the whole evidence when a check's grade is not `want`.
 pub fn assert_grade(outcome: &Outcome, want: Grade, context: &str) {
     // Shown with --nocapture: what each check concluded, to read the evidence.
-    println!("[{context}] {} {} ({} ms): {}", outcome.id, outcome.grade, outcome.elapsed_ms, outcome.actual);
+    println!(
+        "[{context}] {} {} ({} ms): {}",
+        outcome.id, outcome.grade, outcome.elapsed_ms, outcome.actual
+    );
     assert_eq!(
-        outcome.grade, want,
+        outcome.grade,
+        want,
         "{context}: {} graded {}, wanted {want}\nexpected: {}\nactual: {}\nmeasurements: {}",
         outcome.id,
         outcome.grade,
@@ -79,13 +92,20 @@ pub fn assert_grade(outcome: &Outcome, want: Grade, context: &str) {
     );
     if matches!(outcome.grade, Grade::Warn | Grade::Fail) {
         assert!(
-            !outcome.expected.is_empty() && !outcome.actual.is_empty() && !outcome.sign.is_empty() && !outcome.fix.is_empty(),
+            !outcome.expected.is_empty()
+                && !outcome.actual.is_empty()
+                && !outcome.sign.is_empty()
+                && !outcome.fix.is_empty(),
             "{context}: {} is {} without full evidence: {outcome:?}",
             outcome.id,
             outcome.grade
         );
     }
     if outcome.grade == Grade::Skip {
-        assert!(!outcome.actual.is_empty(), "{context}: {} skipped without a reason", outcome.id);
+        assert!(
+            !outcome.actual.is_empty(),
+            "{context}: {} skipped without a reason",
+            outcome.id
+        );
     }
 }
