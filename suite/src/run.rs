@@ -176,9 +176,9 @@ impl Drop for Arrival {
     }
 }
 
-/// Checks that push 50 MB bodies: they run after every run's timing checks.
+/// Checks that push 50 MB bodies: they run after every run's timing checks, a few at a time.
 fn is_bulky(id: &str) -> bool {
-    id.starts_with("body.")
+    id == "body.large"
 }
 
 /// Grades every selected check on `target`. `auth.origin` runs after the other short checks,

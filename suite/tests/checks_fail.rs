@@ -12,7 +12,7 @@ use suite::checks::Grade::{Fail, Warn};
 use suite::checks::{self, Grade};
 
 use support::faulty_proxy::{Balance, Fault, FaultyProxy};
-use support::{assert_grade, mock, run_auth_origin, via};
+use support::{assert_grade, lb_sticky_through, mock, run_auth_origin, via};
 
 /// Runs `expected` checks through a proxy with `fault` in front of one openchamber mock.
 async fn through(fault: Fault, profile: Profile, expected: &[(&str, Grade)]) {
@@ -61,14 +61,7 @@ async fn fault_breaks_its_check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_fails_lb_sticky() {
-    let (a, b) = (
-        mock(Profile::Openchamber, "mock-a").await,
-        mock(Profile::Openchamber, "mock-b").await,
-    );
-    let proxy =
-        FaultyProxy::start_balanced(Fault::None, vec![a.addr(), b.addr()], Balance::RoundRobin)
-            .await;
-    let outcome = checks::run("lb.sticky", &via(&proxy, &[&a, &b], Profile::Openchamber)).await;
+    let outcome = lb_sticky_through(Balance::RoundRobin).await;
     assert_grade(&outcome, Fail, "round robin");
     assert!(
         outcome.actual.contains("mock-a") && outcome.actual.contains("mock-b"),

@@ -283,12 +283,12 @@ pub async fn large(target: &Target) -> Outcome {
         .filter_map(|(what, u)| u.problem.as_ref().map(|p| format!("{what}: {p}")))
         .collect();
     let m = json!({"uploads": [file.j, json_body.j]});
-    if problems.is_empty() {
-        let actual = "both bodies arrived whole (length and SHA-256 match), 2xx".to_string();
-        info.outcome(Grade::Pass, expected, actual, m)
-    } else {
-        info.outcome(Grade::Fail, expected, problems.join("; "), m)
-    }
+    info.pass_unless(
+        &problems,
+        expected,
+        "both bodies arrived whole (length and SHA-256 match), 2xx",
+        m,
+    )
 }
 
 pub async fn streaming(target: &Target) -> Outcome {

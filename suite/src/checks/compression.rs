@@ -66,15 +66,11 @@ pub async fn single(target: &Target) -> Outcome {
         })
         .collect();
     let m = json!({"cases": cases.into_iter().map(|(_, j)| j).collect::<Vec<_>>()});
-    if problems.is_empty() {
-        let actual = format!(
-            "every body decodes once to the original ({})",
-            summary.join(", ")
-        );
-        info.outcome(Grade::Pass, expected, actual, m)
-    } else {
-        info.outcome(Grade::Fail, expected, problems.join("; "), m)
-    }
+    let actual = format!(
+        "every body decodes once to the original ({})",
+        summary.join(", ")
+    );
+    info.pass_unless(&problems, expected, actual, m)
 }
 
 /// One request for a JSON body of `size` identity bytes; the problem, if any, and the evidence.

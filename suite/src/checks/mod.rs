@@ -126,6 +126,22 @@ impl CheckInfo {
         }
     }
 
+    /// `pass` with `pass_actual` when nothing went wrong, else `fail` with every problem
+    /// (one per route or case) as its Actual.
+    pub fn pass_unless(
+        &self,
+        problems: &[String],
+        expected: impl Into<String>,
+        pass_actual: impl Into<String>,
+        measurements: serde_json::Value,
+    ) -> Outcome {
+        if problems.is_empty() {
+            self.outcome(Grade::Pass, expected, pass_actual, measurements)
+        } else {
+            self.outcome(Grade::Fail, expected, problems.join("; "), measurements)
+        }
+    }
+
     /// A `skip`, with the reason as its Actual.
     pub fn skip(&self, reason: impl Into<String>) -> Outcome {
         self.outcome(Grade::Skip, "", reason, serde_json::Value::Null)

@@ -16,7 +16,7 @@ use super::client::{
     EXCHANGE_TIMEOUT,
 };
 use super::timeouts::idle_deadline;
-use super::{CheckInfo, Grade, Outcome, Target};
+use super::{CheckInfo, Outcome, Target};
 
 pub const SSE_STREAM: CheckInfo = CheckInfo {
     id: "sse.stream",
@@ -201,15 +201,11 @@ pub async fn stream(target: &Target) -> Outcome {
         paths.push(j);
     }
     let m = json!({"plan": tick_plan(), "paths": paths});
-    if bad.is_empty() {
-        let actual = format!(
-            "{} routes: all {TICKS} ticks on time, worst lag {worst:.1} ms",
-            reads.len()
-        );
-        info.outcome(Grade::Pass, expected, actual, m)
-    } else {
-        info.outcome(Grade::Fail, expected, bad.join("; "), m)
-    }
+    let actual = format!(
+        "{} routes: all {TICKS} ticks on time, worst lag {worst:.1} ms",
+        reads.len()
+    );
+    info.pass_unless(&bad, expected, actual, m)
 }
 
 impl SseRead {
@@ -245,15 +241,11 @@ pub async fn headers(target: &Target) -> Outcome {
         }
     }
     let m = json!({"paths": paths});
-    if bad.is_empty() {
-        let actual = format!(
-            "{} routes: text/event-stream, identity, no-transform kept where sent",
-            paths.len()
-        );
-        info.outcome(Grade::Pass, expected, actual, m)
-    } else {
-        info.outcome(Grade::Fail, expected, bad.join("; "), m)
-    }
+    let actual = format!(
+        "{} routes: text/event-stream, identity, no-transform kept where sent",
+        paths.len()
+    );
+    info.pass_unless(&bad, expected, actual, m)
 }
 
 /// The headers of one SSE route as the client sees them, and what is wrong with them. The client
@@ -350,14 +342,10 @@ pub async fn idle(target: &Target) -> Outcome {
         "deadline_ms": idle_deadline(idle).as_millis() as u64,
         "paths": reads.iter().map(SseRead::to_json).collect::<Vec<_>>(),
     });
-    if bad.is_empty() {
-        let actual = format!(
-            "{} routes: the tick arrived after {} of silence",
-            reads.len(),
-            secs(idle)
-        );
-        info.outcome(Grade::Pass, expected, actual, m)
-    } else {
-        info.outcome(Grade::Fail, expected, bad.join("; "), m)
-    }
+    let actual = format!(
+        "{} routes: the tick arrived after {} of silence",
+        reads.len(),
+        secs(idle)
+    );
+    info.pass_unless(&bad, expected, actual, m)
 }

@@ -15,7 +15,7 @@ use super::client::{
     EXCHANGE_TIMEOUT, NO_FRAME,
 };
 use super::timeouts::idle_deadline;
-use super::{CheckInfo, Grade, Outcome, Target};
+use super::{CheckInfo, Outcome, Target};
 
 pub const WS_UPGRADE: CheckInfo = CheckInfo {
     id: "ws.upgrade",
@@ -114,11 +114,7 @@ pub(crate) fn grade_probes(
         .filter_map(|p| p.problem.as_ref().map(|e| format!("{}: {e}", p.route)))
         .collect();
     m["paths"] = Value::Array(probes.iter().map(Probe::to_json).collect());
-    if bad.is_empty() {
-        info.outcome(Grade::Pass, expected, pass_text, m)
-    } else {
-        info.outcome(Grade::Fail, expected, bad.join("; "), m)
-    }
+    info.pass_unless(&bad, expected, pass_text, m)
 }
 
 /// Opens `route?query` and records the handshake; a refusal is the probe's problem.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mock_server::{MockConfig, Profile, RunningMock};
 use suite::checks::{self, Grade, Outcome, Target};
 
-use faulty_proxy::FaultyProxy;
+use faulty_proxy::{Balance, Fault, FaultyProxy};
 
 /// The idle period of the tests: long enough that a faithful path never looks idle-cut, short
 /// enough to keep the suite fast (the faulty proxy cuts idle connections after 1 s).
@@ -108,4 +108,14 @@ pub fn assert_grade(outcome: &Outcome, want: Grade, context: &str) {
             outcome.id
         );
     }
+}
+
+/// `lb.sticky` through a faithful proxy spreading two mocks by `balance`.
+pub async fn lb_sticky_through(balance: Balance) -> Outcome {
+    let (a, b) = (
+        mock(Profile::Openchamber, "mock-a").await,
+        mock(Profile::Openchamber, "mock-b").await,
+    );
+    let proxy = FaultyProxy::start_balanced(Fault::None, vec![a.addr(), b.addr()], balance).await;
+    checks::run("lb.sticky", &via(&proxy, &[&a, &b], Profile::Openchamber)).await
 }
