@@ -252,7 +252,7 @@ impl NativeRuntime {
             });
         }
         let command = format!("{cmd:?}");
-        let child = cmd.spawn().map_err(|e| SetupError::Io(format!("cannot start {}: {e}", spec.binary.display())))?;
+        let child = spawn_from_launcher(cmd).map_err(|e| SetupError::Io(format!("cannot start {}: {e}", spec.binary.display())))?;
         register(child.id() as i32, prefix.path());
         let mut instance = ProxyInstance {
             proxy: spec.name.clone(),
@@ -273,6 +273,35 @@ impl NativeRuntime {
         }
         Ok(instance)
     }
+}
+
+/// Spawns `cmd` from one long-lived thread. The kernel sends the parent-death signal when the
+/// *thread* that forked the child exits, not the process: a proxy spawned from a pooled worker
+/// thread would be killed when that thread retires (tokio retires idle blocking threads after
+/// 10 s, which cut every long-lived connection at about 10 s).
+fn spawn_from_launcher(cmd: Command) -> std::io::Result<Child> {
+    use std::sync::mpsc;
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static LAUNCHER: std::sync::OnceLock<Mutex<mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    let launcher = LAUNCHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("proxy-launcher".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("launcher thread");
+        Mutex::new(tx)
+    });
+    let (reply, result) = mpsc::channel();
+    launcher
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("launcher thread gone"))?;
+    result.recv().map_err(|_| std::io::Error::other("launcher thread gone"))?
 }
 
 fn validate_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path) -> Option<Command> {
