@@ -159,10 +159,23 @@ impl Drop for ProxyInstance {
     }
 }
 
-/// A free loopback port (the kernel's pick; released for the proxy to bind).
+/// A free loopback port for a proxy to bind. Picked below the kernel's ephemeral range (so no
+/// client socket of this process can be holding it) and never handed out twice by this
+/// process: two proxies given the same port would answer for each other.
 pub fn free_port() -> Result<u16, SetupError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| SetupError::Io(format!("no free port: {e}")))?;
-    Ok(listener.local_addr().map_err(|e| SetupError::Io(e.to_string()))?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000; // 20000..32000, under Linux's default ephemeral range (32768..)
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(SetupError::Io("no free loopback port in 20000..32000".into()))
 }
 
 impl Runtime for NativeRuntime {
@@ -395,7 +408,15 @@ fn wait_ready(instance: &mut ProxyInstance, bound: Duration) -> Result<(), Strin
             }
         }
         match probe(instance.addr, &instance.host) {
-            Ok(head) if head.to_ascii_lowercase().contains("\nx-mock-instance:") => return Ok(()),
+            Ok(head) if head.to_ascii_lowercase().contains("\nx-mock-instance:") => {
+                // A proxy that lost its port to another exits at once; make sure the answer
+                // came from a process that is still ours.
+                std::thread::sleep(Duration::from_millis(300));
+                if let Some(Ok(Some(status))) = instance.child.as_mut().map(|c| c.try_wait()) {
+                    return Err(format!("the process exited with {status}"));
+                }
+                return Ok(());
+            }
             Ok(head) => last = format!("answered without reaching the backend: {}", head.lines().next().unwrap_or("")),
             Err(e) => last = e,
         }
