@@ -48,11 +48,29 @@ pub trait Runtime: Send + Sync {
 pub struct NativeRuntime {
     /// `proxy-configs/` (where `_context` files live).
     pub configs_root: PathBuf,
+    /// Keep the prefix of a proxy that refused its config or never came up (a user debugging
+    /// one config wants it; a matrix run, whose evidence already carries the proxy's message,
+    /// does not).
+    pub keep_failed_setups: bool,
 }
 
 impl NativeRuntime {
     pub fn new(configs_root: PathBuf) -> Self {
-        NativeRuntime { configs_root }
+        NativeRuntime { configs_root, keep_failed_setups: true }
+    }
+
+    /// The same runtime, removing the prefixes of failed setups.
+    pub fn discarding_failed_setups(self) -> Self {
+        NativeRuntime { keep_failed_setups: false, ..self }
+    }
+
+    /// Keeps a failed setup's prefix (when asked) and says where, for the error message.
+    fn keep_or_discard(&self, prefix: tempfile::TempDir) -> String {
+        if self.keep_failed_setups {
+            format!("\n(rendered config and logs kept in {})", prefix.keep().display())
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -225,11 +243,11 @@ impl NativeRuntime {
             let out = cmd.output().map_err(|e| SetupError::Io(format!("cannot run {}: {e}", spec.binary.display())))?;
             if !out.status.success() {
                 let message = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-                let kept = prefix.keep();
+                let kept = self.keep_or_discard(prefix);
                 return Err(SetupError::InvalidConfig {
                     proxy: spec.name.clone(),
                     config: config.id.clone(),
-                    message: format!("{}\n(rendered config kept in {})", message.trim(), kept.display()),
+                    message: format!("{}{kept}", message.trim()),
                 });
             }
         }
@@ -279,7 +297,9 @@ impl NativeRuntime {
             keep_prefix: false,
         };
         if let Err(message) = wait_ready(&mut instance, Duration::from_secs(20)) {
-            instance.keep_prefix();
+            if self.keep_failed_setups {
+                instance.keep_prefix();
+            }
             let log_tail = instance.log_tail();
             let prefix = instance.prefix().map(|p| p.display().to_string()).unwrap_or_default();
             return Err(SetupError::NotReady { proxy: spec.name.clone(), message, log_tail, prefix });

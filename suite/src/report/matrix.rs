@@ -78,7 +78,7 @@ pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<Matr
         profiles = vec![Profile::Openchamber, Profile::Bare];
     }
     let schedule = Schedule::new(requests.len() + profiles.len(), 2);
-    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()));
+    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()).discarding_failed_setups());
     if let Some(bar) = progress {
         bar.set_length((requests.len() + profiles.len()) as u64);
     }
