@@ -66,11 +66,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     // Ctrl-C: stop every proxy this process started and remove its prefix before exiting.
-    let _ = ctrlc::set_handler(|| {
-        proxies::instance::stop_all_live();
-        eprintln!("\nproxy-suite: interrupted; every proxy stopped, prefixes removed");
-        std::process::exit(130);
-    });
+    proxies::instance::stop_on_interrupt();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.command {

@@ -44,7 +44,13 @@ fn a_failing_check_exits_1_with_the_json_contract() {
         .args(["check", "--proxy", "nginx", "--config", "proxy-configs/nginx/neg-small-body.conf", "--only", "body.large", "--json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // A failed check keeps the proxy's prefix for the user, and says where.
+    let kept = stderr.split("for debugging: ").nth(1).map(|p| p.lines().next().unwrap_or("").to_string());
+    let kept = kept.expect("the kept prefix is named on stderr");
+    assert!(std::path::Path::new(&kept).join("logs").exists(), "{kept}");
+    std::fs::remove_dir_all(&kept).unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["schema"], 1);
     assert!(doc["proxy"]["version"].as_str().is_some_and(|v| v.starts_with("1.")));

@@ -58,6 +58,7 @@ fn process_exists(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_config_passes_its_proxys_validator() {
+    suite::proxies::instance::stop_on_interrupt();
     let backends = Backends::start(Profile::Openchamber, 3).await.unwrap();
     let configs = proxies::config::discover(&proxies::config::default_root()).unwrap();
     assert!(configs.len() >= 20, "expected the guides' configs, found {}", configs.len());
@@ -133,6 +134,7 @@ async fn carries_traffic(addr: SocketAddr, host: &str) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_proxy_carries_plain_sse_and_websocket_traffic_then_stops() {
+    suite::proxies::instance::stop_on_interrupt();
     let mut failures = Vec::new();
     let mut started = 0;
     for spec in available() {
@@ -161,6 +163,7 @@ async fn every_proxy_carries_plain_sse_and_websocket_traffic_then_stops() {
 
 #[test]
 fn an_invalid_config_is_a_setup_error_with_the_proxys_own_message() {
+    suite::proxies::instance::stop_on_interrupt();
     let Some(spec) = available().into_iter().find(|s| s.kind == Kind::Nginx) else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.conf");
@@ -181,6 +184,7 @@ fn an_invalid_config_is_a_setup_error_with_the_proxys_own_message() {
 
 #[test]
 fn a_missing_binary_is_a_skip_with_an_install_hint() {
+    suite::proxies::instance::stop_on_interrupt();
     let mut spec = catalogue::resolve("caddy@2.11").unwrap();
     spec.binary = PathBuf::from("/nonexistent/caddy");
     match spec.availability() {
@@ -196,6 +200,7 @@ fn a_missing_binary_is_a_skip_with_an_install_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_inside_a_run_still_stops_the_proxy_and_frees_its_port() {
+    suite::proxies::instance::stop_on_interrupt();
     let Some(spec) = available().into_iter().find(|s| s.kind == Kind::Nginx) else { return };
     let backends = Backends::start(Profile::Openchamber, 1).await.unwrap();
     let addrs = backends.addrs();

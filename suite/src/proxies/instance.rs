@@ -96,6 +96,19 @@ pub fn stop_all_live() {
     }
 }
 
+/// On Ctrl-C (or SIGTERM), stop every proxy this process started, remove their prefixes and
+/// exit with 130. Installed once per process (the CLI, and each test binary that starts proxies).
+pub fn stop_on_interrupt() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            stop_all_live();
+            eprintln!("\nproxy-suite: interrupted; every proxy stopped, prefixes removed");
+            std::process::exit(130);
+        });
+    });
+}
+
 /// Number of proxies this process has running (for tests of cleanup).
 pub fn live_count() -> usize {
     LIVE.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |m| m.len())
