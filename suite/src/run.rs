@@ -65,10 +65,6 @@ pub struct SetupIssue {
 }
 
 impl RunResult {
-    pub fn worst(&self) -> Option<Grade> {
-        self.checks.iter().map(|c| c.grade).filter(|g| *g != Grade::Skip).max()
-    }
-
     pub fn failed(&self) -> bool {
         self.checks.iter().any(|c| c.grade == Grade::Fail)
     }

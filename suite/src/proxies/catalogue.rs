@@ -168,14 +168,6 @@ pub fn resolve(name: &str) -> Result<ProxySpec, String> {
 }
 
 impl ProxySpec {
-    /// Human label for reports; says plainly when a row is NPM's config on plain nginx.
-    pub fn label(&self, version: &str) -> String {
-        match &self.runs_on {
-            Some(nginx) => format!("NPM 2.15 generated config on {nginx} ({version})"),
-            None => format!("{} {version}", self.kind),
-        }
-    }
-
     /// Runs the binary's version command; `Missing` with an install hint when it cannot run.
     pub fn availability(&self) -> Availability {
         if !self.binary.exists() {

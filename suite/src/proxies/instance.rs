@@ -109,11 +109,6 @@ pub fn stop_on_interrupt() {
     });
 }
 
-/// Number of proxies this process has running (for tests of cleanup).
-pub fn live_count() -> usize {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |m| m.len())
-}
-
 /// A proxy process serving a rendered config.
 #[derive(Debug)]
 pub struct ProxyInstance {
