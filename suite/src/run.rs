@@ -230,34 +230,51 @@ async fn grade(target: &Target, backends: &Backends, only: &[String], arrival: &
     outcomes
 }
 
+impl RunResult {
+    /// A result with nothing measured yet.
+    fn new(proxy: String, source: String, config: String, profile: Profile) -> RunResult {
+        RunResult {
+            proxy,
+            version: None,
+            source,
+            config,
+            role: None,
+            negative_control: Vec::new(),
+            profile,
+            setup_error: None,
+            rewrites: Vec::new(),
+            checks: Vec::new(),
+            elapsed_ms: 0,
+        }
+    }
+
+    fn set_setup_error(&mut self, kind: &str, message: String) {
+        self.setup_error = Some(SetupIssue { kind: kind.into(), message });
+    }
+}
+
+/// Starts the mock instances of a run; a failure is recorded as the run's setup error.
+async fn start_backends(result: &mut RunResult, count: usize) -> Option<Backends> {
+    match Backends::start(result.profile, count).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            result.set_setup_error("error", format!("cannot start the mock: {e}"));
+            None
+        }
+    }
+}
+
 /// Runs the checks against the mock itself: the control every proxy is compared with.
 pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration, only: &[String], schedule: &Schedule) -> RunResult {
     let mut arrival = Arrival::new(schedule);
     let started = std::time::Instant::now();
-    let mut result = RunResult {
-        proxy: "direct".into(),
-        version: Some(env!("CARGO_PKG_VERSION").into()),
-        source: "mock-server (no proxy)".into(),
-        config: "direct".into(),
-        role: None,
-        negative_control: Vec::new(),
-        profile,
-        setup_error: None,
-        rewrites: Vec::new(),
-        checks: Vec::new(),
-        elapsed_ms: 0,
-    };
-    let backends = match Backends::start(profile, backends_count).await {
-        Ok(b) => b,
-        Err(e) => {
-            result.setup_error = Some(SetupIssue { kind: "error".into(), message: format!("cannot start the mock: {e}") });
-            return result;
-        }
-    };
+    let mut result = RunResult::new("direct".into(), "mock-server (no proxy)".into(), "direct".into(), profile);
+    result.version = Some(env!("CARGO_PKG_VERSION").into());
+    let Some(backends) = start_backends(&mut result, backends_count).await else { return result };
     let target = Target {
         label: "direct".into(),
         addr: backends.addrs()[0],
-        host: format!("{}", backends.addrs()[0]),
+        host: backends.addrs()[0].to_string(),
         profile,
         backends: backends.instance_ids(),
         idle,
@@ -274,26 +291,10 @@ pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration,
 pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Schedule) -> RunResult {
     let mut arrival = Arrival::new(schedule);
     let started = std::time::Instant::now();
-    let mut result = RunResult {
-        proxy: req.spec.name.clone(),
-        version: None,
-        source: req.spec.source.describe(),
-        config: req.config.id.clone(),
-        role: Some(req.config.role),
-        negative_control: req.config.negative_control.clone(),
-        profile: req.profile,
-        setup_error: None,
-        rewrites: Vec::new(),
-        checks: Vec::new(),
-        elapsed_ms: 0,
-    };
-    let backends = match Backends::start(req.profile, req.config.backends).await {
-        Ok(b) => b,
-        Err(e) => {
-            result.setup_error = Some(SetupIssue { kind: "error".into(), message: format!("cannot start the mock: {e}") });
-            return result;
-        }
-    };
+    let mut result = RunResult::new(req.spec.name.clone(), req.spec.source.describe(), req.config.id.clone(), req.profile);
+    result.role = Some(req.config.role);
+    result.negative_control = req.config.negative_control.clone();
+    let Some(backends) = start_backends(&mut result, req.config.backends).await else { return result };
     let addrs = backends.addrs();
     let (spec, config) = (req.spec.clone(), req.config.clone());
     let started_proxy = tokio::task::spawn_blocking(move || runtime.start(&spec, &config, &addrs))
@@ -302,13 +303,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     let mut instance = match started_proxy {
         Ok(instance) => instance,
         Err(e) => {
-            let kind = match &e {
-                SetupError::Missing { .. } => "missing",
-                SetupError::InvalidConfig { .. } | SetupError::Render { .. } => "invalid-config",
-                SetupError::NotReady { .. } => "not-ready",
-                SetupError::Io(_) => "error",
-            };
-            result.setup_error = Some(SetupIssue { kind: kind.into(), message: e.to_string() });
+            result.set_setup_error(e.kind(), e.to_string());
             backends.shutdown().await;
             result.elapsed_ms = started.elapsed().as_millis() as u64;
             return result;

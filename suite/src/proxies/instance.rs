@@ -37,6 +37,18 @@ pub enum SetupError {
     Io(String),
 }
 
+impl SetupError {
+    /// Short kind for reports and expected-outcomes files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SetupError::Missing { .. } => "missing",
+            SetupError::InvalidConfig { .. } | SetupError::Render { .. } => "invalid-config",
+            SetupError::NotReady { .. } => "not-ready",
+            SetupError::Io(_) => "error",
+        }
+    }
+}
+
 /// A way to run proxies. The native runtime starts binaries of this machine; a container
 /// runtime can implement the same trait.
 pub trait Runtime: Send + Sync {
@@ -345,57 +357,58 @@ fn spawn_from_launcher(cmd: Command) -> std::io::Result<Child> {
     result.recv().map_err(|_| std::io::Error::other("launcher thread gone"))?
 }
 
+/// Whether a command checks the config or serves it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Validate,
+    Run,
+}
+
+/// The proxy's own validator (`None` for Traefik, which has none: a bad static file makes it
+/// exit, which readiness reports).
 fn validate_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path) -> Option<Command> {
-    let mut cmd = Command::new(&spec.binary);
-    envs(&mut cmd, prefix);
-    match spec.kind {
-        Kind::Nginx | Kind::Npm => {
-            cmd.arg("-t").arg("-q").arg("-p").arg(prefix).arg("-c").arg(&rendered.main).arg("-e").arg(prefix.join("logs/error.log"));
-            nginx_daemon_off(&mut cmd, rendered);
-        }
-        Kind::Caddy => {
-            cmd.args(["validate", "--adapter", "caddyfile", "--config"]).arg(&rendered.main);
-        }
-        Kind::Haproxy => {
-            cmd.arg("-c").arg("-f").arg(&rendered.main);
-        }
-        Kind::Apache => {
-            cmd.arg("-t").arg("-f").arg(&rendered.main).arg("-d").arg(prefix);
-        }
-        Kind::Envoy => {
-            cmd.args(["--mode", "validate", "--disable-hot-restart", "-c"]).arg(&rendered.main);
-        }
-        // Traefik has no validator: a bad static file makes it exit, which readiness reports.
-        Kind::Traefik => return None,
-    }
-    Some(cmd)
+    (spec.kind != Kind::Traefik).then(|| proxy_command(spec, rendered, prefix, Mode::Validate))
 }
 
 fn run_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path) -> Command {
+    proxy_command(spec, rendered, prefix, Mode::Run)
+}
+
+/// One command line per kind: the config and prefix arguments are shared, only the mode
+/// switch differs between validating and serving.
+fn proxy_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path, mode: Mode) -> Command {
+    let validate = mode == Mode::Validate;
     let mut cmd = Command::new(&spec.binary);
     envs(&mut cmd, prefix);
+    let main = &rendered.main;
     match spec.kind {
         Kind::Nginx | Kind::Npm => {
-            cmd.arg("-p").arg(prefix).arg("-c").arg(&rendered.main).arg("-e").arg(prefix.join("logs/error.log"));
+            if validate {
+                cmd.args(["-t", "-q"]);
+            }
+            cmd.arg("-p").arg(prefix).arg("-c").arg(main).arg("-e").arg(prefix.join("logs/error.log"));
             nginx_daemon_off(&mut cmd, rendered);
         }
         Kind::Caddy => {
-            cmd.args(["run", "--adapter", "caddyfile", "--config"]).arg(&rendered.main);
+            cmd.arg(if validate { "validate" } else { "run" }).args(["--adapter", "caddyfile", "--config"]).arg(main);
         }
         Kind::Haproxy => {
-            cmd.arg("-db").arg("-f").arg(&rendered.main);
+            cmd.arg(if validate { "-c" } else { "-db" }).arg("-f").arg(main);
         }
         Kind::Apache => {
-            cmd.arg("-DFOREGROUND").arg("-f").arg(&rendered.main).arg("-d").arg(prefix);
+            cmd.arg(if validate { "-t" } else { "-DFOREGROUND" }).arg("-f").arg(main).arg("-d").arg(prefix);
         }
         Kind::Envoy => {
-            cmd.args(["--disable-hot-restart", "--log-level", "warn", "--log-path"])
-                .arg(prefix.join("logs/envoy.log"))
-                .arg("-c")
-                .arg(&rendered.main);
+            cmd.arg("--disable-hot-restart");
+            if validate {
+                cmd.args(["--mode", "validate"]);
+            } else {
+                cmd.args(["--log-level", "warn", "--log-path"]).arg(prefix.join("logs/envoy.log"));
+            }
+            cmd.arg("-c").arg(main);
         }
         Kind::Traefik => {
-            cmd.arg(format!("--configFile={}", rendered.main.display()));
+            cmd.arg(format!("--configFile={}", main.display()));
         }
     }
     cmd
@@ -404,24 +417,14 @@ fn run_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path) -> Command 
 /// nginx must stay in the foreground; add `daemon off;` unless the context says it already.
 fn nginx_daemon_off(cmd: &mut Command, rendered: &Rendered) {
     let text = std::fs::read_to_string(&rendered.main).unwrap_or_default();
-    let has_daemon = text.lines().any(|l| l.trim_start().starts_with("daemon "));
-    if !has_daemon {
+    if !text.lines().any(|l| l.trim_start().starts_with("daemon ")) {
         cmd.arg("-g").arg("daemon off;");
     }
 }
 
-/// Keeps every proxy's state inside its prefix (Caddy's storage, Apache's run dir).
+/// Keeps every proxy's state inside its prefix (Caddy's storage and autosave under HOME/XDG).
 fn envs(cmd: &mut Command, prefix: &Path) {
-    cmd.env("HOME", prefix)
-        .env("XDG_DATA_HOME", prefix.join("data"))
-        .env("XDG_CONFIG_HOME", prefix.join("config"))
-        .env("APACHE_RUN_DIR", prefix.join("run"))
-        .env("APACHE_LOCK_DIR", prefix.join("run"))
-        .env("APACHE_LOG_DIR", prefix.join("logs"))
-        .env("APACHE_PID_FILE", prefix.join("run/apache2.pid"))
-        .env("APACHE_RUN_USER", "root")
-        .env("APACHE_RUN_GROUP", "root");
-    let _ = std::fs::create_dir_all(prefix.join("run"));
+    cmd.env("HOME", prefix).env("XDG_DATA_HOME", prefix.join("data")).env("XDG_CONFIG_HOME", prefix.join("config"));
 }
 
 /// Waits until a request through the proxy reaches the backend (`X-Mock-Instance` in the
