@@ -66,7 +66,7 @@ pub struct SetupIssue {
 
 impl RunResult {
     pub fn failed(&self) -> bool {
-        self.checks.iter().any(|c| c.grade == Grade::Fail)
+        self.checks.iter().any(|c| matches!(c.grade, Grade::Fail | Grade::Error))
     }
 }
 
@@ -185,34 +185,35 @@ impl Drop for Arrival {
     }
 }
 
-/// Checks that push 50 MB bodies: they run after every run's timing checks, a few at a time.
-fn is_bulky(id: &str) -> bool {
-    id == "body.large"
-}
-
 /// Grades every selected check on `target`. `auth.origin` runs after the other short checks,
 /// alone, with the backends in auth mode (the UI password would make every other check need
 /// credentials); the long idle checks have made their requests by then.
 async fn grade(target: &Target, backends: &Backends, only: &[String], arrival: &mut Arrival) -> Vec<Outcome> {
     arrival.started().await;
     let ids = selected(only);
-    let is_long = |id: &str| checks::info(id).is_some_and(|c| c.long);
+    let entry = |id: &str| checks::info(id).copied();
+    let is_long = |id: &str| entry(id).is_some_and(|c| c.long);
+    let is_bulky = |id: &str| entry(id).is_some_and(|c| c.bulky);
+    let is_authed = |id: &str| entry(id).is_some_and(|c| c.needs_ui_password);
     let long: Vec<&str> = ids.iter().copied().filter(|id| is_long(id)).collect();
     let bulky: Vec<&str> = ids.iter().copied().filter(|id| is_bulky(id)).collect();
+    let authed: Vec<&str> = ids.iter().copied().filter(|id| is_authed(id)).collect();
     let timing: Vec<&str> = ids
         .iter()
         .copied()
-        .filter(|id| !is_long(id) && !is_bulky(id) && *id != "auth.origin")
+        .filter(|id| !is_long(id) && !is_bulky(id) && !is_authed(id))
         .collect();
     let long_checks = futures::future::join_all(long.iter().map(|id| checks::run(id, target)));
     let short_checks = async {
         let slot = arrival.schedule.timing.clone().acquire_owned().await;
         let mut outcomes = futures::future::join_all(timing.iter().map(|id| checks::run(id, target))).await;
-        if ids.contains(&"auth.origin") {
+        if !authed.is_empty() {
             backends.set_ui_password(Some(UI_PASSWORD));
-            let mut authed = target.clone();
-            authed.ui_password = Some(UI_PASSWORD.into());
-            outcomes.push(checks::run("auth.origin", &authed).await);
+            let mut with_password = target.clone();
+            with_password.ui_password = Some(UI_PASSWORD.into());
+            for id in &authed {
+                outcomes.push(checks::run(id, &with_password).await);
+            }
             backends.set_ui_password(None);
         }
         drop(slot);

@@ -19,6 +19,8 @@ pub const AUTH_ORIGIN: CheckInfo = CheckInfo {
     sign: "Page loads, but sending messages fails (WebSocket upgrades refused with 403 \"Invalid origin\" once a UI password is set)",
     fix: "Forward the public Host (proxy_set_header Host $host; X-Forwarded-Host $host; X-Forwarded-Proto $scheme) on the WebSocket routes too — in nginx a proxy_set_header inside a location replaces every inherited one",
     long: false,
+    bulky: false,
+    needs_ui_password: true,
 };
 
 /// An Origin no site of the run has: the backend must refuse it, or it is not checking origins.

@@ -20,6 +20,8 @@ pub const LB_STICKY: CheckInfo = CheckInfo {
     sign: "A client's requests and WebSockets land on different backends: sessions and live state seem to vanish between requests",
     fix: "upstream backend { ip_hash; server 127.0.0.1:3000; server 127.0.0.1:3001; ... }",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 /// Plain requests and upgrades from one client, each on its own connection: with two backends

@@ -26,6 +26,8 @@ pub const BODY_LARGE: CheckInfo = CheckInfo {
     sign: "File uploads fail",
     fix: "client_max_body_size 50M; (client_body_buffer_size 50M;) — increase body size limits if users upload files",
     long: false,
+    bulky: true,
+    needs_ui_password: false,
 };
 
 pub const BODY_STREAMING: CheckInfo = CheckInfo {
@@ -34,6 +36,8 @@ pub const BODY_STREAMING: CheckInfo = CheckInfo {
     sign: "Uploads reach the backend only once the proxy has buffered the whole body (slow or stalled large uploads)",
     fix: "proxy_request_buffering off;",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 /// "50 MB" as the guide's attachments: 50,000,000 bytes, under both the guide's

@@ -21,6 +21,8 @@ pub const COMPRESS_SINGLE: CheckInfo = CheckInfo {
     sign: "Double-compressed responses or incorrect Content-Encoding headers (browser: ERR_CONTENT_DECODING_FAILED)",
     fix: "Disable gzip on the proxy if OpenChamber is already compressing responses: gzip off; (Cloudflare: Rules → Compression → disable)",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 pub const COMPRESS_SSE: CheckInfo = CheckInfo {
@@ -29,6 +31,8 @@ pub const COMPRESS_SSE: CheckInfo = CheckInfo {
     sign: "Everything works locally, but breaks only behind the proxy (the proxy is compressing and buffering live traffic)",
     fix: "gzip off; on the SSE routes (and on the proxy host if the backend already compresses)",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 /// A body above the backend's 1024-byte gzip threshold, and one below it, each asked for with

@@ -25,6 +25,8 @@ pub const HEADERS_FORWARDED: CheckInfo = CheckInfo {
     sign: "The backend sees the proxy instead of the browser: wrong host, client address or scheme (rate limiting, Secure cookies and the WebSocket origin check go wrong)",
     fix: "proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host;",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 /// Values a client sends itself, to see whether the proxy passes them on unverified.

@@ -26,6 +26,8 @@ pub enum Grade {
     Warn,
     Fail,
     Skip,
+    /// The check itself broke (a panic, an internal fault): counted as a failure, never a skip.
+    Error,
 }
 
 impl std::fmt::Display for Grade {
@@ -35,6 +37,7 @@ impl std::fmt::Display for Grade {
             Grade::Warn => "warn",
             Grade::Fail => "fail",
             Grade::Skip => "skip",
+            Grade::Error => "error",
         })
     }
 }
@@ -52,6 +55,12 @@ pub struct CheckInfo {
     pub fix: &'static str,
     /// True when the check lasts about one idle period (`ws.idle`, `sse.idle`, `http.slow`).
     pub long: bool,
+    /// True when the check pushes bulky bodies (50 MB): it runs after every run's timing
+    /// checks, a few runs at a time.
+    pub bulky: bool,
+    /// True when the check needs the backends in UI-password mode (`auth.origin`): it runs
+    /// alone, after the other short checks of its run.
+    pub needs_ui_password: bool,
 }
 
 /// One graded check with its evidence.
@@ -235,7 +244,12 @@ pub async fn run(id: &str, target: &Target) -> Outcome {
     let limit = hard_limit(info, target);
     let mut outcome = match tokio::time::timeout(limit, &mut task).await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(err)) => info.skip(format!("internal error in the check: {}", panic_text(err))),
+        Ok(Err(err)) => info.outcome(
+            Grade::Error,
+            "the check runs to its end",
+            format!("internal error in the check: {}", panic_text(err)),
+            serde_json::Value::Null,
+        ),
         Err(_) => {
             task.abort();
             info.outcome(

@@ -24,6 +24,8 @@ pub const SSE_STREAM: CheckInfo = CheckInfo {
     sign: "Notifications or live status do not update; SSE events arrive in batches instead of real-time",
     fix: "Disable buffering on SSE routes: proxy_buffering off; proxy_cache off; (and X-Accel-Buffering \"no\"); Caddy: flush_interval -1",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 pub const SSE_HEADERS: CheckInfo = CheckInfo {
@@ -32,6 +34,8 @@ pub const SSE_HEADERS: CheckInfo = CheckInfo {
     sign: "Everything works locally, but breaks only behind the proxy (the proxy is compressing and buffering live traffic)",
     fix: "On SSE routes: gzip off; proxy_buffering off; add_header Cache-Control \"no-cache, no-transform\" always; pass the backend's headers through",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 pub const SSE_IDLE: CheckInfo = CheckInfo {
@@ -40,6 +44,8 @@ pub const SSE_IDLE: CheckInfo = CheckInfo {
     sign: "Connection drops after 60 seconds",
     fix: "Increase proxy_read_timeout to at least 3600s (1 hour) on the SSE routes (Caddy: transport http { read_timeout 3600s })",
     long: true,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 /// Ticks per stream, 100 ms apart: two seconds of live traffic, about 1.5 KiB in all, so a

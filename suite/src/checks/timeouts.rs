@@ -19,6 +19,8 @@ pub const HTTP_SLOW: CheckInfo = CheckInfo {
     sign: "502 Bad Gateway on long requests",
     fix: "Increase both proxy_read_timeout and proxy_send_timeout (e.g. 3600s; Caddy: transport http { read_timeout 3600s write_timeout 3600s })",
     long: true,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 /// How long a check waits for what should arrive after the idle period: the period plus a

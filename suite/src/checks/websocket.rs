@@ -23,6 +23,8 @@ pub const WS_UPGRADE: CheckInfo = CheckInfo {
     sign: "Page loads, but sending messages fails (or \"400 Bad Request\" on the WebSocket handshake)",
     fix: "Enable WebSocket proxying: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; on each WebSocket route",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 pub const WS_TERMINAL: CheckInfo = CheckInfo {
@@ -31,6 +33,8 @@ pub const WS_TERMINAL: CheckInfo = CheckInfo {
     sign: "Everything works locally, but breaks only behind the proxy (the proxy is missing WebSocket support)",
     fix: "location = /api/terminal/ws { proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; proxy_buffering off; }",
     long: false,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 pub const WS_IDLE: CheckInfo = CheckInfo {
@@ -39,6 +43,8 @@ pub const WS_IDLE: CheckInfo = CheckInfo {
     sign: "Connection drops after 60 seconds",
     fix: "proxy_read_timeout 3600s; proxy_send_timeout 3600s; on the WebSocket routes (Caddy: transport http { read_timeout 3600s write_timeout 3600s })",
     long: true,
+    bulky: false,
+    needs_ui_password: false,
 };
 
 /// The event WebSocket routes and the scope of their `ready` frame.

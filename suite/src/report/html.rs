@@ -421,7 +421,7 @@ fn rows(table: &Table) -> (Vec<Group>, Vec<Evidence>, Vec<ChartCard>) {
 /// Grade counts over every proxy run (not the control), for the summary line.
 fn counts(table: &Table) -> Vec<(String, &'static str, usize)> {
     let outcomes: Vec<&Outcome> = table.rows.iter().filter(|r| !r.control).flat_map(|r| r.cells.iter().flatten().copied()).collect();
-    let mut counts: Vec<_> = [Grade::Pass, Grade::Warn, Grade::Fail, Grade::Skip]
+    let mut counts: Vec<_> = [Grade::Pass, Grade::Warn, Grade::Fail, Grade::Skip, Grade::Error]
         .into_iter()
         .map(|g| (g.to_string(), mark(g), outcomes.iter().filter(|o| o.grade == g).count()))
         .collect();

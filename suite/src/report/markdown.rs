@@ -84,6 +84,7 @@ pub fn mark(grade: Grade) -> &'static str {
         Grade::Warn => "⚠",
         Grade::Fail => "✗",
         Grade::Skip => "○",
+        Grade::Error => "‼",
     }
 }
 
