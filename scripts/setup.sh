@@ -15,7 +15,8 @@
 #
 # Prints one line per proxy: installed / already present / unavailable (reason). Exits 0 when
 # something could not be installed (the suite skips those proxies with the reason), unless
-# --strict is given.
+# --strict is given or PROXY_SUITE_STRICT=1 is set (as .ci/run does): then it exits 1, and the
+# tests fail on every missing component too.
 set -euo pipefail
 
 JUST_WHEEL="rust-just==1.59.0"
@@ -25,6 +26,7 @@ tsv="$here/proxies.tsv"
 CACHE="${PROXY_SUITE_CACHE:-$HOME/.cache/proxy-suite}"
 with_browser=0
 strict=0
+case "${PROXY_SUITE_STRICT:-}" in ''|0) ;; *) strict=1 ;; esac
 for arg in "$@"; do
   case "$arg" in
     --with-browser) with_browser=1 ;;
@@ -276,8 +278,11 @@ done
 install_wheel_binary just just "$JUST_WHEEL" "*.data/scripts/just"
 
 if [ "$unavailable" -gt 0 ]; then
+  if [ "$strict" = 1 ]; then
+    echo "setup.sh: $unavailable required component(s) unavailable (strict mode): see the lines above." >&2
+    exit 1
+  fi
   echo "$unavailable unavailable: the suite skips those proxies with the reason above."
-  [ "$strict" = 1 ] && exit 1
 fi
 echo "binaries in $CACHE/bin (add it to PATH for just)"
 exit 0

@@ -5,6 +5,7 @@
 //! - [`backend`]: the mock backend instances a run puts behind a proxy.
 //! - [`checks`]: one module per area of the guide, each check graded with evidence.
 //! - [`report`]: the machine-readable results and the published matrix.
+//! - [`strict`]: whether a missing component is a skip (users) or a failure (CI).
 
 pub mod backend;
 pub mod checks;
@@ -12,3 +13,4 @@ pub mod expected;
 pub mod proxies;
 pub mod report;
 pub mod run;
+pub mod strict;

@@ -1,5 +1,6 @@
 //! `proxy-suite` as a user runs it: exit status 0 / 1 / 2, the `--json` contract, and clear
-//! errors for bad input. Uses nginx when it is installed (skips, saying so, when not).
+//! errors for bad input. Uses nginx when it is installed (skips, saying so, when not; fails
+//! under `PROXY_SUITE_STRICT=1`).
 
 use std::process::Command;
 
@@ -18,7 +19,7 @@ fn nginx_available() -> bool {
         .iter()
         .any(|p| p["kind"] == "nginx" && p["availability"]["status"] == "available");
     if !available {
-        eprintln!("SKIP: no nginx installed (run `just setup`)");
+        suite::strict::skip_or_fail("nginx", "not installed (run `./proxy-suite setup`)");
     }
     available
 }

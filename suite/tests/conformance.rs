@@ -52,15 +52,17 @@ async fn every_proxy_config_and_profile_graded_as_expected() {
         run.wall_ms as f64 / 1000.0,
         run.wall_ms as f64 / 1000.0 / run.idle_s as f64
     );
+    let mut problems = Vec::new();
     for p in &run.proxies {
         if let Some(why) = &p.missing {
-            eprintln!("SKIP {}: {why}", p.name);
+            if let Err(message) = suite::strict::unavailable(&p.name, why) {
+                problems.push(message);
+            }
         }
     }
 
     // The control: the mock itself passes every check that applies to its profile (skips say
     // why: one backend for lb.sticky, no WebSockets on DorkOS).
-    let mut problems = Vec::new();
     for direct in &run.direct {
         for c in &direct.checks {
             if matches!(c.grade, Grade::Fail | Grade::Warn) {

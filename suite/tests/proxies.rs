@@ -15,14 +15,15 @@ fn runtime() -> NativeRuntime {
     NativeRuntime::new(proxies::config::default_root())
 }
 
-/// Every proxy available on this machine; the missing ones are printed (they are skips).
+/// Every proxy available on this machine; the missing ones are skips, or failures under
+/// `PROXY_SUITE_STRICT=1` (CI).
 fn available() -> Vec<ProxySpec> {
     catalogue::all()
         .into_iter()
         .filter(|spec| match spec.availability() {
             Availability::Available { .. } => true,
             Availability::Missing { reason, hint } => {
-                eprintln!("SKIP {}: {reason} ({hint})", spec.name);
+                suite::strict::skip_or_fail(&spec.name, &format!("{reason} ({hint})"));
                 false
             }
         })
