@@ -103,6 +103,16 @@ pub fn compare(expectations: &[Expectation], result: &RunResult) -> Vec<String> 
     problems
 }
 
+/// Entries that apply to none of `runs` (every run of the config): a proxy or profile the
+/// config no longer runs under, so the entry can never be checked again (stale).
+pub fn unused(expectations: &[Expectation], runs: &[&RunResult]) -> Vec<String> {
+    expectations
+        .iter()
+        .filter(|e| !runs.iter().any(|r| e.applies(r)))
+        .map(|e| format!("line {}: `{} {}` applies to no run of this config (stale entry: {})", e.line, e.id, e.outcome, e.reason))
+        .collect()
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }

@@ -15,7 +15,11 @@ pub fn strict() -> bool {
 /// What the caller should do about a missing component: skip it (`Ok`, after printing
 /// `SKIP <component>: <reason>`), or fail with the message (`Err`) in strict mode.
 pub fn unavailable(component: &str, reason: &str) -> Result<(), String> {
-    if strict() {
+    decide(strict(), component, reason)
+}
+
+fn decide(strict: bool, component: &str, reason: &str) -> Result<(), String> {
+    if strict {
         Err(format!("{component} is required ({SWITCH}=1) but unavailable: {reason}"))
     } else {
         eprintln!("SKIP {component}: {reason}");
@@ -27,5 +31,17 @@ pub fn unavailable(component: &str, reason: &str) -> Result<(), String> {
 pub fn skip_or_fail(component: &str, reason: &str) {
     if let Err(message) = unavailable(component, reason) {
         panic!("{message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_mode_turns_a_skip_into_a_failure_naming_the_component() {
+        assert!(decide(false, "traefik@3.7", "not found").is_ok());
+        let err = decide(true, "traefik@3.7", "pip download failed").unwrap_err();
+        assert!(err.contains("traefik@3.7") && err.contains("pip download failed"), "{err}");
     }
 }

@@ -31,6 +31,38 @@ fn snapshot(run: &RunResult) -> serde_json::Value {
     })
 }
 
+/// Snapshots no run produced, expected-outcomes files without their config, and entries that
+/// apply to no run of their config.
+fn stale_files(runs: &[RunResult], configs: &BTreeMap<String, ConfigFile>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let produced: std::collections::BTreeSet<String> = runs.iter().map(|r| format!("{}.snap", snapshot_name(r))).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    for entry in std::fs::read_dir(&dir).expect("snapshot folder").filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".snap") && !produced.contains(&name) {
+            problems.push(format!("stale snapshot tests/snapshots/{name}: no run produces it any more (delete it)"));
+        }
+    }
+    let root = proxies::config::default_root();
+    for kind_dir in std::fs::read_dir(&root).expect("proxy-configs").filter_map(|e| e.ok()).map(|e| e.path()) {
+        let Ok(files) = std::fs::read_dir(&kind_dir) else { continue };
+        for path in files.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let Some(config_path) = path.to_str().and_then(|p| p.strip_suffix(".expected")) else { continue };
+            if !std::path::Path::new(config_path).exists() {
+                problems.push(format!("stale {}: its config {config_path} does not exist", path.display()));
+            }
+        }
+    }
+    for (id, config) in configs {
+        let expectations = suite::expected::load(&config.expected_path()).unwrap_or_else(|e| panic!("{e}"));
+        let of_config: Vec<&RunResult> = runs.iter().filter(|r| &r.config == id).collect();
+        for p in suite::expected::unused(&expectations, &of_config) {
+            problems.push(format!("{id}.expected {p}"));
+        }
+    }
+    problems
+}
+
 fn snapshot_name(run: &RunResult) -> String {
     format!("{}__{}__{}", run.proxy, run.config, run.profile).replace(['@', '/', '.'], "-")
 }
@@ -96,6 +128,13 @@ async fn every_proxy_config_and_profile_graded_as_expected() {
                 problems.push(format!("{label}: negative control must {want} {id}, got {grade:?}"));
             }
         }
+    }
+
+    // Stale files: with every proxy run, each snapshot and each expected-outcomes file must
+    // belong to a run that still happens (a deleted config or proxy leaves them behind).
+    let complete = plan.proxies.is_empty() && run.proxies.iter().all(|p| p.missing.is_none());
+    if complete {
+        problems.extend(stale_files(&run.runs, &configs));
     }
 
     let mut settings = insta::Settings::clone_current();
