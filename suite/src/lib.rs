@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod checks;
 pub mod expected;
+pub mod leftovers;
 pub mod proxies;
 pub mod report;
 pub mod run;
