@@ -182,8 +182,13 @@ build() { # name tag version hash ctx start [KEY=VALUE...]
   log="$WORK/build-${name//[@\/]/-}.log"
   # --network none: every input is in the context (the .debs included); nothing is fetched.
   if ! docker build --force-rm --network none -t "$tag" "$ctx" >"$log" 2>&1; then
-    # Steps that succeeded stay as untagged images carrying the parent's labels: drop them.
-    docker image prune -f --filter label=proxy-suite=1 >/dev/null 2>&1 || true
+    # The steps that succeeded stay as an untagged image (carrying the parent's labels): drop it,
+    # which drops its untagged parents too.
+    local last
+    last="$(grep -o -- '---> [0-9a-f]\{12\}$' "$log" | tail -n1 | cut -c6-)"
+    if [ -n "$last" ] && [ "$(docker image inspect --format '{{len .RepoTags}}' "$last" 2>/dev/null)" = 0 ]; then
+      docker rmi "$last" >/dev/null 2>&1 || true
+    fi
     fail "$name" "docker build of $tag failed (full log: $log):
 $(grep -v '^ *$' "$log" | tail -n 15)"
     return 1
@@ -626,7 +631,7 @@ if [ "$smoke" = 1 ]; then
         sleep 0.25
       done
       case "$body" in
-        *'"status":"ok"'*) printf '%-44s %-8s %6ss\n' "$tag" ok "$(elapsed "$start")" ;;
+        *'"status":"ok"'*'smoke-mock'*|*'smoke-mock'*'"status":"ok"'*) printf '%-44s %-8s %6ss\n' "$tag" ok "$(elapsed "$start")" ;;
         *) smoke_fail "$n" "GET http://127.0.0.1:$port/health through $tag gave: ${body:0:200}
 $(docker logs --tail 15 "$cid" 2>&1)" ;;
       esac
