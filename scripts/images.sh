@@ -64,7 +64,7 @@ usage_die() { echo "images.sh: $*" >&2; exit 2; }
 # Preconditions
 
 command -v docker >/dev/null 2>&1 || usage_die "Docker is missing: no 'docker' client on PATH (Debian: apt-get install docker.io)"
-if ! docker_err="$(docker info --format '{{.ServerVersion}}' 2>&1 >/dev/null)" || ! docker info >/dev/null 2>&1; then
+if ! docker info >/dev/null 2>&1; then
   usage_die "the Docker engine does not answer ('docker info': $(docker info 2>&1 | tail -n 1))"
 fi
 mkdir -p "$WORK"
@@ -642,6 +642,8 @@ $(docker logs --tail 15 "$cid" 2>&1)" ;;
 fi
 
 if [ "${#failures[@]}" -gt 0 ]; then
-  echo "images.sh: failed: ${failures[*]}" >&2
+  echo "images.sh: failed: ${failures[*]} (build contexts kept in $WORK/ctx)" >&2
   exit 1
 fi
+# The staged contexts hold copies of the binaries and .debs; they are staged again next run.
+rm -rf "$WORK/ctx"
