@@ -51,7 +51,7 @@ while [ "$#" -gt 0 ]; do
     --only=*) only+=("${1#--only=}") ;;
     --smoke) smoke=1 ;;
     --keep-going) keep_going=1 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "images.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
