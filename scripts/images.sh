@@ -647,3 +647,5 @@ if [ "${#failures[@]}" -gt 0 ]; then
 fi
 # The staged contexts hold copies of the binaries and .debs; they are staged again next run.
 rm -rf "$WORK/ctx"
+# Images whose tag moved to a rebuild (new inputs) are untagged now: nothing reuses them.
+docker image prune -f --filter label=proxy-suite=1 >/dev/null 2>&1 || true
