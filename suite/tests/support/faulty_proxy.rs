@@ -11,25 +11,25 @@
 use std::convert::Infallible;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use async_stream::try_stream;
 use bytes::{Bytes, BytesMut};
 use flate2::write::{GzDecoder, GzEncoder};
 use flate2::Compression;
-use futures::{stream, Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_util::io::{InspectReader, InspectWriter};
 use tokio_util::sync::CancellationToken;
 
 /// What the proxy gets wrong.
@@ -243,7 +243,10 @@ async fn proxy(mut req: Request<Incoming>, client: Arc<Client>) -> Response<Body
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        spawn(&client.shared.stop, splice(client_upgrade, upstream_upgrade, idle));
+        spawn(
+            &client.shared.stop,
+            splice(client_upgrade, upstream_upgrade, idle),
+        );
         return resp.map(|_| empty());
     }
     respond(fault, accepts_gzip, resp)
@@ -272,13 +275,10 @@ async fn exchange(client: &Client, req: Request<Body>) -> Result<Response<Incomi
 
 /// What a correct proxy adds, naming `client` as the client.
 fn forward(headers: &mut HeaderMap, client: IpAddr) {
-    let before: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let xff = before.into_iter().map(str::to_string).chain([client.to_string()]);
-    let xff = xff.collect::<Vec<_>>().join(", ");
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {client}"),
+        None => client.to_string(),
+    };
     set(headers, "x-forwarded-for", &xff);
     set(headers, "x-forwarded-proto", "http");
     set(headers, "x-real-ip", &client.to_string());
@@ -345,7 +345,10 @@ async fn buffer_capped(
 fn too_large(stop: &CancellationToken, body: Incoming) -> Response<Body> {
     let drain = body.into_data_stream().for_each(|_| async {});
     spawn(stop, tokio::time::timeout(Duration::from_secs(10), drain));
-    answer(StatusCode::PAYLOAD_TOO_LARGE, "413 Request Entity Too Large\n")
+    answer(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "413 Request Entity Too Large\n",
+    )
 }
 
 // --- Response faults ---
@@ -357,7 +360,11 @@ fn respond(fault: Fault, accepts_gzip: bool, resp: Response<Incoming>) -> Respon
     let sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("text/event-stream"));
+        .is_some_and(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
     let gzipped = has_token(headers, header::CONTENT_ENCODING, "gzip");
     let body = match fault {
         Fault::BufferSse if sse => hold_until_end(body),
@@ -373,11 +380,11 @@ fn respond(fault: Fault, accepts_gzip: bool, resp: Response<Incoming>) -> Respon
         Fault::CutIdleAfter(limit) => cut_when_stalled(body, limit),
         Fault::DoubleGzip if accepts_gzip && !hyper::body::Body::is_end_stream(&body) => {
             gzip_headers(headers);
-            recode(body, GzEncoder::new(Vec::new(), Compression::default()), false)
+            recode(body, gzip(), false)
         }
         Fault::GzipSseFlushed if sse && accepts_gzip && !gzipped => {
             gzip_headers(headers);
-            recode(body, GzEncoder::new(Vec::new(), Compression::default()), true)
+            recode(body, gzip(), true)
         }
         Fault::WrongContentEncoding if gzipped => {
             headers.remove(header::CONTENT_LENGTH);
@@ -389,33 +396,28 @@ fn respond(fault: Fault, accepts_gzip: bool, resp: Response<Incoming>) -> Respon
 }
 
 fn hold_until_end(body: Incoming) -> Body {
-    let whole = async move { body.collect().await.map(|all| all.to_bytes()) };
-    from_stream(stream::once(whole).map_err(BoxError::from))
+    from_stream(try_stream! { yield body.collect().await?.to_bytes(); })
 }
 
 /// Lets the bytes held so far out at every tick of a timer `every` apart.
 fn batch(body: Incoming, every: Duration) -> Body {
-    let mut timer = tokio::time::interval(every);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = (body.into_data_stream(), BytesMut::new(), timer, false);
-    let batches = stream::unfold(state, |(mut pieces, mut held, mut timer, ended)| async move {
-        if ended {
-            return None;
-        }
+    from_stream(try_stream! {
+        let mut pieces = body.into_data_stream();
+        let mut timer = tokio::time::interval(every);
+        let mut held = BytesMut::new();
         loop {
-            tokio::select! {
-                piece = pieces.next() => match piece {
-                    Some(Ok(piece)) => held.extend_from_slice(&piece),
-                    Some(Err(e)) => return Some((Err(e.into()), (pieces, held, timer, true))),
-                    None => return Some((Ok(held.split().freeze()), (pieces, held, timer, true))),
-                },
-                _ = timer.tick(), if !held.is_empty() => {
-                    return Some((Ok(held.split().freeze()), (pieces, held, timer, false)));
-                }
+            let piece = tokio::select! {
+                piece = pieces.next() => Some(piece),
+                _ = timer.tick(), if !held.is_empty() => None,
+            };
+            match piece {
+                Some(Some(piece)) => held.extend_from_slice(&piece?),
+                Some(None) => break,
+                None => yield held.split().freeze(),
             }
         }
-    });
-    from_stream(batches)
+        yield held.freeze();
+    })
 }
 
 fn drop_no_transform(headers: &mut HeaderMap) {
@@ -437,16 +439,17 @@ fn drop_no_transform(headers: &mut HeaderMap) {
 /// Ends the body with an error (the client sees it cut) when the upstream sends nothing for
 /// `limit`.
 fn cut_when_stalled(body: Incoming, limit: Duration) -> Body {
-    let state = Some(body.into_data_stream());
-    let pieces = stream::unfold(state, move |pieces| async move {
-        let mut pieces = pieces?;
-        match tokio::time::timeout(limit, pieces.next()).await {
-            Ok(Some(piece)) => Some((piece.map_err(BoxError::from), Some(pieces))),
-            Ok(None) => None,
-            Err(_) => Some((Err("upstream idle".into()), None)),
+    from_stream(try_stream! {
+        let mut pieces = body.into_data_stream();
+        let stalled = |_| "upstream idle";
+        while let Some(piece) = tokio::time::timeout(limit, pieces.next()).await.map_err(stalled)? {
+            yield piece?;
         }
-    });
-    from_stream(pieces)
+    })
+}
+
+fn gzip() -> GzEncoder<Vec<u8>> {
+    GzEncoder::new(Vec::new(), Compression::default())
 }
 
 fn gzip_headers(headers: &mut HeaderMap) {
@@ -462,68 +465,58 @@ trait Coder: Write + Send + 'static {
     fn end(self) -> io::Result<Vec<u8>>;
 }
 
-impl Coder for GzEncoder<Vec<u8>> {
-    fn take(&mut self) -> Vec<u8> {
-        std::mem::take(self.get_mut())
-    }
-    fn end(self) -> io::Result<Vec<u8>> {
-        self.finish()
-    }
+macro_rules! coder {
+    ($($ty:ty),*) => {$(
+        impl Coder for $ty {
+            fn take(&mut self) -> Vec<u8> { std::mem::take(self.get_mut()) }
+            fn end(self) -> io::Result<Vec<u8>> { self.finish() }
+        }
+    )*};
 }
-
-impl Coder for GzDecoder<Vec<u8>> {
-    fn take(&mut self) -> Vec<u8> {
-        std::mem::take(self.get_mut())
-    }
-    fn end(self) -> io::Result<Vec<u8>> {
-        self.finish()
-    }
-}
+coder!(GzEncoder<Vec<u8>>, GzDecoder<Vec<u8>>);
 
 /// Runs a body through `coder`. With `flush`, each piece's output leaves at once (a gzip that
 /// flushes per write); without, only when the coder's own buffer fills or the body ends
 /// (nginx's gzip filter on an event stream).
-fn recode(body: Incoming, coder: impl Coder, flush: bool) -> Body {
-    let state = (body.into_data_stream(), Some(coder));
-    let out = stream::unfold(state, move |(mut pieces, coder)| async move {
-        let mut coder = coder?;
-        match pieces.next().await {
-            Some(Ok(piece)) => {
-                let written = coder.write_all(&piece).and_then(|()| match flush {
-                    true => coder.flush(),
-                    false => Ok(()),
-                });
-                let out = written.map(|()| Bytes::from(coder.take()));
-                let coder = out.is_ok().then_some(coder);
-                Some((out.map_err(BoxError::from), (pieces, coder)))
+fn recode(body: Incoming, mut coder: impl Coder, flush: bool) -> Body {
+    from_stream(try_stream! {
+        let mut pieces = body.into_data_stream();
+        while let Some(piece) = pieces.next().await {
+            coder.write_all(&piece?)?;
+            if flush {
+                coder.flush()?;
             }
-            Some(Err(e)) => Some((Err(e.into()), (pieces, None))),
-            None => Some((coder.end().map(Bytes::from).map_err(BoxError::from), (pieces, None))),
+            yield Bytes::from(coder.take());
         }
-    });
-    from_stream(out)
+        yield Bytes::from(coder.end()?);
+    })
 }
 
 // --- Upgrades ---
 
 /// Passes an upgraded connection through both ways until either side closes, or (with `idle`)
 /// until nothing has moved either way for that long.
-async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, idle: Option<Duration>) {
+async fn splice(client: OnUpgrade, upstream: OnUpgrade, idle: Option<Duration>) {
     let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
         return;
     };
-    let mut upstream = TokioIo::new(upstream);
-    let mut client = Watched {
-        io: TokioIo::new(client),
-        last: Arc::new(Mutex::new(Instant::now())),
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let seen = |last: Arc<Mutex<Instant>>| {
+        move |_: &[u8]| {
+            if let Ok(mut last) = last.lock() {
+                *last = Instant::now();
+            }
+        }
     };
-    let last = client.last.clone();
+    let client = InspectWriter::new(TokioIo::new(client), seen(last.clone()));
+    let mut client = InspectReader::new(client, seen(last.clone()));
+    let mut upstream = TokioIo::new(upstream);
     let quiet = async {
         let Some(limit) = idle else {
             return std::future::pending().await;
         };
         loop {
-            let deadline = last.lock().map(|t| *t).unwrap_or_else(|_| Instant::now()) + limit;
+            let deadline = *last.lock().unwrap_or_else(|e| e.into_inner()) + limit;
             if Instant::now() >= deadline {
                 return;
             }
@@ -533,47 +526,6 @@ async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
         _ = quiet => {}
-    }
-}
-
-/// An upgraded socket that notes when a byte last moved through it, either way.
-struct Watched<T> {
-    io: T,
-    last: Arc<Mutex<Instant>>,
-}
-
-impl<T> Watched<T> {
-    fn moved(&self, bytes: usize) {
-        if bytes > 0 {
-            if let Ok(mut last) = self.last.lock() {
-                *last = Instant::now();
-            }
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
-        self.moved(buf.filled().len() - before);
-        poll
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.io).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.moved(n);
-        }
-        poll
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -610,7 +562,9 @@ fn pass(body: Incoming) -> Body {
 }
 
 fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn empty() -> Body {
