@@ -1,26 +1,36 @@
-//! A deliberately faulty reverse proxy, for tests only: a small HTTP/1.1 proxy on loopback in
-//! front of spawned mocks that behaves like a correct proxy (every byte passed through, the
-//! forwarding headers added, upgrades spliced) except for the one [`Fault`] it is built with.
-//! It proves that each check can fail, in seconds, without a real proxy installed.
+//! A deliberately faulty reverse proxy, for tests only: an HTTP/1.1 proxy on loopback in front
+//! of spawned mocks that behaves like a correct proxy (bodies streamed through, the forwarding
+//! headers added, upgrades spliced) except for the one [`Fault`] it is built with. It proves that
+//! each check can fail, in seconds, without a real proxy installed.
 //!
-//! Each client connection goes to one backend (round robin over connections, or pinned by
-//! client address like nginx's `ip_hash`); each request opens its own upstream connection.
+//! HTTP is hyper's (server and client side, upgrades through `hyper::upgrade::on`), so a check
+//! that fails here fails because of the fault, not because of a framing bug in a test helper.
+//! What this file adds is the faults, one small function each. Each client connection goes to
+//! one backend ([`Balance`]); each request opens its own upstream connection.
 
-use std::io::{self, Read, Write};
+use std::convert::Infallible;
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
+use async_stream::try_stream;
+use bytes::{Bytes, BytesMut};
+use flate2::write::{GzDecoder, GzEncoder};
 use flate2::Compression;
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
-};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use futures::{Stream, StreamExt, TryStreamExt};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::io::{InspectReader, InspectWriter};
+use tokio_util::sync::CancellationToken;
 
 /// What the proxy gets wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +40,19 @@ pub enum Fault {
     /// Holds the body of an event stream until it ends (`proxy_buffering on`, X-Accel ignored);
     /// the headers go out at once.
     BufferSse,
+    /// Holds the bytes of an event stream and lets them out on a timer, like a proxy flushing
+    /// its buffer every so often: events arrive in batches.
+    BatchSse(Duration),
+    /// Rewrites an event stream's `Content-Type` to `text/plain` (a proxy or CDN that retypes
+    /// responses it does not know).
+    SseAsText,
+    /// Drops `no-transform` from an event stream's `Cache-Control` (a proxy setting its own).
+    DropNoTransform,
     /// Drops `Upgrade` and `Connection` from requests (no WebSocket support).
     StripUpgrade,
-    /// Closes a connection whose upstream sent nothing for this long (504 before the response
-    /// headers), like a short `proxy_read_timeout`; upgraded sockets idle in both directions.
+    /// Answers 504 when the upstream sends no response headers for this long, cuts a response
+    /// body that stalls this long, and closes an upgraded socket idle this long in both
+    /// directions, like a short `proxy_read_timeout`.
     CutIdleAfter(Duration),
     /// Gzips every response to a client that accepts gzip, even one already gzipped, and
     /// event streams too, without flushing (ticks wait in the compressor).
@@ -45,31 +64,54 @@ pub enum Fault {
     /// Sends no X-Forwarded-* / X-Real-IP (and strips the client's), and rewrites Host to the
     /// backend's address.
     DropForwarded,
+    /// Forwards its own address as the client's in X-Forwarded-For and X-Real-IP (what a
+    /// proxy behind another one does when it trusts nobody's X-Forwarded-For).
+    ForwardProxyAddress,
+    /// Replaces the browser's `Origin` with `http://<Host>` (`proxy_set_header Origin
+    /// http://$host;`): the backend then accepts upgrades from any site.
+    OverwriteOrigin,
     /// Refuses request bodies above this many bytes with 413, and buffers every body whole
     /// before passing it on (`proxy_request_buffering on`).
     CapBody(u64),
 }
 
-/// How connections are spread over several backends.
+/// How client connections are spread over several backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
     /// Every new connection to the next backend.
     RoundRobin,
-    /// One backend per client address, like `ip_hash`.
+    /// One backend per client network, like nginx's `ip_hash` (which keys on the first three
+    /// octets of an IPv4 address): clients in different /24s spread over the backends.
     ClientIp,
+    /// The first backend serves everything; the others are backups, used only while the first
+    /// cannot be reached (`server a; server b backup;`).
+    FirstOnly,
 }
 
-struct Config {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+struct Shared {
     fault: Fault,
     balance: Balance,
     backends: Vec<SocketAddr>,
     next: AtomicUsize,
+    /// Cancelled when the proxy is dropped: ends every task it spawned.
+    stop: CancellationToken,
+}
+
+/// One client connection: who it is, where it came in, and the backends to try in order.
+struct Client {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    local: IpAddr,
+    backends: Vec<SocketAddr>,
 }
 
 /// A running faulty proxy; stops (with every connection) when dropped.
 pub struct FaultyProxy {
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl FaultyProxy {
@@ -88,28 +130,40 @@ impl FaultyProxy {
             .await
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
-        let config = Arc::new(Config {
+        let shared = Arc::new(Shared {
             fault,
             balance,
             backends,
             next: AtomicUsize::new(0),
+            stop: CancellationToken::new(),
         });
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
+        let stop = shared.stop.clone();
+        spawn(&stop, async move {
             loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((tcp, peer)) = accepted else { continue };
-                        let config = config.clone();
-                        connections.spawn(async move {
-                            let _ = serve(tcp, peer, config).await;
-                        });
-                    }
-                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                }
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(local) = tcp.local_addr() else {
+                    continue;
+                };
+                let client = Arc::new(Client {
+                    backends: choose(&shared, peer.ip()),
+                    peer: peer.ip(),
+                    local: local.ip(),
+                    shared: shared.clone(),
+                });
+                let _ = tcp.set_nodelay(true);
+                let service = service_fn(move |req| {
+                    let client = client.clone();
+                    async move { Ok::<_, Infallible>(proxy(req, client).await) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades();
+                spawn(&shared.stop, connection);
             }
         });
-        FaultyProxy { addr, task }
+        FaultyProxy { addr, stop }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -119,559 +173,408 @@ impl FaultyProxy {
 
 impl Drop for FaultyProxy {
     fn drop(&mut self) {
-        // Dropping the accept task's JoinSet aborts every connection.
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
-/// A request or response head: the start line and the header fields, in order.
-struct Head {
-    start: String,
-    fields: Vec<(String, String)>,
+/// Runs `task` until it ends or the proxy is dropped.
+fn spawn<F: std::future::Future + Send + 'static>(stop: &CancellationToken, task: F) {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = task => {}
+        }
+    });
 }
 
-impl Head {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
+/// The backends a new client connection may use, in the order to try them.
+fn choose(shared: &Shared, peer: IpAddr) -> Vec<SocketAddr> {
+    let backends = &shared.backends;
+    let i = match shared.balance {
+        Balance::FirstOnly => return backends.clone(),
+        Balance::RoundRobin => shared.next.fetch_add(1, Ordering::SeqCst),
+        Balance::ClientIp => match peer {
+            IpAddr::V4(v4) => v4.octets()[..3].iter().map(|b| *b as usize).sum(),
+            IpAddr::V6(v6) => v6.octets()[..6].iter().map(|b| *b as usize).sum(),
+        },
+    };
+    vec![backends[i % backends.len()]]
+}
 
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.fields
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .any(|(_, v)| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+/// One request: the request faults, the exchange with the backend, the response faults.
+async fn proxy(mut req: Request<Incoming>, client: Arc<Client>) -> Response<Body> {
+    let fault = client.shared.fault;
+    let accepts_gzip = has_token(req.headers(), header::ACCEPT_ENCODING, "gzip");
+    let backend = client.backends[0];
+    match fault {
+        Fault::DropForwarded => drop_forwarded(req.headers_mut(), backend),
+        Fault::ForwardProxyAddress => forward(req.headers_mut(), client.local),
+        _ => forward(req.headers_mut(), client.peer),
     }
-
-    fn remove(&mut self, name: &str) {
-        self.fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    match fault {
+        Fault::StripUpgrade => strip_upgrade(req.headers_mut()),
+        Fault::OverwriteOrigin => overwrite_origin(req.headers_mut()),
+        _ => {}
     }
-
-    fn set(&mut self, name: &str, value: impl Into<String>) {
-        self.remove(name);
-        self.fields.push((name.to_string(), value.into()));
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let req = match fault {
+        Fault::CapBody(cap) => match buffer_capped(req, cap, &client).await {
+            Ok(req) => req,
+            Err(refusal) => return refusal,
+        },
+        _ => req.map(|b| b.map_err(BoxError::from).boxed_unsync()),
+    };
+    let idle = match fault {
+        Fault::CutIdleAfter(limit) => Some(limit),
+        _ => None,
+    };
+    let exchange = exchange(&client, req);
+    let result = match idle {
+        Some(limit) => match tokio::time::timeout(limit, exchange).await {
+            Ok(result) => result,
+            Err(_) => return answer(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+        },
+        None => exchange.await,
+    };
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => return answer(StatusCode::BAD_GATEWAY, format!("upstream: {e}\n")),
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        spawn(
+            &client.shared.stop,
+            splice(client_upgrade, upstream_upgrade, idle),
+        );
+        return resp.map(|_| empty());
     }
+    respond(fault, accepts_gzip, resp)
+}
 
-    fn status(&self) -> u16 {
-        self.start
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0)
+/// Sends a request on a new connection to the client's backend (or, with backups, the first
+/// one that can be reached).
+async fn exchange(client: &Client, req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+    let mut refused = None;
+    for backend in &client.backends {
+        match TcpStream::connect(backend).await {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+                spawn(&client.shared.stop, connection.with_upgrades());
+                return Ok(sender.send_request(req).await?);
+            }
+            Err(e) => refused = Some(e),
+        }
     }
+    Err(refused.map_or_else(|| "no backend".into(), BoxError::from))
+}
 
-    fn method(&self) -> &str {
-        self.start.split_whitespace().next().unwrap_or("")
+// --- Request faults ---
+
+/// What a correct proxy adds, naming `client` as the client.
+fn forward(headers: &mut HeaderMap, client: IpAddr) {
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {client}"),
+        None => client.to_string(),
+    };
+    set(headers, "x-forwarded-for", &xff);
+    set(headers, "x-forwarded-proto", "http");
+    set(headers, "x-real-ip", &client.to_string());
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", host);
     }
+}
 
-    fn is_event_stream(&self) -> bool {
-        self.get("content-type").is_some_and(|ct| {
+fn drop_forwarded(headers: &mut HeaderMap, backend: SocketAddr) {
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "forwarded",
+    ] {
+        headers.remove(name);
+    }
+    set(headers, header::HOST, &backend.to_string());
+}
+
+fn strip_upgrade(headers: &mut HeaderMap) {
+    headers.remove(header::UPGRADE);
+    headers.remove(header::CONNECTION);
+}
+
+fn overwrite_origin(headers: &mut HeaderMap) {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let origin = format!("http://{host}");
+    set(headers, header::ORIGIN, &origin);
+}
+
+/// `proxy_request_buffering on` under a `client_max_body_size`: the whole body is read before
+/// the backend sees a byte, and refused with 413 above the cap.
+async fn buffer_capped(
+    req: Request<Incoming>,
+    cap: u64,
+    client: &Client,
+) -> Result<Request<Body>, Response<Body>> {
+    let (mut parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_large(&client.shared.stop, body));
+    }
+    let limit = usize::try_from(cap).unwrap_or(usize::MAX);
+    let whole = match Limited::new(body, limit).collect().await {
+        Ok(whole) => whole.to_bytes(),
+        Err(_) => return Err(answer(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")),
+    };
+    // Sent on with the length hyper gives it, as nginx does after buffering.
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Request::from_parts(parts, full(whole)))
+}
+
+/// Answers 413 like nginx: the answer first, then the body read and discarded for a while, so
+/// the client sees the answer instead of a reset.
+fn too_large(stop: &CancellationToken, body: Incoming) -> Response<Body> {
+    let drain = body.into_data_stream().for_each(|_| async {});
+    spawn(stop, tokio::time::timeout(Duration::from_secs(10), drain));
+    answer(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "413 Request Entity Too Large\n",
+    )
+}
+
+// --- Response faults ---
+
+/// The response faults; anything they do not apply to passes as it came.
+fn respond(fault: Fault, accepts_gzip: bool, resp: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    let headers = &mut parts.headers;
+    let sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
             ct.trim()
                 .to_ascii_lowercase()
                 .starts_with("text/event-stream")
-        })
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut out = format!("{}\r\n", self.start);
-        for (n, v) in &self.fields {
-            out.push_str(&format!("{n}: {v}\r\n"));
+        });
+    let gzipped = has_token(headers, header::CONTENT_ENCODING, "gzip");
+    let body = match fault {
+        Fault::BufferSse if sse => hold_until_end(body),
+        Fault::BatchSse(every) if sse => batch(body, every),
+        Fault::SseAsText if sse => {
+            set(headers, header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            pass(body)
         }
-        out.push_str("\r\n");
-        out.into_bytes()
-    }
-}
-
-/// Reads a head; `None` on a clean end of the connection before it.
-async fn read_head(r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Head>> {
-    let mut start = String::new();
-    if r.read_line(&mut start).await? == 0 {
-        return Ok(None);
-    }
-    let mut fields = Vec::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "head cut short",
-            ));
+        Fault::DropNoTransform if sse => {
+            drop_no_transform(headers);
+            pass(body)
         }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            break;
+        Fault::CutIdleAfter(limit) => cut_when_stalled(body, limit),
+        Fault::DoubleGzip if accepts_gzip && !hyper::body::Body::is_end_stream(&body) => {
+            gzip_headers(headers);
+            recode(body, gzip(), false)
         }
-        if let Some((n, v)) = line.split_once(':') {
-            fields.push((n.trim().to_string(), v.trim().to_string()));
+        Fault::GzipSseFlushed if sse && accepts_gzip && !gzipped => {
+            gzip_headers(headers);
+            recode(body, gzip(), true)
         }
-    }
-    Ok(Some(Head {
-        start: start.trim_end_matches(['\r', '\n']).to_string(),
-        fields,
-    }))
-}
-
-/// How a message body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-fn request_framing(head: &Head) -> Framing {
-    if head.has_token("transfer-encoding", "chunked") {
-        Framing::Chunked
-    } else {
-        match head.get("content-length").and_then(|v| v.parse().ok()) {
-            Some(0) | None => Framing::Empty,
-            Some(n) => Framing::Length(n),
+        Fault::WrongContentEncoding if gzipped => {
+            headers.remove(header::CONTENT_LENGTH);
+            recode(body, GzDecoder::new(Vec::new()), true)
         }
-    }
-}
-
-fn response_framing(method: &str, head: &Head) -> Framing {
-    let status = head.status();
-    if method.eq_ignore_ascii_case("HEAD") || status < 200 || status == 204 || status == 304 {
-        Framing::Empty
-    } else if head.has_token("transfer-encoding", "chunked") {
-        Framing::Chunked
-    } else {
-        match head.get("content-length").and_then(|v| v.parse().ok()) {
-            Some(0) => Framing::Empty,
-            Some(n) => Framing::Length(n),
-            None => Framing::UntilClose,
-        }
-    }
-}
-
-/// Reads a body piece by piece as it arrives, whatever its framing.
-struct Body {
-    framing: Framing,
-    left: u64,
-    done: bool,
-    /// With a fault that cuts idle upstreams: the longest wait for the next piece.
-    idle: Option<Duration>,
-}
-
-impl Body {
-    fn new(framing: Framing, idle: Option<Duration>) -> Body {
-        let left = if let Framing::Length(n) = framing {
-            n
-        } else {
-            0
-        };
-        Body {
-            framing,
-            left,
-            done: framing == Framing::Empty,
-            idle,
-        }
-    }
-
-    async fn next(&mut self, r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Vec<u8>>> {
-        if self.done {
-            return Ok(None);
-        }
-        match self.idle {
-            Some(limit) => tokio::time::timeout(limit, self.read_piece(r))
-                .await
-                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "upstream idle"))),
-            None => self.read_piece(r).await,
-        }
-    }
-
-    async fn read_piece(
-        &mut self,
-        r: &mut (impl AsyncBufRead + Unpin),
-    ) -> io::Result<Option<Vec<u8>>> {
-        let mut buf = vec![0u8; 64 * 1024];
-        match self.framing {
-            Framing::Empty => Ok(None),
-            Framing::Length(_) => {
-                let want = buf.len().min(self.left as usize);
-                let n = r.read(&mut buf[..want]).await?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "body cut short",
-                    ));
-                }
-                self.left -= n as u64;
-                self.done = self.left == 0;
-                buf.truncate(n);
-                Ok(Some(buf))
-            }
-            Framing::UntilClose => {
-                let n = r.read(&mut buf).await?;
-                if n == 0 {
-                    self.done = true;
-                    return Ok(None);
-                }
-                buf.truncate(n);
-                Ok(Some(buf))
-            }
-            Framing::Chunked => {
-                let mut line = String::new();
-                r.read_line(&mut line).await?;
-                let size_text = line
-                    .trim()
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
-                let size = usize::from_str_radix(&size_text, 16).map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("bad chunk size {line:?}"),
-                    )
-                })?;
-                if size == 0 {
-                    // Trailers, up to the empty line.
-                    loop {
-                        let mut t = String::new();
-                        if r.read_line(&mut t).await? == 0 || t.trim().is_empty() {
-                            break;
-                        }
-                    }
-                    self.done = true;
-                    return Ok(None);
-                }
-                let mut data = vec![0u8; size];
-                r.read_exact(&mut data).await?;
-                let mut crlf = String::new();
-                r.read_line(&mut crlf).await?;
-                Ok(Some(data))
-            }
-        }
-    }
-
-    async fn read_all(mut self, r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Vec<u8>> {
-        let mut all = Vec::new();
-        while let Some(piece) = self.next(r).await? {
-            all.extend_from_slice(&piece);
-        }
-        Ok(all)
-    }
-}
-
-/// Writes one piece of a body in `framing` (chunked pieces get their own chunk) and flushes,
-/// so a stream leaves the proxy as it arrived.
-async fn write_piece(
-    w: &mut (impl AsyncWrite + Unpin),
-    framing: Framing,
-    piece: &[u8],
-) -> io::Result<()> {
-    if piece.is_empty() {
-        return Ok(());
-    }
-    if framing == Framing::Chunked {
-        w.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
-            .await?;
-        w.write_all(piece).await?;
-        w.write_all(b"\r\n").await?;
-    } else {
-        w.write_all(piece).await?;
-    }
-    w.flush().await
-}
-
-async fn write_end(w: &mut (impl AsyncWrite + Unpin), framing: Framing) -> io::Result<()> {
-    if framing == Framing::Chunked {
-        w.write_all(b"0\r\n\r\n").await?;
-    }
-    w.flush().await
-}
-
-/// Sends a complete response whose body is `body`, with its length.
-async fn write_whole(
-    w: &mut (impl AsyncWrite + Unpin),
-    mut head: Head,
-    body: &[u8],
-) -> io::Result<()> {
-    head.remove("transfer-encoding");
-    head.set("content-length", body.len().to_string());
-    w.write_all(&head.to_bytes()).await?;
-    w.write_all(body).await?;
-    w.flush().await
-}
-
-fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
-    enc.write_all(data)?;
-    enc.finish()
-}
-
-fn gunzip(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    GzDecoder::new(data).read_to_end(&mut out)?;
-    Ok(out)
-}
-
-fn pick(config: &Config, peer: IpAddr) -> SocketAddr {
-    let n = config.backends.len();
-    let i = match config.balance {
-        Balance::RoundRobin => config.next.fetch_add(1, Ordering::SeqCst) % n,
-        Balance::ClientIp => match peer {
-            IpAddr::V4(v4) => v4.octets().iter().map(|b| *b as usize).sum::<usize>() % n,
-            IpAddr::V6(v6) => v6.octets().iter().map(|b| *b as usize).sum::<usize>() % n,
-        },
+        _ => pass(body),
     };
-    config.backends[i]
+    Response::from_parts(parts, body)
 }
 
-async fn serve(client: TcpStream, peer: SocketAddr, config: Arc<Config>) -> io::Result<()> {
-    let _ = client.set_nodelay(true);
-    let backend = pick(&config, peer.ip());
-    let (cr, mut cw) = client.into_split();
-    let mut cr = BufReader::new(cr);
-    let fault = config.fault;
-    let idle = match fault {
-        Fault::CutIdleAfter(d) => Some(d),
-        _ => None,
-    };
-    while let Some(mut req) = read_head(&mut cr).await? {
-        let method = req.method().to_string();
-        let accepts_gzip = req.has_token("accept-encoding", "gzip");
-        let client_host = req.get("host").unwrap_or_default().to_string();
-        if fault == Fault::DropForwarded {
-            for name in [
-                "x-forwarded-for",
-                "x-forwarded-proto",
-                "x-forwarded-host",
-                "x-real-ip",
-                "forwarded",
-            ] {
-                req.remove(name);
-            }
-            req.set("Host", backend.to_string());
-        } else {
-            let xff = match req.get("x-forwarded-for") {
-                Some(prev) => format!("{prev}, {}", peer.ip()),
-                None => peer.ip().to_string(),
+fn hold_until_end(body: Incoming) -> Body {
+    from_stream(try_stream! { yield body.collect().await?.to_bytes(); })
+}
+
+/// Lets the bytes held so far out at every tick of a timer `every` apart.
+fn batch(body: Incoming, every: Duration) -> Body {
+    from_stream(try_stream! {
+        let mut pieces = body.into_data_stream();
+        let mut timer = tokio::time::interval(every);
+        let mut held = BytesMut::new();
+        loop {
+            let piece = tokio::select! {
+                piece = pieces.next() => Some(piece),
+                _ = timer.tick(), if !held.is_empty() => None,
             };
-            req.set("X-Forwarded-For", xff);
-            req.set("X-Forwarded-Proto", "http");
-            req.set("X-Real-IP", peer.ip().to_string());
-            req.set("X-Forwarded-Host", client_host);
-        }
-        if fault == Fault::StripUpgrade {
-            req.remove("upgrade");
-            req.remove("connection");
-        }
-        let framing = request_framing(&req);
-
-        // The request body: buffered whole (and capped) with CapBody, else streamed on.
-        let buffered = match fault {
-            Fault::CapBody(cap) => {
-                if let Framing::Length(n) = framing {
-                    if n > cap {
-                        return refuse_too_large(&mut cr, &mut cw, n).await;
-                    }
-                }
-                let body = Body::new(framing, None).read_all(&mut cr).await?;
-                if body.len() as u64 > cap {
-                    return refuse_too_large(&mut cr, &mut cw, 0).await;
-                }
-                Some(body)
-            }
-            _ => None,
-        };
-        let upstream = TcpStream::connect(backend).await?;
-        let _ = upstream.set_nodelay(true);
-        let (ur, mut uw) = upstream.into_split();
-        let mut ur = BufReader::new(ur);
-        match buffered {
-            Some(body) => {
-                req.remove("transfer-encoding");
-                if framing != Framing::Empty {
-                    req.set("Content-Length", body.len().to_string());
-                }
-                uw.write_all(&req.to_bytes()).await?;
-                uw.write_all(&body).await?;
-                uw.flush().await?;
-            }
-            None => {
-                uw.write_all(&req.to_bytes()).await?;
-                uw.flush().await?;
-                let mut body = Body::new(framing, None);
-                while let Some(piece) = body.next(&mut cr).await? {
-                    write_piece(&mut uw, framing, &piece).await?;
-                }
-                if framing == Framing::Chunked {
-                    write_end(&mut uw, framing).await?;
-                }
+            match piece {
+                Some(Some(piece)) => held.extend_from_slice(&piece?),
+                Some(None) => break,
+                None => yield held.split().freeze(),
             }
         }
-
-        let head = match idle {
-            Some(limit) => match tokio::time::timeout(limit, read_head(&mut ur)).await {
-                Ok(h) => h?,
-                Err(_) => {
-                    let body = b"upstream timed out\n";
-                    let resp = Head {
-                        start: "HTTP/1.1 504 Gateway Time-out".into(),
-                        fields: vec![
-                            ("Content-Type".into(), "text/plain".into()),
-                            ("Connection".into(), "close".into()),
-                        ],
-                    };
-                    return write_whole(&mut cw, resp, body).await;
-                }
-            },
-            None => read_head(&mut ur).await?,
-        };
-        let Some(mut resp) = head else {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "upstream closed without a response",
-            ));
-        };
-        if resp.status() == 101 {
-            cw.write_all(&resp.to_bytes()).await?;
-            cw.flush().await?;
-            return splice(cr, cw, ur, uw, idle).await;
-        }
-        let out = response_framing(&method, &resp);
-        let upstream_body = Body::new(out, idle);
-        let gzipped = resp
-            .get("content-encoding")
-            .is_some_and(|ce| ce.trim().eq_ignore_ascii_case("gzip"));
-        let closes = out == Framing::UntilClose || resp.has_token("connection", "close");
-        match fault {
-            Fault::BufferSse if resp.is_event_stream() => {
-                // The headers at once, the body only when the stream ends.
-                cw.write_all(&resp.to_bytes()).await?;
-                cw.flush().await?;
-                let all = upstream_body.read_all(&mut ur).await?;
-                write_piece(&mut cw, out, &all).await?;
-                write_end(&mut cw, out).await?;
-            }
-            Fault::DoubleGzip if accepts_gzip && resp.is_event_stream() => {
-                stream_gzipped(&mut ur, &mut cw, resp, upstream_body, false).await?;
-            }
-            Fault::DoubleGzip if accepts_gzip && out != Framing::Empty => {
-                let all = upstream_body.read_all(&mut ur).await?;
-                resp.set("Content-Encoding", "gzip");
-                write_whole(&mut cw, resp, &gzip(&all)?).await?;
-            }
-            Fault::WrongContentEncoding if gzipped => {
-                let all = upstream_body.read_all(&mut ur).await?;
-                write_whole(&mut cw, resp, &gunzip(&all)?).await?;
-            }
-            Fault::GzipSseFlushed if resp.is_event_stream() && accepts_gzip && !gzipped => {
-                stream_gzipped(&mut ur, &mut cw, resp, upstream_body, true).await?;
-            }
-            _ => {
-                let mut body = upstream_body;
-                cw.write_all(&resp.to_bytes()).await?;
-                cw.flush().await?;
-                while let Some(piece) = body.next(&mut ur).await? {
-                    write_piece(&mut cw, out, &piece).await?;
-                }
-                write_end(&mut cw, out).await?;
-            }
-        }
-        if closes {
-            return cw.shutdown().await;
-        }
-    }
-    Ok(())
+        yield held.freeze();
+    })
 }
 
-/// Gzips a stream on the fly. With `flush`, the compressor is flushed after every piece (a
-/// proxy whose gzip flushes per write); without, output leaves only when the compressor's own
-/// buffer fills or the stream ends (nginx's gzip filter on an event stream).
-async fn stream_gzipped(
-    ur: &mut BufReader<OwnedReadHalf>,
-    cw: &mut OwnedWriteHalf,
-    mut resp: Head,
-    mut body: Body,
-    flush: bool,
-) -> io::Result<()> {
-    resp.remove("content-length");
-    resp.set("Content-Encoding", "gzip");
-    resp.set("Transfer-Encoding", "chunked");
-    cw.write_all(&resp.to_bytes()).await?;
-    cw.flush().await?;
-    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
-    while let Some(piece) = body.next(ur).await? {
-        enc.write_all(&piece)?;
-        if flush {
-            enc.flush()?;
-        }
-        let out = std::mem::take(enc.get_mut());
-        write_piece(cw, Framing::Chunked, &out).await?;
+fn drop_no_transform(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("no-transform"))
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::CACHE_CONTROL);
+    if !kept.is_empty() {
+        set(headers, header::CACHE_CONTROL, &kept.join(", "));
     }
-    let tail = enc.finish()?;
-    write_piece(cw, Framing::Chunked, &tail).await?;
-    write_end(cw, Framing::Chunked).await
 }
 
-/// Answers 413 like nginx: the response first, then the body read and discarded for a while
-/// so the client sees the answer instead of a reset.
-async fn refuse_too_large(
-    cr: &mut BufReader<OwnedReadHalf>,
-    cw: &mut OwnedWriteHalf,
-    declared: u64,
-) -> io::Result<()> {
-    let body = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>\n";
-    let resp = Head {
-        start: "HTTP/1.1 413 Request Entity Too Large".into(),
-        fields: vec![
-            ("Content-Type".into(), "text/html".into()),
-            ("Connection".into(), "close".into()),
-        ],
-    };
-    write_whole(cw, resp, body).await?;
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut sink = vec![0u8; 64 * 1024];
-        let mut left = declared;
-        while left > 0 {
-            match cr.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n as u64),
-            }
+/// Ends the body with an error (the client sees it cut) when the upstream sends nothing for
+/// `limit`.
+fn cut_when_stalled(body: Incoming, limit: Duration) -> Body {
+    from_stream(try_stream! {
+        let mut pieces = body.into_data_stream();
+        let stalled = |_| "upstream idle";
+        while let Some(piece) = tokio::time::timeout(limit, pieces.next()).await.map_err(stalled)? {
+            yield piece?;
         }
     })
-    .await;
-    cw.shutdown().await
 }
 
-/// Passes an upgraded connection through both ways until either side closes, or (with `idle`)
-/// until nothing has moved for that long.
-async fn splice(
-    mut cr: BufReader<OwnedReadHalf>,
-    mut cw: OwnedWriteHalf,
-    mut ur: BufReader<OwnedReadHalf>,
-    mut uw: OwnedWriteHalf,
-    idle: Option<Duration>,
-) -> io::Result<()> {
-    let limit = idle.unwrap_or(Duration::from_secs(24 * 3600));
-    let mut up = vec![0u8; 64 * 1024];
-    let mut down = vec![0u8; 64 * 1024];
-    loop {
-        tokio::select! {
-            n = cr.read(&mut up) => {
-                let n = n?;
-                if n == 0 { break; }
-                uw.write_all(&up[..n]).await?;
-                uw.flush().await?;
-            }
-            n = ur.read(&mut down) => {
-                let n = n?;
-                if n == 0 { break; }
-                cw.write_all(&down[..n]).await?;
-                cw.flush().await?;
-            }
-            _ = tokio::time::sleep(limit) => break,
+fn gzip() -> GzEncoder<Vec<u8>> {
+    GzEncoder::new(Vec::new(), Compression::default())
+}
+
+fn gzip_headers(headers: &mut HeaderMap) {
+    headers.remove(header::CONTENT_LENGTH);
+    set(headers, header::CONTENT_ENCODING, "gzip");
+}
+
+/// A flate2 coder writing into memory, for recoding a body piece by piece.
+trait Coder: Write + Send + 'static {
+    /// What the coder has written out so far.
+    fn take(&mut self) -> Vec<u8>;
+    /// The rest, at the end of the body.
+    fn end(self) -> io::Result<Vec<u8>>;
+}
+
+macro_rules! coder {
+    ($($ty:ty),*) => {$(
+        impl Coder for $ty {
+            fn take(&mut self) -> Vec<u8> { std::mem::take(self.get_mut()) }
+            fn end(self) -> io::Result<Vec<u8>> { self.finish() }
         }
+    )*};
+}
+coder!(GzEncoder<Vec<u8>>, GzDecoder<Vec<u8>>);
+
+/// Runs a body through `coder`. With `flush`, each piece's output leaves at once (a gzip that
+/// flushes per write); without, only when the coder's own buffer fills or the body ends
+/// (nginx's gzip filter on an event stream).
+fn recode(body: Incoming, mut coder: impl Coder, flush: bool) -> Body {
+    from_stream(try_stream! {
+        let mut pieces = body.into_data_stream();
+        while let Some(piece) = pieces.next().await {
+            coder.write_all(&piece?)?;
+            if flush {
+                coder.flush()?;
+            }
+            yield Bytes::from(coder.take());
+        }
+        yield Bytes::from(coder.end()?);
+    })
+}
+
+// --- Upgrades ---
+
+/// Passes an upgraded connection through both ways until either side closes, or (with `idle`)
+/// until nothing has moved either way for that long.
+async fn splice(client: OnUpgrade, upstream: OnUpgrade, idle: Option<Duration>) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let seen = |last: Arc<Mutex<Instant>>| {
+        move |_: &[u8]| {
+            if let Ok(mut last) = last.lock() {
+                *last = Instant::now();
+            }
+        }
+    };
+    let client = InspectWriter::new(TokioIo::new(client), seen(last.clone()));
+    let mut client = InspectReader::new(client, seen(last.clone()));
+    let mut upstream = TokioIo::new(upstream);
+    let quiet = async {
+        let Some(limit) = idle else {
+            return std::future::pending().await;
+        };
+        loop {
+            let deadline = *last.lock().unwrap_or_else(|e| e.into_inner()) + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = quiet => {}
     }
-    let _ = cw.shutdown().await;
-    let _ = uw.shutdown().await;
-    Ok(())
+}
+
+// --- Small helpers ---
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Replaces a header; a value that is not a valid header value (never built here) is skipped.
+fn set(headers: &mut HeaderMap, name: impl header::IntoHeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// A short plain-text answer of the proxy itself (502, 504, 413), closing the connection.
+fn answer(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(full(text.into()));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn pass(body: Incoming) -> Body {
+    body.map_err(BoxError::from).boxed_unsync()
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// A body from a stream of pieces; empty pieces (a coder that had nothing to say) are skipped.
+fn from_stream(pieces: impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static) -> Body {
+    let frames = pieces
+        .try_filter(|piece| std::future::ready(!piece.is_empty()))
+        .map_ok(Frame::data);
+    StreamBody::new(frames).boxed_unsync()
 }

@@ -1,5 +1,6 @@
 //! Shared by the check tests: spawned mocks, targets pointing at them directly or through the
-//! faulty proxy, and grade lookups.
+//! faulty proxy, grade lookups, and the table of faulty-proxy cases that shows every check able
+//! to fail ([`FAULT_CASES`], run by `checks_fail.rs`, enumerated by `every_check_can_fail.rs`).
 #![allow(dead_code)]
 
 pub mod faulty_proxy;
@@ -7,7 +8,9 @@ pub mod faulty_proxy;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures::future::join_all;
 use mock_server::{MockConfig, Profile, RunningMock};
+use suite::checks::Grade::{Fail, Warn};
 use suite::checks::{self, Grade, Outcome, Target};
 
 use faulty_proxy::{Balance, Fault, FaultyProxy};
@@ -118,4 +121,117 @@ pub async fn lb_sticky_through(balance: Balance) -> Outcome {
     );
     let proxy = FaultyProxy::start_balanced(Fault::None, vec![a.addr(), b.addr()], balance).await;
     checks::run("lb.sticky", &via(&proxy, &[&a, &b], Profile::Openchamber)).await
+}
+
+/// One faulty proxy in front of `backends` mocks, and the grades it must cause.
+pub struct FaultCase {
+    /// The test's name in `checks_fail.rs`.
+    pub name: &'static str,
+    pub fault: Fault,
+    pub balance: Balance,
+    pub backends: usize,
+    pub profile: Profile,
+    pub grades: &'static [(&'static str, Grade)],
+    /// Words the Actual of every graded check must contain.
+    pub evidence: &'static [&'static str],
+}
+
+const fn case(
+    name: &'static str,
+    fault: Fault,
+    profile: Profile,
+    grades: &'static [(&'static str, Grade)],
+) -> FaultCase {
+    FaultCase {
+        name,
+        fault,
+        balance: Balance::ClientIp,
+        backends: 1,
+        profile,
+        grades,
+        evidence: &[],
+    }
+}
+
+/// A faithful proxy over two mocks, spread by `balance`.
+const fn balanced(
+    name: &'static str,
+    balance: Balance,
+    grades: &'static [(&'static str, Grade)],
+) -> FaultCase {
+    FaultCase {
+        balance,
+        backends: 2,
+        ..case(name, Fault::None, Profile::Openchamber, grades)
+    }
+}
+
+/// Every fault, and what it breaks: each check of the catalogue fails (or warns, where the
+/// catalogue says so) in at least one case.
+#[rustfmt::skip]
+pub const FAULT_CASES: &[FaultCase] = {
+    use Profile::{Dorkos, Openchamber};
+    const IDLE_CUT: Fault = Fault::CutIdleAfter(Duration::from_secs(1));
+    // Ticks come 100 ms apart: flushed every 600 ms they arrive in batches, each up to 600 ms
+    // late, inside the 1 s budget.
+    const BATCHES: Fault = Fault::BatchSse(Duration::from_millis(600));
+    &[
+        case("buffered_sse", Fault::BufferSse, Openchamber, &[("sse.stream", Fail)]),
+        case("buffered_sse_dorkos", Fault::BufferSse, Dorkos, &[("sse.stream", Fail)]),
+        case("batched_sse", BATCHES, Openchamber, &[("sse.stream", Warn)]),
+        case("sse_as_text", Fault::SseAsText, Openchamber, &[("sse.headers", Fail)]),
+        case("no_transform_dropped", Fault::DropNoTransform, Openchamber, &[("sse.headers", Fail)]),
+        case("stripped_upgrade", Fault::StripUpgrade, Openchamber, &[("ws.upgrade", Fail), ("ws.terminal", Fail)]),
+        case("idle_cut", IDLE_CUT, Openchamber, &[("ws.idle", Fail), ("sse.idle", Fail), ("http.slow", Fail)]),
+        case("idle_cut_dorkos", IDLE_CUT, Dorkos, &[("sse.idle", Fail), ("http.slow", Fail)]),
+        case("double_gzip", Fault::DoubleGzip, Openchamber, &[("compress.single", Fail), ("compress.sse", Fail)]),
+        case("flushed_sse_gzip", Fault::GzipSseFlushed, Openchamber, &[("compress.sse", Warn)]),
+        case("wrong_content_encoding", Fault::WrongContentEncoding, Openchamber, &[("compress.single", Fail)]),
+        case("dropped_forwarded", Fault::DropForwarded, Openchamber, &[("headers.forwarded", Fail), ("auth.origin", Fail)]),
+        case("proxy_address_forwarded", Fault::ForwardProxyAddress, Openchamber, &[("headers.forwarded", Fail)]),
+        case("overwritten_origin", Fault::OverwriteOrigin, Openchamber, &[("auth.origin", Fail)]),
+        case("body_cap", Fault::CapBody(8 * 1024 * 1024), Openchamber, &[("body.large", Fail), ("body.streaming", Warn)]),
+        case("body_cap_dorkos", Fault::CapBody(1024 * 1024), Dorkos, &[("body.large", Fail), ("body.streaming", Warn)]),
+        FaultCase {
+            evidence: &["mock-a", "mock-b"],
+            ..balanced("round_robin", Balance::RoundRobin, &[("lb.sticky", Fail)])
+        },
+        balanced("first_only", Balance::FirstOnly, &[("lb.sticky", Fail)]),
+    ]
+};
+
+/// Runs the case `name` of [`FAULT_CASES`]: fails the test unless every check grades as listed.
+pub async fn run_fault_case(name: &str) {
+    let case = FAULT_CASES
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no fault case {name:?} in FAULT_CASES"));
+    let mut mocks = Vec::new();
+    for i in 0..case.backends {
+        let instance = format!("mock-{}", char::from(b'a' + i as u8));
+        mocks.push(mock(case.profile, &instance).await);
+    }
+    let mocks: Vec<&RunningMock> = mocks.iter().collect();
+    let addrs = mocks.iter().map(|m| m.addr()).collect();
+    let proxy = FaultyProxy::start_balanced(case.fault, addrs, case.balance).await;
+    let target = via(&proxy, &mocks, case.profile);
+    // auth.origin last and alone: the UI password it needs would make every other check 401.
+    let (auth, others): (Vec<_>, Vec<_>) =
+        case.grades.iter().partition(|(id, _)| *id == "auth.origin");
+    let mut outcomes = join_all(others.iter().map(|(id, _)| checks::run(id, &target))).await;
+    if !auth.is_empty() {
+        outcomes.push(run_auth_origin(&target, &mocks).await);
+    }
+    let context = format!("{} {:?} ({})", case.name, case.fault, case.profile);
+    for (outcome, (id, want)) in outcomes.iter().zip(others.into_iter().chain(auth)) {
+        assert_eq!(outcome.id, *id);
+        assert_grade(outcome, want, &context);
+        for word in case.evidence {
+            assert!(
+                outcome.actual.contains(word),
+                "{context}: {id}'s Actual does not name {word:?}: {}",
+                outcome.actual
+            );
+        }
+    }
 }
