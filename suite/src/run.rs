@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backends;
 use crate::checks::{self, Grade, Outcome, Target};
 use crate::proxies::config::Role;
-use crate::proxies::{ConfigFile, ProxySpec, Runtime, SetupError};
+use crate::proxies::{render, Availability, ConfigFile, Kind, ProxySpec};
+use crate::runtimes::{Runtime, SetupError};
 
 /// The password the backends take while `auth.origin` runs.
 const UI_PASSWORD: &str = "proxy-suite-ui-password";
@@ -40,6 +41,9 @@ pub struct RunResult {
     pub version: Option<String>,
     /// Where the binary came from.
     pub source: String,
+    /// The runtime that ran the proxy (`native`); the checks never depend on it.
+    #[serde(default = "native")]
+    pub runtime: String,
     /// `nginx/openchamber-guide.conf`.
     pub config: String,
     /// What the config is for (a negative control's fails are by design).
@@ -64,21 +68,46 @@ pub struct SetupIssue {
     pub message: String,
 }
 
+/// The runtime of results written before runs recorded it.
+fn native() -> String {
+    "native".into()
+}
+
 impl RunResult {
     pub fn failed(&self) -> bool {
         self.checks.iter().any(|c| matches!(c.grade, Grade::Fail | Grade::Error))
     }
 }
 
-/// The profiles a config is run under: DorkOS configs (port 4242) under `dorkos`, every other
-/// config under `openchamber` (backend helps with `X-Accel-Buffering`, heartbeats) and `bare`
-/// (it does not), so a config that passes only because the backend helps is visible.
+/// The profiles a config is run under. The config's `# profile:` header decides (the DorkOS
+/// configs say `dorkos`). Without one, a config whose backend addresses (found as the renderer
+/// finds them) are all on DorkOS's port 4242 is a DorkOS config, as a user's own file handed to
+/// `proxy-suite check` may be; every other config runs under `openchamber` (the backend helps
+/// with `X-Accel-Buffering`, heartbeats) and `bare` (it does not), so a config that passes only
+/// because the backend helps is visible.
 pub fn profiles_for(config: &ConfigFile) -> Vec<Profile> {
-    let text = std::fs::read_to_string(&config.path).unwrap_or_default();
-    if text.contains(":4242") {
+    if !config.profiles.is_empty() {
+        return config.profiles.clone();
+    }
+    let mut text = std::fs::read_to_string(&config.path).unwrap_or_default();
+    for companion in config.companions() {
+        text.push_str(&std::fs::read_to_string(companion).unwrap_or_default());
+    }
+    let ports = render::backend_ports(&crate::proxies::kinds::code_of(&text));
+    if !ports.is_empty() && ports.iter().all(|p| *p == Profile::Dorkos.default_port()) {
         vec![Profile::Dorkos]
     } else {
         vec![Profile::Openchamber, Profile::Bare]
+    }
+}
+
+/// Replaces the catalogue's generic fix of every non-passing outcome with the kind's own advice,
+/// in its syntax, where it has some.
+pub fn advise(kind: Kind, outcomes: &mut [Outcome]) {
+    for outcome in outcomes.iter_mut().filter(|o| matches!(o.grade, Grade::Warn | Grade::Fail)) {
+        if let Some(fix) = kind.fix(&outcome.id) {
+            outcome.fix = fix.to_string();
+        }
     }
 }
 
@@ -238,6 +267,7 @@ impl RunResult {
             proxy,
             version: None,
             source,
+            runtime: native(),
             config,
             role: None,
             negative_control: Vec::new(),
@@ -295,6 +325,12 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     let mut result = RunResult::new(req.spec.name.clone(), req.spec.source.describe(), req.config.id.clone(), req.profile);
     result.role = Some(req.config.role);
     result.negative_control = req.config.negative_control.clone();
+    result.runtime = runtime.name().to_string();
+    // The version is known before anything starts, so a setup error still says which ran.
+    let spec = req.spec.clone();
+    if let Ok(Availability::Available { version }) = tokio::task::spawn_blocking(move || spec.availability()).await {
+        result.version = Some(version);
+    }
     let Some(backends) = start_backends(&mut result, req.config.backends).await else { return result };
     let addrs = backends.addrs();
     let (spec, config) = (req.spec.clone(), req.config.clone());
@@ -310,12 +346,12 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
             return result;
         }
     };
-    result.version = Some(instance.version.clone());
-    result.rewrites = instance.rewrites.clone();
+    result.version = Some(instance.version().to_string());
+    result.rewrites = instance.rewrites().to_vec();
     let target = Target {
         label: format!("{}/{}", req.spec.name, req.config.id),
-        addr: instance.addr,
-        host: instance.host.clone(),
+        addr: instance.addr(),
+        host: instance.host().to_string(),
         profile: req.profile,
         backends: backends.instance_ids(),
         idle: req.idle,
@@ -323,6 +359,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         ui_password: None,
     };
     result.checks = grade(&target, &backends, &req.only, &mut arrival).await;
+    advise(req.spec.kind, &mut result.checks);
     if req.keep_on_fail && result.failed() {
         instance.keep_prefix();
     }
