@@ -368,3 +368,50 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     result.elapsed_ms = started.elapsed().as_millis() as u64;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(kind: &str, name: &str, text: &str) -> (tempfile::TempDir, ConfigFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let config = ConfigFile::load(&path, Kind::parse(kind)).unwrap();
+        (dir, config)
+    }
+
+    #[test]
+    fn the_profile_header_decides_else_dorkos_port_only() {
+        let (_d, c) = config("nginx", "a.conf", "# profile: dorkos\nserver { location / { proxy_pass http://127.0.0.1:3000; } }\n");
+        assert_eq!(profiles_for(&c), vec![Profile::Dorkos]);
+        let (_d, c) = config("nginx", "a.conf", "server { location / { proxy_pass http://localhost:4242; } }\n");
+        assert_eq!(profiles_for(&c), vec![Profile::Dorkos]);
+        let (_d, c) = config("nginx", "a.conf", "# talks of :4242 in a comment\nserver { location / { proxy_pass http://127.0.0.1:3000; } }\n");
+        assert_eq!(profiles_for(&c), vec![Profile::Openchamber, Profile::Bare]);
+        let (_d, c) = config("npm", "a.conf", "# websockets: on\n");
+        assert_eq!(profiles_for(&c), vec![Profile::Openchamber, Profile::Bare]);
+    }
+
+    #[test]
+    fn the_guides_configs_keep_their_profiles() {
+        let configs = crate::proxies::config::discover(&crate::proxies::config::default_root()).unwrap();
+        for c in &configs {
+            let want = if c.id.contains("dorkos") { vec![Profile::Dorkos] } else { vec![Profile::Openchamber, Profile::Bare] };
+            assert_eq!(profiles_for(c), want, "{}", c.id);
+        }
+    }
+
+    #[test]
+    fn a_non_pass_gets_the_kinds_own_fix() {
+        let info = checks::info("ws.idle").unwrap();
+        let mut outcomes = vec![
+            info.outcome(Grade::Fail, "e", "a", serde_json::Value::Null),
+            checks::info("ws.upgrade").unwrap().outcome(Grade::Pass, "e", "a", serde_json::Value::Null),
+        ];
+        assert_eq!(outcomes[0].fix, info.fix);
+        advise(Kind::parse("haproxy").unwrap(), &mut outcomes);
+        assert!(outcomes[0].fix.contains("timeout tunnel"), "{}", outcomes[0].fix);
+        assert!(outcomes[1].fix.is_empty());
+    }
+}

@@ -212,3 +212,48 @@ async fn a_panic_inside_a_run_still_stops_the_proxy_and_frees_its_port() {
     std::fs::remove_dir_all(prefix).unwrap();
     backends.shutdown().await;
 }
+
+/// A config the proxy accepts but that proxies nothing (an empty Caddyfile, a Traefik file with
+/// no router) is a setup error at once, naming what is missing, instead of a 20 s readiness wait
+/// ending in "not ready"; the run still records the proxy's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_proxies_nothing_is_a_setup_error_at_once_with_the_version() {
+    suite::runtimes::stop_on_interrupt();
+    let traefik_static = "entryPoints:\n  web:\n    address: \":80\"\nproviders:\n  file:\n    filename: site.dynamic.yml\n";
+    let no_router = "http:\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"http://127.0.0.1:3000\"\n";
+    let cases: [(&str, Vec<(&str, &str)>, &str); 3] = [
+        ("caddy", vec![("Caddyfile", "")], "no site block"),
+        ("traefik", vec![("site.yml", traefik_static), ("site.dynamic.yml", no_router)], "no router"),
+        ("traefik", vec![("site.yml", traefik_static)], "no dynamic file"),
+    ];
+    let mut ran = 0;
+    for (kind, files, cause) in cases {
+        let Some(spec) = available().into_iter().find(|s| s.kind.name() == kind) else { continue };
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let config = ConfigFile::load(&dir.path().join(files[0].0), Kind::parse(kind)).unwrap();
+        let req = suite::run::RunRequest {
+            spec: spec.clone(),
+            config,
+            profile: Profile::Openchamber,
+            idle: Duration::from_secs(75),
+            only: vec!["ws.upgrade".into()],
+            keep_on_fail: false,
+        };
+        let runtime: std::sync::Arc<dyn Runtime> = std::sync::Arc::new(runtime().discarding_failed_setups());
+        let started = std::time::Instant::now();
+        let result = suite::run::run_proxy(runtime, req, &suite::run::Schedule::single()).await;
+        let elapsed = started.elapsed();
+        let issue = result.setup_error.as_ref().unwrap_or_else(|| panic!("{kind} {files:?}: no setup error"));
+        assert_eq!(issue.kind, "invalid-config", "{}", issue.message);
+        assert!(issue.message.contains(cause), "{kind}: {:?} does not name {cause:?}", issue.message);
+        // The readiness wait is 20 s; this error comes before anything starts.
+        assert!(elapsed < Duration::from_secs(10), "{kind}: setup error after {elapsed:?}");
+        assert!(result.version.as_deref().is_some_and(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit())), "{kind}: version {:?}", result.version);
+        assert_eq!(result.runtime, "native");
+        ran += 1;
+    }
+    eprintln!("{ran} configs that proxy nothing refused at once");
+}

@@ -91,3 +91,17 @@ impl ProxyKind for Apache {
         "apache/known-good.conf"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::missing;
+
+    #[test]
+    fn an_apache_site_without_proxypass_serves_nothing() {
+        let vhost = |body: &str| format!("<VirtualHost *:80>\n{body}\n</VirtualHost>\n");
+        assert!(missing("apache", &[("a.conf", &vhost("\tDocumentRoot /var/www"))]).unwrap().contains("ProxyPass"));
+        assert!(missing("apache", &[("a.conf", &vhost("\tProxyPassReverse / http://127.0.0.1:3000/"))]).is_some());
+        assert_eq!(missing("apache", &[("a.conf", &vhost("\tProxyPass / http://127.0.0.1:3000/"))]), None);
+        assert_eq!(missing("apache", &[("a.conf", &vhost("\tRewriteEngine On\n\tRewriteRule ^/(.*) http://127.0.0.1:3000/$1 [P,L]"))]), None);
+    }
+}

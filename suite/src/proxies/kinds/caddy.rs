@@ -113,30 +113,13 @@ impl ProxyKind for Caddy {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::proxies::render::tests::rewriter;
-
-    fn rendered(caddyfile: &str) -> (tempfile::TempDir, Rendered) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("Caddyfile");
-        std::fs::write(&path, caddyfile).unwrap();
-        let config = crate::proxies::ConfigFile::load(&path, Some(super::super::Kind::parse("caddy").unwrap())).unwrap();
-        let prefix = dir.path().join("prefix");
-        std::fs::create_dir_all(&prefix).unwrap();
-        let input = RenderInput { config: &config, text: caddyfile, prefix: &prefix, context_root: dir.path(), default_host: "h".into(), distribution: None };
-        let mut r = rewriter();
-        let site = KIND.render(&input, &mut r).unwrap();
-        let rendered = Rendered { main: site.main, rewrites: Vec::new(), host: site.host, admin_port: None, user_files: site.user_files };
-        (dir, rendered)
-    }
+    use super::super::tests::missing;
 
     #[test]
-    fn an_empty_caddyfile_serves_nothing() {
-        let (_dir, r) = rendered("# nothing yet\n");
-        assert!(KIND.missing_route(&r).unwrap().contains("no site block"));
-        let (_dir, r) = rendered(":80 {\n\tfile_server\n}\n");
-        assert!(KIND.missing_route(&r).unwrap().contains("reverse_proxy"));
-        let (_dir, r) = rendered(":80 {\n\treverse_proxy 127.0.0.1:3000\n}\n");
-        assert_eq!(KIND.missing_route(&r), None);
+    fn a_caddyfile_without_a_site_or_reverse_proxy_serves_nothing() {
+        assert!(missing("caddy", &[("Caddyfile", "")]).unwrap().contains("no site block"));
+        assert!(missing("caddy", &[("Caddyfile", "# nothing yet\n{\n\tdebug\n}\n")]).unwrap().contains("no site block"));
+        assert!(missing("caddy", &[("Caddyfile", ":80 {\n\tfile_server\n}\n")]).unwrap().contains("reverse_proxy"));
+        assert_eq!(missing("caddy", &[("Caddyfile", ":80 {\n\treverse_proxy 127.0.0.1:3000\n}\n")]), None);
     }
 }

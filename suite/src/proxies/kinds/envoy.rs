@@ -113,3 +113,14 @@ impl ProxyKind for Envoy {
         "envoy/known-good.yaml"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::missing;
+
+    #[test]
+    fn an_envoy_bootstrap_without_listeners_or_clusters_serves_nothing() {
+        assert!(missing("envoy", &[("e.yaml", "admin:\n  address:\n    socket_address: { address: 127.0.0.1, port_value: 9901 }\n")]).unwrap().contains("listeners"));
+        assert!(missing("envoy", &[("e.yaml", "static_resources:\n  listeners:\n  - name: l\n")]).unwrap().contains("clusters"));
+    }
+}

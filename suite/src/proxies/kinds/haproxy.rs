@@ -101,3 +101,18 @@ impl ProxyKind for Haproxy {
         "haproxy/known-good.cfg"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::missing;
+
+    #[test]
+    fn a_haproxy_config_without_frontend_or_server_serves_nothing() {
+        let defaults = "defaults\n\tmode http\n";
+        assert!(missing("haproxy", &[("h.cfg", defaults)]).unwrap().contains("no `frontend` or `listen`"));
+        let no_server = format!("{defaults}frontend web\n\tbind :80\n\tdefault_backend app\nbackend app\n");
+        assert!(missing("haproxy", &[("h.cfg", &no_server)]).unwrap().contains("no `server`"));
+        let good = format!("{no_server}\tserver app1 127.0.0.1:3000\n");
+        assert_eq!(missing("haproxy", &[("h.cfg", &good)]), None);
+    }
+}

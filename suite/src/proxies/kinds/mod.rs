@@ -237,8 +237,48 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Renders `files` (name, text; the first is the config) as `kind` into a temporary
+    /// prefix, with the contexts of `proxy-configs/`.
+    pub fn render(kind: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Rendered) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let config = ConfigFile::load(&dir.path().join(files[0].0), Kind::parse(kind)).unwrap();
+        let prefix = dir.path().join("prefix");
+        let ports = crate::proxies::render::Ports {
+            listen: "127.0.0.1:4000".parse().unwrap(),
+            backends: vec!["127.0.0.1:5001".parse().unwrap()],
+            spare: 4001,
+        };
+        let rendered = crate::proxies::render::render(&config, &prefix, &ports, &crate::proxies::config::default_root(), None).unwrap();
+        (dir, rendered)
+    }
+
+    /// What `kind` says is missing from a config made of `files`.
+    pub fn missing(kind: &str, files: &[(&str, &str)]) -> Option<String> {
+        let (_dir, rendered) = render(kind, files);
+        Kind::parse(kind).unwrap().missing_route(&rendered)
+    }
+
+    /// Every config of `proxy-configs/` proxies something (the check has no false alarm).
+    #[test]
+    fn every_config_under_test_has_a_route() {
+        let root = crate::proxies::config::default_root();
+        for config in crate::proxies::config::discover(&root).unwrap() {
+            let prefix = tempfile::tempdir().unwrap();
+            let ports = crate::proxies::render::Ports {
+                listen: "127.0.0.1:4000".parse().unwrap(),
+                backends: vec!["127.0.0.1:5001".parse().unwrap(), "127.0.0.1:5002".parse().unwrap(), "127.0.0.1:5003".parse().unwrap()],
+                spare: 4001,
+            };
+            let rendered = crate::proxies::render::render(&config, prefix.path(), &ports, &root, None).unwrap();
+            assert_eq!(config.kind.missing_route(&rendered), None, "{}", config.id);
+        }
+    }
 
     #[test]
     fn the_registry_has_every_kind_once() {

@@ -84,8 +84,11 @@ impl ProxyKind for Npm {
     /// The generated proxy host proxies by itself; only an Advanced text that replaces its
     /// `location /` with one that has no `proxy_pass` serves nothing.
     fn missing_route(&self, rendered: &Rendered) -> Option<String> {
-        super::nginx::missing_proxy_pass(&user_code(rendered))
-            .map(|_| "no `proxy_pass`: the Advanced tab replaces NPM's `location /` with one that sends nothing to the backend".to_string())
+        // NPM's own `location /` proxies through its included proxy.conf.
+        let code = user_code(rendered);
+        let includes_proxy_conf = Regex::new(r"(?m)^\s*include\s+\S*/proxy\.conf;").expect("static regex").is_match(&code);
+        (!includes_proxy_conf && super::nginx::missing_proxy_pass(&code).is_some())
+            .then(|| "no `proxy_pass`: the Advanced tab replaces NPM's `location /` with one that sends nothing to the backend".to_string())
     }
 
     fn args(&self, mode: Mode, rendered: &Rendered, prefix: &Path) -> Option<Vec<OsString>> {
@@ -124,6 +127,13 @@ impl ProxyKind for Npm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::tests::missing;
+
+    #[test]
+    fn an_advanced_root_location_without_proxy_pass_serves_nothing() {
+        assert_eq!(missing("npm", &[("a.conf", "# websockets: on\n")]), None);
+        assert!(missing("npm", &[("a.conf", "location / {\n  return 200;\n}\n")]).unwrap().contains("Advanced tab"));
+    }
 
     #[test]
     fn root_location_regex_matches_as_npm_does() {

@@ -72,7 +72,7 @@ impl ProxyKind for Traefik {
             return Some("no dynamic file: routers and services live in the file provider's file, `<name>.dynamic.yml` beside the static `<name>.yml`".into());
         }
         let code: String = dynamic.iter().map(|p| code_of(&std::fs::read_to_string(p).unwrap_or_default())).collect::<Vec<_>>().join("\n");
-        let key = |k: &str| Regex::new(&format!(r"(?m)^\s*{k}:")).expect("static regex").is_match(&code);
+        let key = |k: &str| Regex::new(&format!(r"(?m)^\s*(?:-\s*)?{k}:")).expect("static regex").is_match(&code);
         if !key("routers") || !key("rule") {
             return Some("no router: the dynamic file has no `http.routers` entry with a `rule`, so every request gets 404".into());
         }
@@ -110,5 +110,23 @@ impl ProxyKind for Traefik {
 
     fn smoke_config(&self) -> &'static str {
         "traefik/known-good.yml"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::missing;
+
+    const STATIC: &str = "entryPoints:\n  web:\n    address: \":80\"\nproviders:\n  file:\n    filename: site.dynamic.yml\n";
+
+    #[test]
+    fn a_traefik_config_without_dynamic_file_router_or_service_serves_nothing() {
+        assert!(missing("traefik", &[("site.yml", STATIC)]).unwrap().contains("no dynamic file"));
+        let no_router = "http:\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"http://127.0.0.1:3000\"\n";
+        assert!(missing("traefik", &[("site.yml", STATIC), ("site.dynamic.yml", no_router)]).unwrap().contains("no router"));
+        let no_service = "http:\n  routers:\n    app:\n      rule: \"PathPrefix(`/`)\"\n      service: app\n";
+        assert!(missing("traefik", &[("site.yml", STATIC), ("site.dynamic.yml", no_service)]).unwrap().contains("no service"));
+        let both = format!("{no_service}{}", no_router.trim_start_matches("http:\n"));
+        assert_eq!(missing("traefik", &[("site.yml", STATIC), ("site.dynamic.yml", &both)]), None);
     }
 }
