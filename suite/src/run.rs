@@ -284,6 +284,16 @@ impl RunResult {
     }
 }
 
+/// The version the proxy's binary reports, for a run whose proxy never came up (a setup error
+/// still says which version refused the config); `None` when the binary cannot run.
+async fn available_version(spec: &ProxySpec) -> Option<String> {
+    let spec = spec.clone();
+    match tokio::task::spawn_blocking(move || spec.availability()).await {
+        Ok(Availability::Available { version }) => Some(version),
+        _ => None,
+    }
+}
+
 /// Starts the mock instances of a run; a failure is recorded as the run's setup error.
 async fn start_backends(result: &mut RunResult, count: usize) -> Option<Backends> {
     match Backends::start(result.profile, count).await {
@@ -326,12 +336,10 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     result.role = Some(req.config.role);
     result.negative_control = req.config.negative_control.clone();
     result.runtime = runtime.name().to_string();
-    // The version is known before anything starts, so a setup error still says which ran.
-    let spec = req.spec.clone();
-    if let Ok(Availability::Available { version }) = tokio::task::spawn_blocking(move || spec.availability()).await {
-        result.version = Some(version);
-    }
-    let Some(backends) = start_backends(&mut result, req.config.backends).await else { return result };
+    let Some(backends) = start_backends(&mut result, req.config.backends).await else {
+        result.version = available_version(&req.spec).await;
+        return result;
+    };
     let addrs = backends.addrs();
     let (spec, config) = (req.spec.clone(), req.config.clone());
     let started_proxy = tokio::task::spawn_blocking(move || runtime.start(&spec, &config, &addrs))
@@ -341,6 +349,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         Ok(instance) => instance,
         Err(e) => {
             result.set_setup_error(e.kind(), e.to_string());
+            result.version = available_version(&req.spec).await;
             backends.shutdown().await;
             result.elapsed_ms = started.elapsed().as_millis() as u64;
             return result;

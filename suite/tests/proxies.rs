@@ -221,7 +221,7 @@ async fn a_config_that_proxies_nothing_is_a_setup_error_at_once_with_the_version
     suite::runtimes::stop_on_interrupt();
     let traefik_static = "entryPoints:\n  web:\n    address: \":80\"\nproviders:\n  file:\n    filename: site.dynamic.yml\n";
     let no_router = "http:\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"http://127.0.0.1:3000\"\n";
-    let cases: [(&str, Vec<(&str, &str)>, &str); 3] = [
+    let cases = [
         ("caddy", vec![("Caddyfile", "")], "no site block"),
         ("traefik", vec![("site.yml", traefik_static), ("site.dynamic.yml", no_router)], "no router"),
         ("traefik", vec![("site.yml", traefik_static)], "no dynamic file"),

@@ -46,10 +46,10 @@ impl ProxyKind for Traefik {
         }
         let mut host = input.default_host.clone();
         let mut user_files = Vec::new();
+        let rule_host = Regex::new(r"Host\(`([^`]+)`\)").expect("static regex");
         for companion in self.companions(&input.config.path) {
             let name = companion.file_name().and_then(|n| n.to_str()).unwrap_or("dynamic.yml").to_string();
             let dynamic = r.upstreams(&std::fs::read_to_string(&companion).map_err(|e| format!("cannot read {}: {e}", companion.display()))?);
-            let rule_host = Regex::new(r"Host\(`([^`]+)`\)").expect("static regex");
             if let Some(c) = rule_host.captures(&dynamic) {
                 host = c[1].to_string();
             }
