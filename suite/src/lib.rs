@@ -1,7 +1,9 @@
 //! The conformance suite: starts real reverse proxies in front of the mock backend, runs every
 //! check of the guides through them, grades each with evidence and reports the matrix.
 //!
-//! - [`proxies`]: which proxies exist, how to install and start them, how configs are rendered.
+//! - [`proxies`]: which proxies exist, one module per kind (version, rendering, command lines,
+//!   fix advice), the configs under test.
+//! - [`runtimes`]: how a proxy is brought up for a run (native processes; containers later).
 //! - [`backend`]: the mock backend instances a run puts behind a proxy.
 //! - [`checks`]: one module per area of the guide, each check graded with evidence.
 //! - [`report`]: the machine-readable results and the published matrix.
@@ -14,4 +16,5 @@ pub mod leftovers;
 pub mod proxies;
 pub mod report;
 pub mod run;
+pub mod runtimes;
 pub mod strict;

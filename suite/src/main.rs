@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use mock_server::Profile;
 use suite::checks::Grade;
-use suite::proxies::{self, catalogue, Availability, ConfigFile, NativeRuntime};
+use suite::proxies::{self, catalogue, Availability, ConfigFile};
+use suite::runtimes::{self, NativeRuntime, Runtime};
 use suite::run::{self, RunRequest, RunResult};
 
 #[derive(Parser)]
@@ -66,7 +67,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     // Ctrl-C: stop every proxy this process started and remove its prefix before exiting.
-    proxies::instance::stop_on_interrupt();
+    runtimes::stop_on_interrupt();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
@@ -131,7 +132,7 @@ async fn check(proxy: String, config: PathBuf, profile: Option<Profile>, idle: D
         Err(e) => return setup_failure(&e),
     };
     let profile = profile.unwrap_or_else(|| run::profiles_for(&config)[0]);
-    let runtime: Arc<dyn proxies::Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()));
+    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()));
     let req = RunRequest { spec, config, profile, idle, only, keep_on_fail: true };
     if !json {
         eprintln!("running {} checks on {} with {} (profile {profile}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, idle.as_secs());

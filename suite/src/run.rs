@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backends;
 use crate::checks::{self, Grade, Outcome, Target};
 use crate::proxies::config::Role;
-use crate::proxies::{ConfigFile, ProxySpec, Runtime, SetupError};
+use crate::proxies::{render, Availability, ConfigFile, Kind, ProxySpec};
+use crate::runtimes::{Runtime, SetupError};
 
 /// The password the backends take while `auth.origin` runs.
 const UI_PASSWORD: &str = "proxy-suite-ui-password";
@@ -40,6 +41,9 @@ pub struct RunResult {
     pub version: Option<String>,
     /// Where the binary came from.
     pub source: String,
+    /// The runtime that ran the proxy (`native`); the checks never depend on it.
+    #[serde(default = "native")]
+    pub runtime: String,
     /// `nginx/openchamber-guide.conf`.
     pub config: String,
     /// What the config is for (a negative control's fails are by design).
@@ -64,21 +68,46 @@ pub struct SetupIssue {
     pub message: String,
 }
 
+/// The runtime of results written before runs recorded it.
+fn native() -> String {
+    "native".into()
+}
+
 impl RunResult {
     pub fn failed(&self) -> bool {
         self.checks.iter().any(|c| matches!(c.grade, Grade::Fail | Grade::Error))
     }
 }
 
-/// The profiles a config is run under: DorkOS configs (port 4242) under `dorkos`, every other
-/// config under `openchamber` (backend helps with `X-Accel-Buffering`, heartbeats) and `bare`
-/// (it does not), so a config that passes only because the backend helps is visible.
+/// The profiles a config is run under. The config's `# profile:` header decides (the DorkOS
+/// configs say `dorkos`). Without one, a config whose backend addresses (found as the renderer
+/// finds them) are all on DorkOS's port 4242 is a DorkOS config, as a user's own file handed to
+/// `proxy-suite check` may be; every other config runs under `openchamber` (the backend helps
+/// with `X-Accel-Buffering`, heartbeats) and `bare` (it does not), so a config that passes only
+/// because the backend helps is visible.
 pub fn profiles_for(config: &ConfigFile) -> Vec<Profile> {
-    let text = std::fs::read_to_string(&config.path).unwrap_or_default();
-    if text.contains(":4242") {
+    if !config.profiles.is_empty() {
+        return config.profiles.clone();
+    }
+    let mut text = std::fs::read_to_string(&config.path).unwrap_or_default();
+    for companion in config.companions() {
+        text.push_str(&std::fs::read_to_string(companion).unwrap_or_default());
+    }
+    let ports = render::backend_ports(&crate::proxies::kinds::code_of(&text));
+    if !ports.is_empty() && ports.iter().all(|p| *p == Profile::Dorkos.default_port()) {
         vec![Profile::Dorkos]
     } else {
         vec![Profile::Openchamber, Profile::Bare]
+    }
+}
+
+/// Replaces the catalogue's generic fix of every non-passing outcome with the kind's own advice,
+/// in its syntax, where it has some.
+pub fn advise(kind: Kind, outcomes: &mut [Outcome]) {
+    for outcome in outcomes.iter_mut().filter(|o| matches!(o.grade, Grade::Warn | Grade::Fail)) {
+        if let Some(fix) = kind.fix(&outcome.id) {
+            outcome.fix = fix.to_string();
+        }
     }
 }
 
@@ -238,6 +267,7 @@ impl RunResult {
             proxy,
             version: None,
             source,
+            runtime: native(),
             config,
             role: None,
             negative_control: Vec::new(),
@@ -251,6 +281,16 @@ impl RunResult {
 
     fn set_setup_error(&mut self, kind: &str, message: String) {
         self.setup_error = Some(SetupIssue { kind: kind.into(), message });
+    }
+}
+
+/// The version the proxy's binary reports, for a run whose proxy never came up (a setup error
+/// still says which version refused the config); `None` when the binary cannot run.
+async fn available_version(spec: &ProxySpec) -> Option<String> {
+    let spec = spec.clone();
+    match tokio::task::spawn_blocking(move || spec.availability()).await {
+        Ok(Availability::Available { version }) => Some(version),
+        _ => None,
     }
 }
 
@@ -295,7 +335,11 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     let mut result = RunResult::new(req.spec.name.clone(), req.spec.source.describe(), req.config.id.clone(), req.profile);
     result.role = Some(req.config.role);
     result.negative_control = req.config.negative_control.clone();
-    let Some(backends) = start_backends(&mut result, req.config.backends).await else { return result };
+    result.runtime = runtime.name().to_string();
+    let Some(backends) = start_backends(&mut result, req.config.backends).await else {
+        result.version = available_version(&req.spec).await;
+        return result;
+    };
     let addrs = backends.addrs();
     let (spec, config) = (req.spec.clone(), req.config.clone());
     let started_proxy = tokio::task::spawn_blocking(move || runtime.start(&spec, &config, &addrs))
@@ -305,17 +349,18 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         Ok(instance) => instance,
         Err(e) => {
             result.set_setup_error(e.kind(), e.to_string());
+            result.version = available_version(&req.spec).await;
             backends.shutdown().await;
             result.elapsed_ms = started.elapsed().as_millis() as u64;
             return result;
         }
     };
-    result.version = Some(instance.version.clone());
-    result.rewrites = instance.rewrites.clone();
+    result.version = Some(instance.version().to_string());
+    result.rewrites = instance.rewrites().to_vec();
     let target = Target {
         label: format!("{}/{}", req.spec.name, req.config.id),
-        addr: instance.addr,
-        host: instance.host.clone(),
+        addr: instance.addr(),
+        host: instance.host().to_string(),
         profile: req.profile,
         backends: backends.instance_ids(),
         idle: req.idle,
@@ -323,6 +368,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         ui_password: None,
     };
     result.checks = grade(&target, &backends, &req.only, &mut arrival).await;
+    advise(req.spec.kind, &mut result.checks);
     if req.keep_on_fail && result.failed() {
         instance.keep_prefix();
     }
@@ -330,4 +376,51 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     backends.shutdown().await;
     result.elapsed_ms = started.elapsed().as_millis() as u64;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(kind: &str, name: &str, text: &str) -> (tempfile::TempDir, ConfigFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let config = ConfigFile::load(&path, Kind::parse(kind)).unwrap();
+        (dir, config)
+    }
+
+    #[test]
+    fn the_profile_header_decides_else_dorkos_port_only() {
+        let (_d, c) = config("nginx", "a.conf", "# profile: dorkos\nserver { location / { proxy_pass http://127.0.0.1:3000; } }\n");
+        assert_eq!(profiles_for(&c), vec![Profile::Dorkos]);
+        let (_d, c) = config("nginx", "a.conf", "server { location / { proxy_pass http://localhost:4242; } }\n");
+        assert_eq!(profiles_for(&c), vec![Profile::Dorkos]);
+        let (_d, c) = config("nginx", "a.conf", "# talks of :4242 in a comment\nserver { location / { proxy_pass http://127.0.0.1:3000; } }\n");
+        assert_eq!(profiles_for(&c), vec![Profile::Openchamber, Profile::Bare]);
+        let (_d, c) = config("npm", "a.conf", "# websockets: on\n");
+        assert_eq!(profiles_for(&c), vec![Profile::Openchamber, Profile::Bare]);
+    }
+
+    #[test]
+    fn the_guides_configs_keep_their_profiles() {
+        let configs = crate::proxies::config::discover(&crate::proxies::config::default_root()).unwrap();
+        for c in &configs {
+            let want = if c.id.contains("dorkos") { vec![Profile::Dorkos] } else { vec![Profile::Openchamber, Profile::Bare] };
+            assert_eq!(profiles_for(c), want, "{}", c.id);
+        }
+    }
+
+    #[test]
+    fn a_non_pass_gets_the_kinds_own_fix() {
+        let info = checks::info("ws.idle").unwrap();
+        let mut outcomes = vec![
+            info.outcome(Grade::Fail, "e", "a", serde_json::Value::Null),
+            checks::info("ws.upgrade").unwrap().outcome(Grade::Pass, "e", "a", serde_json::Value::Null),
+        ];
+        assert_eq!(outcomes[0].fix, info.fix);
+        advise(Kind::parse("haproxy").unwrap(), &mut outcomes);
+        assert!(outcomes[0].fix.contains("timeout tunnel"), "{}", outcomes[0].fix);
+        assert!(outcomes[1].fix.is_empty());
+    }
 }

@@ -69,7 +69,7 @@ fn snapshot_name(run: &RunResult) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_proxy_config_and_profile_graded_as_expected() {
-    suite::proxies::instance::stop_on_interrupt();
+    suite::runtimes::stop_on_interrupt();
     let plan = Plan {
         idle: idle(),
         proxies: std::env::var("PROXY_SUITE_PROXIES").map(|v| v.split(',').map(String::from).collect()).unwrap_or_default(),

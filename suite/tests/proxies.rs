@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use mock_server::Profile;
 use suite::backend::Backends;
-use suite::proxies::{self, catalogue, Availability, ConfigFile, Kind, NativeRuntime, ProxySpec, Runtime, SetupError};
+use suite::proxies::{self, catalogue, Availability, ConfigFile, Kind, ProxySpec};
+use suite::runtimes::{NativeRuntime, Runtime, SetupError};
 
 fn runtime() -> NativeRuntime {
     NativeRuntime::new(proxies::config::default_root())
@@ -35,19 +36,6 @@ fn config(id: &str) -> ConfigFile {
     ConfigFile::load(&path, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A config of each kind that should carry plain, SSE and WebSocket traffic.
-fn minimal_good(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Nginx => "nginx/websocket-howto-map.conf",
-        Kind::Npm => "npm/first-try.conf",
-        Kind::Caddy => "caddy/first-try.Caddyfile",
-        Kind::Haproxy => "haproxy/known-good.cfg",
-        Kind::Apache => "apache/known-good.conf",
-        Kind::Traefik => "traefik/known-good.yml",
-        Kind::Envoy => "envoy/known-good.yaml",
-    }
-}
-
 fn port_is_free(addr: SocketAddr) -> bool {
     TcpListener::bind(addr).is_ok()
 }
@@ -59,7 +47,7 @@ fn process_exists(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_config_passes_its_proxys_validator() {
-    suite::proxies::instance::stop_on_interrupt();
+    suite::runtimes::stop_on_interrupt();
     let backends = Backends::start(Profile::Openchamber, 3).await.unwrap();
     let configs = proxies::config::discover(&proxies::config::default_root()).unwrap();
     assert!(configs.len() >= 20, "expected the guides' configs, found {}", configs.len());
@@ -135,12 +123,12 @@ async fn carries_traffic(addr: SocketAddr, host: &str) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_proxy_carries_plain_sse_and_websocket_traffic_then_stops() {
-    suite::proxies::instance::stop_on_interrupt();
+    suite::runtimes::stop_on_interrupt();
     let mut failures = Vec::new();
     let mut started = 0;
     for spec in available() {
         let backends = Backends::start(Profile::Openchamber, 1).await.unwrap();
-        let (rt, s, c, addrs) = (runtime(), spec.clone(), config(minimal_good(spec.kind)), backends.addrs());
+        let (rt, s, c, addrs) = (runtime(), spec.clone(), config(spec.kind.smoke_config()), backends.addrs());
         let instance = match tokio::task::spawn_blocking(move || rt.start(&s, &c, &addrs)).await.unwrap() {
             Ok(i) => i,
             Err(e) => {
@@ -149,10 +137,10 @@ async fn every_proxy_carries_plain_sse_and_websocket_traffic_then_stops() {
             }
         };
         started += 1;
-        if let Err(e) = carries_traffic(instance.addr, &instance.host).await {
-            failures.push(format!("{} {}: {e}\n{}", spec.name, minimal_good(spec.kind), instance.log_tail()));
+        if let Err(e) = carries_traffic(instance.addr(), instance.host()).await {
+            failures.push(format!("{} {}: {e}\n{}", spec.name, spec.kind.smoke_config(), instance.log_tail()));
         }
-        let (addr, pid) = (instance.addr, instance.pid().unwrap());
+        let (addr, pid) = (instance.addr(), instance.pid().unwrap());
         tokio::task::spawn_blocking(move || instance.stop()).await.unwrap();
         assert!(!process_exists(pid), "{}: process {pid} still running after stop", spec.name);
         assert!(port_is_free(addr), "{}: port {addr} still taken after stop", spec.name);
@@ -164,12 +152,12 @@ async fn every_proxy_carries_plain_sse_and_websocket_traffic_then_stops() {
 
 #[test]
 fn an_invalid_config_is_a_setup_error_with_the_proxys_own_message() {
-    suite::proxies::instance::stop_on_interrupt();
-    let Some(spec) = available().into_iter().find(|s| s.kind == Kind::Nginx) else { return };
+    suite::runtimes::stop_on_interrupt();
+    let Some(spec) = available().into_iter().find(|s| s.kind.name() == "nginx") else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.conf");
     std::fs::write(&path, "server {\n  listen 80;\n  location / { proxy_pass http://127.0.0.1:3000; proxy_bogus_directive on; }\n}\n").unwrap();
-    let config = ConfigFile::load(&path, Some(Kind::Nginx)).unwrap();
+    let config = ConfigFile::load(&path, Kind::parse("nginx")).unwrap();
     let err = runtime().start(&spec, &config, &["127.0.0.1:9".parse().unwrap()]).unwrap_err();
     match &err {
         SetupError::InvalidConfig { message, .. } => {
@@ -185,7 +173,7 @@ fn an_invalid_config_is_a_setup_error_with_the_proxys_own_message() {
 
 #[test]
 fn a_missing_binary_is_a_skip_with_an_install_hint() {
-    suite::proxies::instance::stop_on_interrupt();
+    suite::runtimes::stop_on_interrupt();
     let mut spec = catalogue::resolve("caddy@2.11").unwrap();
     spec.binary = PathBuf::from("/nonexistent/caddy");
     match spec.availability() {
@@ -201,13 +189,13 @@ fn a_missing_binary_is_a_skip_with_an_install_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_inside_a_run_still_stops_the_proxy_and_frees_its_port() {
-    suite::proxies::instance::stop_on_interrupt();
-    let Some(spec) = available().into_iter().find(|s| s.kind == Kind::Nginx) else { return };
+    suite::runtimes::stop_on_interrupt();
+    let Some(spec) = available().into_iter().find(|s| s.kind.name() == "nginx") else { return };
     let backends = Backends::start(Profile::Openchamber, 1).await.unwrap();
     let addrs = backends.addrs();
     let outcome = tokio::task::spawn_blocking(move || {
         let instance = runtime().start(&spec, &config("nginx/first-try.conf"), &addrs).unwrap();
-        let seen = (instance.addr, instance.pid().unwrap(), instance.prefix().unwrap().to_path_buf());
+        let seen = (instance.addr(), instance.pid().unwrap(), instance.prefix().unwrap().to_path_buf());
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _held = instance;
             panic!("a check blew up mid-run");
@@ -224,4 +212,49 @@ async fn a_panic_inside_a_run_still_stops_the_proxy_and_frees_its_port() {
     assert!(prefix.exists(), "prefix should be kept after a panic");
     std::fs::remove_dir_all(prefix).unwrap();
     backends.shutdown().await;
+}
+
+/// A config the proxy accepts but that proxies nothing (an empty Caddyfile, a Traefik file with
+/// no router) is a setup error at once, naming what is missing, instead of a 20 s readiness wait
+/// ending in "not ready"; the run still records the proxy's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_proxies_nothing_is_a_setup_error_at_once_with_the_version() {
+    suite::runtimes::stop_on_interrupt();
+    let traefik_static = "entryPoints:\n  web:\n    address: \":80\"\nproviders:\n  file:\n    filename: site.dynamic.yml\n";
+    let no_router = "http:\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"http://127.0.0.1:3000\"\n";
+    let cases = [
+        ("caddy", vec![("Caddyfile", "")], "no site block"),
+        ("traefik", vec![("site.yml", traefik_static), ("site.dynamic.yml", no_router)], "no router"),
+        ("traefik", vec![("site.yml", traefik_static)], "no dynamic file"),
+    ];
+    let mut ran = 0;
+    for (kind, files, cause) in cases {
+        let Some(spec) = available().into_iter().find(|s| s.kind.name() == kind) else { continue };
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let config = ConfigFile::load(&dir.path().join(files[0].0), Kind::parse(kind)).unwrap();
+        let req = suite::run::RunRequest {
+            spec: spec.clone(),
+            config,
+            profile: Profile::Openchamber,
+            idle: Duration::from_secs(75),
+            only: vec!["ws.upgrade".into()],
+            keep_on_fail: false,
+        };
+        let runtime: std::sync::Arc<dyn Runtime> = std::sync::Arc::new(runtime().discarding_failed_setups());
+        let started = std::time::Instant::now();
+        let result = suite::run::run_proxy(runtime, req, &suite::run::Schedule::single()).await;
+        let elapsed = started.elapsed();
+        let issue = result.setup_error.as_ref().unwrap_or_else(|| panic!("{kind} {files:?}: no setup error"));
+        assert_eq!(issue.kind, "invalid-config", "{}", issue.message);
+        assert!(issue.message.contains(cause), "{kind}: {:?} does not name {cause:?}", issue.message);
+        // The readiness wait is 20 s; this error comes before anything starts.
+        assert!(elapsed < Duration::from_secs(10), "{kind}: setup error after {elapsed:?}");
+        assert!(result.version.as_deref().is_some_and(|v| v.chars().next().is_some_and(|c| c.is_ascii_digit())), "{kind}: version {:?}", result.version);
+        assert_eq!(result.runtime, "native");
+        ran += 1;
+    }
+    eprintln!("{ran} configs that proxy nothing refused at once");
 }

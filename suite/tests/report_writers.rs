@@ -44,6 +44,7 @@ fn run(proxy: &str, version: Option<&str>, config: &str, checks: Vec<Outcome>) -
         proxy: proxy.into(),
         version: version.map(String::from),
         source: "Debian package nginx".into(),
+        runtime: "native".into(),
         role: None,
         negative_control: Vec::new(),
         config: config.into(),

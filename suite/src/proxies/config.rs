@@ -1,11 +1,13 @@
 //! The configurations under test: files in `proxy-configs/<kind>/`, each with a header of
 //! `# key: value` comment lines (source, context, role, negative-control, host, backends,
-//! websockets), and the expected-outcomes file beside each.
+//! websockets, profile), and the expected-outcomes file beside each.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use mock_server::Profile;
 
 use super::catalogue::Kind;
 
@@ -45,6 +47,9 @@ pub struct ConfigFile {
     pub backends: usize,
     /// NPM's "Websockets Support" switch.
     pub websockets: bool,
+    /// `# profile:`: the backend profile(s) the config is written for (`dorkos`); empty when
+    /// the header names none (see [`crate::run::profiles_for`]).
+    pub profiles: Vec<Profile>,
 }
 
 impl ConfigFile {
@@ -75,6 +80,14 @@ impl ConfigFile {
             Some(n) => n.parse().map_err(|_| format!("{}: `# backends: {n}` is not a number", path.display()))?,
             None => 1,
         };
+        let mut profiles = Vec::new();
+        for name in header.get("profile").map(|v| v.split([' ', ',']).filter(|s| !s.is_empty()).collect::<Vec<_>>()).unwrap_or_default() {
+            let profile = Profile::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| {
+                let known: Vec<&str> = Profile::ALL.iter().map(|p| p.as_str()).collect();
+                format!("{}: `# profile: {name}` is not a profile ({})", path.display(), known.join(", "))
+            })?;
+            profiles.push(profile);
+        }
         let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("config");
         Ok(ConfigFile {
             path: path.to_path_buf(),
@@ -90,6 +103,7 @@ impl ConfigFile {
             host: header.get("host").cloned(),
             backends: backends.max(1),
             websockets: header.get("websockets").map(|v| v != "off").unwrap_or(true),
+            profiles,
         })
     }
 
@@ -102,12 +116,7 @@ impl ConfigFile {
 
     /// Files a config names that must be rendered with it (Traefik's dynamic file).
     pub fn companions(&self) -> Vec<PathBuf> {
-        if self.kind != Kind::Traefik {
-            return Vec::new();
-        }
-        let stem = self.path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        let dynamic = self.path.with_file_name(format!("{stem}.dynamic.yml"));
-        if dynamic.exists() { vec![dynamic] } else { Vec::new() }
+        self.kind.companions(&self.path)
     }
 }
 
@@ -134,14 +143,16 @@ pub fn parse_header(text: &str) -> BTreeMap<String, String> {
 /// companion/expected files.
 pub fn discover(root: &Path) -> Result<Vec<ConfigFile>, String> {
     let mut configs = Vec::new();
-    for kind in Kind::ALL {
+    for kind in Kind::all() {
         let dir = root.join(kind.as_str());
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         paths.sort();
+        // Files rendered with another config (Traefik's dynamic file) are not configs.
+        let companions: Vec<PathBuf> = paths.iter().flat_map(|p| kind.companions(p)).collect();
         for path in paths {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if !path.is_file() || name.ends_with(".expected") || name.ends_with(".dynamic.yml") || name.ends_with(".md") {
+            if !path.is_file() || name.ends_with(".expected") || name.ends_with(".md") || companions.contains(&path) {
                 continue;
             }
             configs.push(ConfigFile::load(&path, Some(kind))?);

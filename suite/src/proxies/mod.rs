@@ -1,15 +1,14 @@
-//! Proxies: which ones exist and where their binaries are ([`catalogue`]), the configurations
-//! under test ([`config`]), how a config is rewritten into a run's prefix ([`render`]), and the
-//! runtime that starts, awaits and always stops a real proxy process ([`instance`]).
-//!
-//! The runtime is behind [`instance::Runtime`] so a container runtime can slot in beside the
-//! native one.
+//! Proxies: which ones exist and where their binaries are ([`catalogue`]), everything about
+//! each kind of proxy, one module per kind ([`kinds`]), the configurations under test
+//! ([`config`]), and what rendering a config into a run's prefix shares across kinds
+//! ([`render`]). Running them is the business of [`crate::runtimes`].
 
 pub mod catalogue;
 pub mod config;
-pub mod instance;
+pub mod kinds;
 pub mod render;
 
 pub use catalogue::{Availability, Kind, ProxySpec};
 pub use config::ConfigFile;
-pub use instance::{NativeRuntime, ProxyInstance, Runtime, SetupError};
+// The runtime's types, where the runners have always found them.
+pub use crate::runtimes::{NativeRuntime, ProxyInstance, Runtime, SetupError};

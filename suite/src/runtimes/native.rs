@@ -1,7 +1,8 @@
-//! A running proxy: its own temporary prefix, free loopback ports, the config validated by the
-//! proxy's own checker, readiness awaited by a real request through it, and the process group
-//! stopped on every exit path (normal end, error, panic, Ctrl-C). The prefix is removed on a
-//! clean stop and kept (its path printed) after a failure, for debugging.
+//! The native runtime: proxies run as processes of this machine. Each gets its own temporary
+//! prefix and free loopback ports, the config validated by the proxy's own checker, readiness
+//! awaited by a real request through it, and its process group stopped on every exit path
+//! (normal end, error, panic, Ctrl-C: the live-process registry and its handler). The prefix is
+//! removed on a clean stop and kept (its path printed) after a failure, for debugging.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -14,46 +15,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::catalogue::{Availability, Kind, ProxySpec, Source};
-use super::config::ConfigFile;
-use super::render::{self, Ports, Rendered};
-
-/// Why a proxy could not be brought up. Never a check result: the report shows it apart.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SetupError {
-    /// The binary is missing: a skip, with the reason and how to install it.
-    #[error("{proxy} is not available: {reason} (install: {hint})")]
-    Missing { proxy: String, reason: String, hint: String },
-    /// The proxy's own validator rejected the config; carries its message.
-    #[error("{proxy} rejected the config {config}:\n{message}")]
-    InvalidConfig { proxy: String, config: String, message: String },
-    /// The config could not be rendered (unreadable file, unknown layout).
-    #[error("cannot render {config}: {message}")]
-    Render { config: String, message: String },
-    /// Started, but never answered through to the backend in time.
-    #[error("{proxy} did not become ready: {message}\n--- log tail ({prefix}) ---\n{log_tail}")]
-    NotReady { proxy: String, message: String, log_tail: String, prefix: String },
-    #[error("{0}")]
-    Io(String),
-}
-
-impl SetupError {
-    /// Short kind for reports and expected-outcomes files.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SetupError::Missing { .. } => "missing",
-            SetupError::InvalidConfig { .. } | SetupError::Render { .. } => "invalid-config",
-            SetupError::NotReady { .. } => "not-ready",
-            SetupError::Io(_) => "error",
-        }
-    }
-}
-
-/// A way to run proxies. The native runtime starts binaries of this machine; a container
-/// runtime can implement the same trait.
-pub trait Runtime: Send + Sync {
-    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<ProxyInstance, SetupError>;
-}
+use super::{ProxyInstance, Runtime, SetupError};
+use crate::proxies::catalogue::{Availability, ProxySpec};
+use crate::proxies::config::ConfigFile;
+use crate::proxies::kinds::Mode;
+use crate::proxies::render::{self, Ports, Rendered};
 
 /// Starts the proxy binaries installed on this machine.
 #[derive(Debug, Clone, Default)]
@@ -123,7 +89,7 @@ pub fn stop_on_interrupt() {
 
 /// A proxy process serving a rendered config.
 #[derive(Debug)]
-pub struct ProxyInstance {
+pub struct NativeInstance {
     /// `nginx@1.22`, ...
     pub proxy: String,
     /// The version the binary reported.
@@ -141,30 +107,51 @@ pub struct ProxyInstance {
     keep_prefix: bool,
 }
 
-impl ProxyInstance {
-    pub fn prefix(&self) -> Option<&Path> {
-        self.prefix.as_ref().map(|p| p.path())
+impl ProxyInstance for NativeInstance {
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+    fn host(&self) -> &str {
+        &self.host
     }
 
-    /// Keep the prefix when this instance is dropped (a check failed and the logs matter).
-    pub fn keep_prefix(&mut self) {
-        self.keep_prefix = true;
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn rewrites(&self) -> &[String] {
+        &self.rewrites
+    }
+
+    fn command(&self) -> &str {
+        &self.command
     }
 
     /// The last lines of every log in the prefix.
-    pub fn log_tail(&self) -> String {
+    fn log_tail(&self) -> String {
         self.prefix().map(log_tail).unwrap_or_default()
     }
 
-    /// Stops the process group and removes the prefix (kept if asked, or while panicking).
-    pub fn stop(mut self) {
-        self.shutdown();
+    fn prefix(&self) -> Option<&Path> {
+        self.prefix.as_ref().map(|p| p.path())
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn keep_prefix(&mut self) {
+        self.keep_prefix = true;
+    }
+
+    /// Stops the process group and removes the prefix (kept if asked, or while panicking).
+    fn stop(mut self: Box<Self>) {
+        self.shutdown();
+    }
+}
+
+impl NativeInstance {
     fn shutdown(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pgid = child.id() as i32;
@@ -191,7 +178,7 @@ impl ProxyInstance {
     }
 }
 
-impl Drop for ProxyInstance {
+impl Drop for NativeInstance {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -217,7 +204,30 @@ pub fn free_port() -> Result<u16, SetupError> {
 }
 
 impl Runtime for NativeRuntime {
-    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<ProxyInstance, SetupError> {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<Box<dyn ProxyInstance>, SetupError> {
+        self.start_native(spec, config, backends).map(|i| Box::new(i) as Box<dyn ProxyInstance>)
+    }
+
+    /// Traefik, which has no checker, is started and awaited instead.
+    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError> {
+        if let Availability::Missing { reason, hint } = spec.availability() {
+            return Err(SetupError::Missing { proxy: spec.name.clone(), reason, hint });
+        }
+        let (prefix, ports, rendered) = self.prepare(spec, config, backends)?;
+        if spec.kind.args(Mode::Validate, &rendered, prefix.path()).is_some() {
+            return Ok(());
+        }
+        drop((prefix, ports, rendered));
+        self.start_native(spec, config, backends).map(drop)
+    }
+}
+
+impl NativeRuntime {
+    fn start_native(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<NativeInstance, SetupError> {
         let version = match spec.availability() {
             Availability::Available { version } => version,
             Availability::Missing { reason, hint } => {
@@ -233,9 +243,7 @@ impl Runtime for NativeRuntime {
             other => other,
         }
     }
-}
 
-impl NativeRuntime {
     /// Renders `config` into a fresh prefix and runs the proxy's own validator on it. The
     /// prefix is returned for starting; on an invalid config it is kept for inspection.
     fn prepare(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(tempfile::TempDir, Ports, Rendered), SetupError> {
@@ -252,14 +260,10 @@ impl NativeRuntime {
         // buffered request bodies into it.
         std::fs::set_permissions(prefix.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
             .map_err(|e| SetupError::Io(format!("cannot set prefix permissions: {e}")))?;
-        let distribution = match (&spec.kind, &spec.source) {
-            (Kind::Nginx, Source::Debian { .. }) => Some("debian"),
-            (Kind::Nginx, Source::Pypi { .. }) => Some("stock"),
-            _ => None,
-        };
+        let distribution = spec.kind.distribution(&spec.source);
         let rendered = render::render(config, prefix.path(), &ports, &self.configs_root, distribution)
             .map_err(|message| SetupError::Render { config: config.id.clone(), message })?;
-        if let Some(mut cmd) = validate_command(spec, &rendered, prefix.path()) {
+        if let Some(mut cmd) = proxy_command(spec, &rendered, prefix.path(), Mode::Validate) {
             let out = cmd.output().map_err(|e| SetupError::Io(format!("cannot run {}: {e}", spec.binary.display())))?;
             if !out.status.success() {
                 let message = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -271,24 +275,19 @@ impl NativeRuntime {
                 });
             }
         }
+        // After the proxy's own validator (its message says more about a broken file), before
+        // starting: a config that proxies nothing would only time out in the readiness wait.
+        if let Some(missing) = spec.kind.missing_route(&rendered) {
+            let kept = self.keep_or_discard(prefix);
+            return Err(SetupError::NoRoute { config: config.id.clone(), missing: format!("{missing}{kept}") });
+        }
         Ok((prefix, ports, rendered))
     }
 
-    /// Validates `config` with the proxy's own checker, without starting it (Traefik, which
-    /// has no checker, is started and awaited instead).
-    pub fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError> {
-        if let Availability::Missing { reason, hint } = spec.availability() {
-            return Err(SetupError::Missing { proxy: spec.name.clone(), reason, hint });
-        }
-        if spec.kind == Kind::Traefik {
-            return self.start(spec, config, backends).map(ProxyInstance::stop);
-        }
-        self.prepare(spec, config, backends).map(|_| ())
-    }
-
-    fn start_once(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr], version: &str) -> Result<ProxyInstance, SetupError> {
+    fn start_once(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr], version: &str) -> Result<NativeInstance, SetupError> {
         let (prefix, ports, rendered) = self.prepare(spec, config, backends)?;
-        let mut cmd = run_command(spec, &rendered, prefix.path());
+        let mut cmd = proxy_command(spec, &rendered, prefix.path(), Mode::Run)
+            .ok_or_else(|| SetupError::Io(format!("{} has no command line to serve a config", spec.kind)))?;
         let logs = prefix.path().join("logs");
         let stdout = std::fs::File::create(logs.join("stdout.log")).map_err(|e| SetupError::Io(e.to_string()))?;
         let stderr = std::fs::File::create(logs.join("stderr.log")).map_err(|e| SetupError::Io(e.to_string()))?;
@@ -305,7 +304,7 @@ impl NativeRuntime {
         let command = format!("{cmd:?}");
         let child = spawn_from_launcher(cmd).map_err(|e| SetupError::Io(format!("cannot start {}: {e}", spec.binary.display())))?;
         register(child.id() as i32, prefix.path());
-        let mut instance = ProxyInstance {
+        let mut instance = NativeInstance {
             proxy: spec.name.clone(),
             version: version.to_string(),
             addr: ports.listen,
@@ -318,7 +317,7 @@ impl NativeRuntime {
         };
         if let Err(message) = wait_ready(&mut instance, Duration::from_secs(20)) {
             if self.keep_failed_setups {
-                instance.keep_prefix();
+                instance.keep_prefix = true;
             }
             let log_tail = instance.log_tail();
             let prefix = instance.prefix().map(|p| p.display().to_string()).unwrap_or_default();
@@ -357,69 +356,14 @@ fn spawn_from_launcher(cmd: Command) -> std::io::Result<Child> {
     result.recv().map_err(|_| std::io::Error::other("launcher thread gone"))?
 }
 
-/// Whether a command checks the config or serves it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Validate,
-    Run,
-}
-
-/// The proxy's own validator (`None` for Traefik, which has none: a bad static file makes it
-/// exit, which readiness reports).
-fn validate_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path) -> Option<Command> {
-    (spec.kind != Kind::Traefik).then(|| proxy_command(spec, rendered, prefix, Mode::Validate))
-}
-
-fn run_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path) -> Command {
-    proxy_command(spec, rendered, prefix, Mode::Run)
-}
-
-/// One command line per kind: the config and prefix arguments are shared, only the mode
-/// switch differs between validating and serving.
-fn proxy_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path, mode: Mode) -> Command {
-    let validate = mode == Mode::Validate;
+/// The kind's command line for `mode` with this machine's binary, in the prefix's environment;
+/// `None` when the kind has none for that mode (Traefik has no validator).
+fn proxy_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path, mode: Mode) -> Option<Command> {
+    let args = spec.kind.args(mode, rendered, prefix)?;
     let mut cmd = Command::new(&spec.binary);
     envs(&mut cmd, prefix);
-    let main = &rendered.main;
-    match spec.kind {
-        Kind::Nginx | Kind::Npm => {
-            if validate {
-                cmd.args(["-t", "-q"]);
-            }
-            cmd.arg("-p").arg(prefix).arg("-c").arg(main).arg("-e").arg(prefix.join("logs/error.log"));
-            nginx_daemon_off(&mut cmd, rendered);
-        }
-        Kind::Caddy => {
-            cmd.arg(if validate { "validate" } else { "run" }).args(["--adapter", "caddyfile", "--config"]).arg(main);
-        }
-        Kind::Haproxy => {
-            cmd.arg(if validate { "-c" } else { "-db" }).arg("-f").arg(main);
-        }
-        Kind::Apache => {
-            cmd.arg(if validate { "-t" } else { "-DFOREGROUND" }).arg("-f").arg(main).arg("-d").arg(prefix);
-        }
-        Kind::Envoy => {
-            cmd.arg("--disable-hot-restart");
-            if validate {
-                cmd.args(["--mode", "validate"]);
-            } else {
-                cmd.args(["--log-level", "warn", "--log-path"]).arg(prefix.join("logs/envoy.log"));
-            }
-            cmd.arg("-c").arg(main);
-        }
-        Kind::Traefik => {
-            cmd.arg(format!("--configFile={}", main.display()));
-        }
-    }
-    cmd
-}
-
-/// nginx must stay in the foreground; add `daemon off;` unless the context says it already.
-fn nginx_daemon_off(cmd: &mut Command, rendered: &Rendered) {
-    let text = std::fs::read_to_string(&rendered.main).unwrap_or_default();
-    if !text.lines().any(|l| l.trim_start().starts_with("daemon ")) {
-        cmd.arg("-g").arg("daemon off;");
-    }
+    cmd.args(args);
+    Some(cmd)
 }
 
 /// Keeps every proxy's state inside its prefix (Caddy's storage and autosave under HOME/XDG).
@@ -429,7 +373,7 @@ fn envs(cmd: &mut Command, prefix: &Path) {
 
 /// Waits until a request through the proxy reaches the backend (`X-Mock-Instance` in the
 /// answer). A proxy that exits, or answers only for itself, is not ready.
-fn wait_ready(instance: &mut ProxyInstance, bound: Duration) -> Result<(), String> {
+fn wait_ready(instance: &mut NativeInstance, bound: Duration) -> Result<(), String> {
     let deadline = Instant::now() + bound;
     let mut last = String::from("no answer");
     while Instant::now() < deadline {

@@ -1,0 +1,107 @@
+//! Apache httpd: a site file (`<VirtualHost *:80>`), run inside Debian 12's `apache2.conf` with
+//! the modules the file needs; `<VirtualHost>` moves to the loopback listener.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use regex::{Captures, Regex};
+
+use super::{capture, has_directive, ImageLayout, Mode, ProxyKind, RenderInput, Site, user_code};
+use crate::proxies::render::{fill, read_context, write, Rendered, Rewriter};
+
+pub static KIND: Apache = Apache;
+
+pub struct Apache;
+
+impl ProxyKind for Apache {
+    fn name(&self) -> &'static str {
+        "apache"
+    }
+
+    fn parse_version(&self, output: &str) -> Option<String> {
+        capture(r"Apache/(\d+\.\d+\.\d+)", output)
+    }
+
+    fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
+        let text = r.upstreams(input.text);
+        let listen = r.listen();
+        let vhost = Regex::new(r"(?i)<VirtualHost\s+[^>]*>").expect("static regex");
+        let mut notes = Vec::new();
+        let text = vhost.replace_all(&text, |c: &Captures| {
+            notes.push(format!("{} -> <VirtualHost {listen}>", &c[0]));
+            format!("<VirtualHost {listen}>")
+        });
+        for n in notes {
+            r.note(n);
+        }
+        let listen_re = Regex::new(r"(?im)^(\s*)(Listen\s+.*)$").expect("static regex");
+        let text = listen_re.replace_all(&text, "$1# [proxy-suite] $2").into_owned();
+        let server_name = Regex::new(r"(?im)^\s*ServerName\s+(\S+)").expect("static regex");
+        let host = server_name.captures(&text).map(|c| c[1].to_string()).unwrap_or_else(|| input.default_host.clone());
+        let site = input.prefix.join("site.conf");
+        write(&site, &text)?;
+        let template = read_context(&input.context_root.join("apache/_context/apache2.conf"))?;
+        let vars = minijinja::context! {
+            prefix => input.prefix.display().to_string(),
+            listen => listen.to_string(),
+            site => site.display().to_string(),
+        };
+        let main = input.prefix.join("apache2.conf");
+        write(&main, &fill(&template, &vars)?)?;
+        r.note("wrapped in context apache/_context/apache2.conf".into());
+        Ok(Site { main, host, admin_port: None, user_files: vec![site] })
+    }
+
+    fn missing_route(&self, rendered: &Rendered) -> Option<String> {
+        let code = user_code(rendered);
+        let rewrite_proxy = Regex::new(r"(?im)^\s*RewriteRule\s.*\[[^\]]*\bP\b").expect("static regex");
+        (!has_directive(&code, "ProxyPass", true) && !has_directive(&code, "ProxyPassMatch", true) && !rewrite_proxy.is_match(&code))
+            .then(|| "no `ProxyPass` (or `RewriteRule ... [P]`): nothing sends requests to the backend".to_string())
+    }
+
+    fn args(&self, mode: Mode, rendered: &Rendered, prefix: &Path) -> Option<Vec<OsString>> {
+        let switch = if mode == Mode::Validate { "-t" } else { "-DFOREGROUND" };
+        Some(vec![switch.into(), "-f".into(), rendered.main.clone().into_os_string(), "-d".into(), prefix.as_os_str().to_owned()])
+    }
+
+    fn image(&self) -> ImageLayout {
+        // The official httpd image: mod_proxy and mod_proxy_http present but not loaded.
+        ImageLayout { image: "httpd", config: "/usr/local/apache2/conf/httpd.conf", logs: "/usr/local/apache2/logs", binary: "/usr/local/apache2/bin/httpd" }
+    }
+
+    fn fix(&self, check_id: &str) -> Option<&'static str> {
+        Some(match check_id {
+            "ws.upgrade" | "ws.terminal" => "ProxyPass / http://127.0.0.1:3000/ upgrade=websocket (mod_proxy_http, httpd 2.4.47+)",
+            "ws.idle" => "ProxyTimeout 3600 and Timeout 3600 (an upgraded tunnel idles up to the larger), with ProxyPass ... upgrade=websocket",
+            "sse.stream" => "Keep mod_deflate off the SSE routes: SetEnv no-gzip 1 (mod_proxy_http itself flushes as the backend writes)",
+            "sse.headers" => "SetEnv no-gzip 1, and no Header set on Content-Type or Cache-Control for the SSE routes",
+            "sse.idle" | "http.slow" => "ProxyTimeout 3600 (it defaults to Timeout: 60 s compiled in, 300 s on Debian)",
+            "body.large" => "LimitRequestBody 104857600 (or 0) in the VirtualHost",
+            "body.streaming" => "RequestReadTimeout header=20-40,minrate=500 body=0 (Debian's mod_reqtimeout cuts a paused upload), and no SetEnv proxy-sendcl",
+            "compress.single" => "SetEnv no-gzip 1 where the backend already compresses (Debian enables mod_deflate)",
+            "compress.sse" => "SetEnv no-gzip 1 (at least on the SSE routes: SetEnvIf Request_URI \"(event|stream)\" no-gzip)",
+            "headers.forwarded" => "ProxyPreserveHost On; ProxyAddHeaders On; RequestHeader set X-Forwarded-Proto \"expr=%{REQUEST_SCHEME}\"; RequestHeader set X-Real-IP \"expr=%{REMOTE_ADDR}\"",
+            "auth.origin" => "ProxyPreserveHost On (else Host becomes the backend's address) and RequestHeader set X-Forwarded-Proto \"expr=%{REQUEST_SCHEME}\"",
+            "lb.sticky" => "mod_proxy_balancer has no client-address hashing: stick by cookie, <Proxy balancer://app> BalancerMember http://127.0.0.1:3000 route=1 ... ProxySet stickysession=ROUTEID </Proxy> with Header add Set-Cookie \"ROUTEID=.%{BALANCER_WORKER_ROUTE}e; path=/\" env=BALANCER_ROUTE_CHANGED",
+            _ => return None,
+        })
+    }
+
+    fn smoke_config(&self) -> &'static str {
+        "apache/known-good.conf"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::missing;
+
+    #[test]
+    fn an_apache_site_without_proxypass_serves_nothing() {
+        let vhost = |body: &str| format!("<VirtualHost *:80>\n{body}\n</VirtualHost>\n");
+        assert!(missing("apache", &[("a.conf", &vhost("\tDocumentRoot /var/www"))]).unwrap().contains("ProxyPass"));
+        assert!(missing("apache", &[("a.conf", &vhost("\tProxyPassReverse / http://127.0.0.1:3000/"))]).is_some());
+        assert_eq!(missing("apache", &[("a.conf", &vhost("\tProxyPass / http://127.0.0.1:3000/"))]), None);
+        assert_eq!(missing("apache", &[("a.conf", &vhost("\tRewriteEngine On\n\tRewriteRule ^/(.*) http://127.0.0.1:3000/$1 [P,L]"))]), None);
+    }
+}

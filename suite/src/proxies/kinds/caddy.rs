@@ -1,0 +1,125 @@
+//! Caddy: a Caddyfile. Every site address becomes `http://<host>:<port>` bound to loopback; the
+//! global options turn off the admin API and automatic HTTPS (no certificates here).
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::{capture, has_directive, os_args, user_code, ImageLayout, Mode, ProxyKind, RenderInput, Site};
+use crate::proxies::render::{write, Rendered, Rewriter};
+
+pub static KIND: Caddy = Caddy;
+
+pub struct Caddy;
+
+impl ProxyKind for Caddy {
+    fn name(&self) -> &'static str {
+        "caddy"
+    }
+
+    fn parse_version(&self, output: &str) -> Option<String> {
+        capture(r"v?(\d+\.\d+\.\d+)", output)
+    }
+
+    fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
+        let text = r.upstreams(input.text);
+        let listen = r.listen();
+        let mut out = String::new();
+        let mut depth: i32 = 0;
+        let mut saw_global = false;
+        let mut host: Option<String> = None;
+        for line in text.lines() {
+            let trimmed = line.trim();
+            let code = trimmed.split(" #").next().unwrap_or("").trim();
+            if depth == 0 && !code.is_empty() && !code.starts_with('#') {
+                if code == "{" {
+                    saw_global = true;
+                    out.push_str("{\n\tadmin off\n\tauto_https off\n");
+                    depth += 1;
+                    continue;
+                }
+                let Some(addresses) = code.strip_suffix('{') else {
+                    return Err(format!("Caddyfile line `{code}`: put the site's directives in a block (`address {{ ... }}`)"));
+                };
+                let mut new = Vec::new();
+                for addr in addresses.split([',', ' ']).filter(|a| !a.is_empty()) {
+                    let bare = addr.trim_start_matches("https://").trim_start_matches("http://");
+                    let name = bare.rsplit_once(':').map(|(h, _)| h).unwrap_or(bare).to_string();
+                    if host.is_none() && !name.is_empty() {
+                        host = Some(name.clone());
+                    }
+                    new.push(format!("http://{name}:{}", listen.port()));
+                    r.note(format!("site {addr} -> http://{name}:{} bound to {}", listen.port(), listen.ip()));
+                }
+                out.push_str(&format!("{} {{\n\tbind {}\n", new.join(", "), listen.ip()));
+                depth += 1;
+                continue;
+            }
+            depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
+            out.push_str(line);
+            out.push('\n');
+        }
+        if !saw_global {
+            out = format!("{{\n\tadmin off\n\tauto_https off\n}}\n\n{out}");
+        }
+        r.note("global options: admin off, auto_https off".into());
+        let main = input.prefix.join("Caddyfile");
+        write(&main, &out)?;
+        // The user's sites are in the one rendered file, with the global options the suite adds.
+        Ok(Site { main: main.clone(), host: host.unwrap_or_else(|| input.default_host.clone()), admin_port: None, user_files: vec![main] })
+    }
+
+    fn missing_route(&self, rendered: &Rendered) -> Option<String> {
+        let code = user_code(rendered);
+        if !code.lines().any(|l| l.trim_start().starts_with("bind ")) {
+            return Some("no site block: the Caddyfile defines no address to serve (e.g. `:80 { reverse_proxy 127.0.0.1:3000 }`)".into());
+        }
+        (!has_directive(&code, "reverse_proxy", false))
+            .then(|| "no `reverse_proxy`: no site sends requests to the backend".to_string())
+    }
+
+    fn args(&self, mode: Mode, rendered: &Rendered, _prefix: &Path) -> Option<Vec<OsString>> {
+        let verb = if mode == Mode::Validate { "validate" } else { "run" };
+        let mut args = os_args([verb, "--adapter", "caddyfile", "--config"]);
+        args.push(rendered.main.clone().into_os_string());
+        Some(args)
+    }
+
+    fn image(&self) -> ImageLayout {
+        // Caddy logs to stderr; its data and config state live in /data and /config.
+        ImageLayout { image: "caddy", config: "/etc/caddy/Caddyfile", logs: "/dev/stderr", binary: "/usr/bin/caddy" }
+    }
+
+    fn fix(&self, check_id: &str) -> Option<&'static str> {
+        Some(match check_id {
+            "ws.upgrade" | "ws.terminal" => "reverse_proxy passes WebSocket upgrades by itself: make sure /api/event/ws, /api/global/event/ws and /api/terminal/ws reach a reverse_proxy (no handle, respond or matcher in front that keeps them away)",
+            "ws.idle" | "sse.idle" | "http.slow" => "reverse_proxy 127.0.0.1:3000 { flush_interval -1; transport http { read_timeout 3600s; write_timeout 3600s } } (one directive per line)",
+            "sse.stream" => "reverse_proxy 127.0.0.1:3000 { flush_interval -1 } and no encode on the SSE routes",
+            "sse.headers" => "No encode and no header directive that changes Content-Type or Cache-Control on the SSE routes",
+            "body.large" => "Remove a request_body { max_size ... } below 50MB (Caddy sets no body limit by default)",
+            "body.streaming" => "Remove request_buffers from reverse_proxy (Caddy streams request bodies by default)",
+            "compress.single" => "Remove encode where the backend already compresses (one compression layer)",
+            "compress.sse" => "Remove encode (its default matcher includes text/*, so SSE), or give it a match { header Content-Type ... } block without text/event-stream",
+            "headers.forwarded" => "Caddy passes Host and sets X-Forwarded-For/-Proto/-Host; add header_up X-Real-IP {remote_host} inside reverse_proxy",
+            "auth.origin" => "Keep Caddy's Host and X-Forwarded-Proto (no header_up Host {upstream_hostport}, no header_up X-Forwarded-Proto other than {scheme})",
+            "lb.sticky" => "reverse_proxy 127.0.0.1:3000 127.0.0.1:3001 { lb_policy ip_hash }",
+            _ => return None,
+        })
+    }
+
+    fn smoke_config(&self) -> &'static str {
+        "caddy/first-try.Caddyfile"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::missing;
+
+    #[test]
+    fn a_caddyfile_without_a_site_or_reverse_proxy_serves_nothing() {
+        assert!(missing("caddy", &[("Caddyfile", "")]).unwrap().contains("no site block"));
+        assert!(missing("caddy", &[("Caddyfile", "# nothing yet\n{\n\tdebug\n}\n")]).unwrap().contains("no site block"));
+        assert!(missing("caddy", &[("Caddyfile", ":80 {\n\tfile_server\n}\n")]).unwrap().contains("reverse_proxy"));
+        assert_eq!(missing("caddy", &[("Caddyfile", ":80 {\n\treverse_proxy 127.0.0.1:3000\n}\n")]), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! Envoy: a bootstrap YAML. Listener ports move to loopback, backend ports to mocks, the admin
+//! listener (if any) to a spare port.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use regex::Regex;
+
+use super::{capture, user_code, ImageLayout, Mode, ProxyKind, RenderInput, Site};
+use crate::proxies::render::{is_backend_port, write, Rendered, Rewriter};
+
+pub static KIND: Envoy = Envoy;
+
+pub struct Envoy;
+
+impl ProxyKind for Envoy {
+    fn name(&self) -> &'static str {
+        "envoy"
+    }
+
+    fn parse_version(&self, output: &str) -> Option<String> {
+        capture(r"/(\d+\.\d+\.\d+)/", output)
+    }
+
+    fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
+        let listen = r.listen();
+        let spare = r.spare();
+        let port_re = Regex::new(r"^(\s*(?:-\s*)?port_value:\s*)(\d+)(.*)$").expect("static regex");
+        let addr_re = Regex::new(r#"^(\s*(?:-\s*)?address:\s*)["']?(0\.0\.0\.0|::|localhost|127\.0\.0\.1|"::")["']?\s*$"#).expect("static regex");
+        let mut out = String::new();
+        let mut in_admin = false;
+        let mut admin_port = None;
+        for line in input.text.lines() {
+            if !line.starts_with(char::is_whitespace) && !line.trim().is_empty() && !line.starts_with('#') {
+                in_admin = line.starts_with("admin:");
+            }
+            if let Some(c) = port_re.captures(line) {
+                let port: u16 = c[2].parse().unwrap_or(0);
+                let new = if in_admin {
+                    admin_port = Some(spare);
+                    r.note(format!("admin port {port} -> {spare}"));
+                    spare
+                } else if is_backend_port(port) {
+                    let addr = r.backend_for(port);
+                    r.note(format!("backend port {port} -> mock {addr}"));
+                    addr.port()
+                } else {
+                    r.note(format!("listener port {port} -> {listen}"));
+                    listen.port()
+                };
+                out.push_str(&format!("{}{new}{}\n", &c[1], &c[3]));
+            } else if let Some(c) = addr_re.captures(line) {
+                out.push_str(&format!("{}127.0.0.1\n", &c[1]));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let main = input.prefix.join("envoy.yaml");
+        write(&main, &out)?;
+        Ok(Site { main: main.clone(), host: input.default_host.clone(), admin_port, user_files: vec![main] })
+    }
+
+    fn missing_route(&self, rendered: &Rendered) -> Option<String> {
+        let code = user_code(rendered);
+        let key = |k: &str| Regex::new(&format!(r"(?m)^\s*(?:-\s*)?{k}:")).expect("static regex").is_match(&code);
+        if !key("listeners") {
+            return Some("no `static_resources.listeners`: nothing accepts requests".into());
+        }
+        if !key("clusters") {
+            return Some("no `static_resources.clusters`: no backend to send requests to".into());
+        }
+        (!key("cluster")).then(|| "no route with a `cluster`: no request is sent to the backend".to_string())
+    }
+
+    fn args(&self, mode: Mode, rendered: &Rendered, prefix: &Path) -> Option<Vec<OsString>> {
+        // Without --disable-hot-restart a second concurrent Envoy exits ("unable to bind domain
+        // socket with base_id=0").
+        let mut args: Vec<OsString> = vec!["--disable-hot-restart".into()];
+        if mode == Mode::Validate {
+            args.extend(["--mode".into(), "validate".into()]);
+        } else {
+            args.extend(["--log-level".into(), "warn".into(), "--log-path".into(), prefix.join("logs/envoy.log").into_os_string()]);
+        }
+        args.extend(["-c".into(), rendered.main.clone().into_os_string()]);
+        Some(args)
+    }
+
+    fn image(&self) -> ImageLayout {
+        ImageLayout { image: "envoyproxy/envoy", config: "/etc/envoy/envoy.yaml", logs: "/dev/stdout", binary: "/usr/local/bin/envoy" }
+    }
+
+    fn fix(&self, check_id: &str) -> Option<&'static str> {
+        Some(match check_id {
+            "ws.upgrade" | "ws.terminal" => "upgrade_configs: [{upgrade_type: websocket}] on the http_connection_manager (without it Envoy refuses upgrades with 403)",
+            "ws.idle" => "Route timeout: 0s and idle_timeout: 3600s, stream_idle_timeout: 3600s on the http_connection_manager, with upgrade_configs: [{upgrade_type: websocket}]",
+            "sse.stream" => "Envoy streams responses: remove a buffer or compressor filter from the SSE routes",
+            "sse.headers" => "No compressor filter for text/event-stream and no response_headers_to_add on Content-Type or Cache-Control",
+            "sse.idle" => "Route timeout: 0s (the default 15 s ends any response) and idle_timeout: 3600s; stream_idle_timeout: 3600s on the http_connection_manager",
+            "http.slow" => "Route timeout: 0s (the default 15 s answers 504 upstream request timeout)",
+            "body.large" => "Remove the envoy.filters.http.buffer filter or raise its max_request_bytes above 50 MB (Envoy streams bodies otherwise)",
+            "body.streaming" => "Remove the envoy.filters.http.buffer filter (it waits for the whole body)",
+            "compress.single" => "Remove the envoy.filters.http.compressor filter where the backend already compresses (one compression layer)",
+            "compress.sse" => "compressor filter with a content_type list without text/event-stream (or no compressor)",
+            "headers.forwarded" => "use_remote_address: true; request_headers_to_add X-Real-IP %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% and X-Forwarded-Host %REQ(:AUTHORITY)% (with skip_xff_append: true, append X-Forwarded-For yourself)",
+            "auth.origin" => "Keep Host (no host_rewrite_literal or auto_host_rewrite), add X-Forwarded-Host %REQ(:AUTHORITY)%, use_remote_address: true for X-Forwarded-Proto",
+            "lb.sticky" => "Cluster lb_policy: RING_HASH and route hash_policy: [{connection_properties: {source_ip: true}}]",
+            _ => return None,
+        })
+    }
+
+    fn smoke_config(&self) -> &'static str {
+        "envoy/known-good.yaml"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::missing;
+
+    #[test]
+    fn an_envoy_bootstrap_without_listeners_or_clusters_serves_nothing() {
+        assert!(missing("envoy", &[("e.yaml", "admin:\n  address:\n    socket_address: { address: 127.0.0.1, port_value: 9901 }\n")]).unwrap().contains("listeners"));
+        assert!(missing("envoy", &[("e.yaml", "static_resources:\n  listeners:\n  - name: l\n")]).unwrap().contains("clusters"));
+    }
+}

@@ -1,0 +1,132 @@
+//! Traefik: a static file `<name>.yml` whose file provider names `<name>.dynamic.yml` beside it
+//! (routers, services, middlewares). Traefik has no validator: a bad static file makes it exit,
+//! which the readiness wait reports.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use regex::{Captures, Regex};
+
+use super::{capture, code_of, ImageLayout, Mode, ProxyKind, RenderInput, Site};
+use crate::proxies::render::{write, Rendered, Rewriter};
+
+pub static KIND: Traefik = Traefik;
+
+pub struct Traefik;
+
+impl ProxyKind for Traefik {
+    fn name(&self) -> &'static str {
+        "traefik"
+    }
+
+    fn parse_version(&self, output: &str) -> Option<String> {
+        capture(r"Version:\s+v?(\d+\.\d+\.\d+)", output)
+    }
+
+    fn companions(&self, config: &Path) -> Vec<PathBuf> {
+        let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let dynamic = config.with_file_name(format!("{stem}.dynamic.yml"));
+        if dynamic.exists() { vec![dynamic] } else { Vec::new() }
+    }
+
+    /// The static file's entry point moves to loopback and its file provider points at the
+    /// rendered dynamic file.
+    fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
+        let listen = r.listen();
+        let address = Regex::new(r#"(?m)^(\s*address:\s*)["']?[^"'\n]*:(\d+)["']?\s*$"#).expect("static regex");
+        let mut notes = Vec::new();
+        let mut text = address
+            .replace_all(input.text, |c: &Captures| {
+                notes.push(format!("entry point :{} -> {listen}", &c[2]));
+                format!("{}\"{listen}\"", &c[1])
+            })
+            .into_owned();
+        for n in notes {
+            r.note(n);
+        }
+        let mut host = input.default_host.clone();
+        let mut user_files = Vec::new();
+        let rule_host = Regex::new(r"Host\(`([^`]+)`\)").expect("static regex");
+        for companion in self.companions(&input.config.path) {
+            let name = companion.file_name().and_then(|n| n.to_str()).unwrap_or("dynamic.yml").to_string();
+            let dynamic = r.upstreams(&std::fs::read_to_string(&companion).map_err(|e| format!("cannot read {}: {e}", companion.display()))?);
+            if let Some(c) = rule_host.captures(&dynamic) {
+                host = c[1].to_string();
+            }
+            let out = input.prefix.join(&name);
+            write(&out, &dynamic)?;
+            let filename = Regex::new(&format!(r"(?m)(filename:\s*)[\x22']?[^\n\x22']*{}[\x22']?", regex::escape(&name))).expect("escaped regex");
+            text = filename.replace_all(&text, |c: &Captures| format!("{}\"{}\"", &c[1], out.display())).into_owned();
+            r.note(format!("file provider -> rendered {name}"));
+            user_files.push(out);
+        }
+        let main = input.prefix.join("traefik.yml");
+        write(&main, &text)?;
+        user_files.insert(0, main.clone());
+        Ok(Site { main, host, admin_port: None, user_files })
+    }
+
+    fn missing_route(&self, rendered: &Rendered) -> Option<String> {
+        let Some((_, dynamic)) = rendered.user_files.split_first() else { return Some("nothing rendered".into()) };
+        if dynamic.is_empty() {
+            return Some("no dynamic file: routers and services live in the file provider's file, `<name>.dynamic.yml` beside the static `<name>.yml`".into());
+        }
+        let code: String = dynamic.iter().map(|p| code_of(&std::fs::read_to_string(p).unwrap_or_default())).collect::<Vec<_>>().join("\n");
+        let key = |k: &str| Regex::new(&format!(r"(?m)^\s*(?:-\s*)?{k}:")).expect("static regex").is_match(&code);
+        if !key("routers") || !key("rule") {
+            return Some("no router: the dynamic file has no `http.routers` entry with a `rule`, so every request gets 404".into());
+        }
+        if !key("services") || !key("url") {
+            return Some("no service: the dynamic file has no `http.services` entry with a server `url`".into());
+        }
+        None
+    }
+
+    fn args(&self, mode: Mode, rendered: &Rendered, _prefix: &Path) -> Option<Vec<OsString>> {
+        (mode == Mode::Run).then(|| vec![OsString::from(format!("--configFile={}", rendered.main.display()))])
+    }
+
+    fn image(&self) -> ImageLayout {
+        ImageLayout { image: "traefik", config: "/etc/traefik/traefik.yml", logs: "/dev/stdout", binary: "/usr/local/bin/traefik" }
+    }
+
+    fn fix(&self, check_id: &str) -> Option<&'static str> {
+        Some(match check_id {
+            "ws.upgrade" | "ws.terminal" => "Traefik passes WebSocket upgrades by itself: the router's rule must match the WebSocket paths (/api/event/ws, /api/global/event/ws, /api/terminal/ws), with no middleware that answers them",
+            "ws.idle" | "sse.idle" => "entryPoints.<name>.transport.respondingTimeouts: { readTimeout: 0, writeTimeout: 0s, idleTimeout: 3600s } and serversTransports.<name>.forwardingTimeouts.responseHeaderTimeout: 0s",
+            "sse.stream" => "Traefik flushes text/event-stream at once: remove a buffering or compress middleware from the SSE routes",
+            "sse.headers" => "No compress middleware and no headers middleware that changes Content-Type or Cache-Control on the SSE routes",
+            "http.slow" => "serversTransports.<name>.forwardingTimeouts.responseHeaderTimeout: 0s and entryPoints.<name>.transport.respondingTimeouts.writeTimeout: 0s",
+            "body.large" => "entryPoints.<name>.transport.respondingTimeouts.readTimeout: 3600s (the default 60 s cuts long uploads), and no buffering middleware with a smaller maxRequestBodyBytes",
+            "body.streaming" => "Remove the buffering middleware (it reads the whole request body before forwarding)",
+            "compress.single" => "Remove the compress middleware where the backend already compresses (one compression layer)",
+            "compress.sse" => "compress middleware with excludedContentTypes: [text/event-stream], or none on the SSE routes",
+            "headers.forwarded" => "Traefik sets X-Forwarded-For/-Proto/-Host and X-Real-Ip and passes Host (loadBalancer.passHostHeader: true, the default): remove middlewares that drop them",
+            "auth.origin" => "Traefik sends X-Forwarded-Proto: ws on upgrades: pin it with a headers middleware, customRequestHeaders: { X-Forwarded-Proto: \"http\" } (\"https\" behind TLS)",
+            "lb.sticky" => "Traefik sticks by cookie, not client address: services.<name>.loadBalancer.sticky.cookie: { name: openchamber_backend } (a browser keeps it)",
+            _ => return None,
+        })
+    }
+
+    fn smoke_config(&self) -> &'static str {
+        "traefik/known-good.yml"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::missing;
+
+    const STATIC: &str = "entryPoints:\n  web:\n    address: \":80\"\nproviders:\n  file:\n    filename: site.dynamic.yml\n";
+
+    #[test]
+    fn a_traefik_config_without_dynamic_file_router_or_service_serves_nothing() {
+        assert!(missing("traefik", &[("site.yml", STATIC)]).unwrap().contains("no dynamic file"));
+        let no_router = "http:\n  services:\n    app:\n      loadBalancer:\n        servers:\n          - url: \"http://127.0.0.1:3000\"\n";
+        assert!(missing("traefik", &[("site.yml", STATIC), ("site.dynamic.yml", no_router)]).unwrap().contains("no router"));
+        let no_service = "http:\n  routers:\n    app:\n      rule: \"PathPrefix(`/`)\"\n      service: app\n";
+        assert!(missing("traefik", &[("site.yml", STATIC), ("site.dynamic.yml", no_service)]).unwrap().contains("no service"));
+        let both = format!("{no_service}{}", no_router.trim_start_matches("http:\n"));
+        assert_eq!(missing("traefik", &[("site.yml", STATIC), ("site.dynamic.yml", &both)]), None);
+    }
+}

@@ -1,0 +1,87 @@
+//! Runtimes: how a proxy is brought up for a run. A [`Runtime`] renders a config for a proxy,
+//! validates it, starts the proxy and hands back a running [`ProxyInstance`]; the checks and
+//! reports see only that trait object, never which runtime ran it (the run records the
+//! runtime's name). [`native`] runs the binaries installed on this machine; a container
+//! runtime can implement the same traits beside it.
+
+pub mod native;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::proxies::{ConfigFile, ProxySpec};
+
+pub use native::{stop_on_interrupt, NativeRuntime};
+
+/// Why a proxy could not be brought up. Never a check result: the report shows it apart.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SetupError {
+    /// The binary is missing: a skip, with the reason and how to install it.
+    #[error("{proxy} is not available: {reason} (install: {hint})")]
+    Missing { proxy: String, reason: String, hint: String },
+    /// The proxy's own validator rejected the config; carries its message.
+    #[error("{proxy} rejected the config {config}:\n{message}")]
+    InvalidConfig { proxy: String, config: String, message: String },
+    /// The config could not be rendered (unreadable file, unknown layout).
+    #[error("cannot render {config}: {message}")]
+    Render { config: String, message: String },
+    /// The config is valid but proxies nothing (no site, listener, route or backend server):
+    /// said before starting, instead of waiting for a readiness that cannot come.
+    #[error("{config} proxies nothing to the backend: {missing}")]
+    NoRoute { config: String, missing: String },
+    /// Started, but never answered through to the backend in time.
+    #[error("{proxy} did not become ready: {message}\n--- log tail ({prefix}) ---\n{log_tail}")]
+    NotReady { proxy: String, message: String, log_tail: String, prefix: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+impl SetupError {
+    /// Short kind for reports and expected-outcomes files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SetupError::Missing { .. } => "missing",
+            SetupError::InvalidConfig { .. } | SetupError::Render { .. } | SetupError::NoRoute { .. } => "invalid-config",
+            SetupError::NotReady { .. } => "not-ready",
+            SetupError::Io(_) => "error",
+        }
+    }
+}
+
+/// A way to run proxies.
+pub trait Runtime: Send + Sync {
+    /// `native`, ...: recorded in every run's result.
+    fn name(&self) -> &'static str;
+
+    /// Renders `config` for `spec` with its backends at `backends`, validates it, starts the
+    /// proxy and waits until a request reaches a backend through it.
+    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<Box<dyn ProxyInstance>, SetupError>;
+
+    /// Validates `config` with the proxy's own checker, without serving it (a kind without a
+    /// checker is started and stopped instead).
+    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError>;
+}
+
+/// A proxy serving a rendered config, until [`ProxyInstance::stop`] (or drop) stops it.
+pub trait ProxyInstance: Send + std::fmt::Debug {
+    /// The address a client connects to.
+    fn addr(&self) -> SocketAddr;
+    /// The Host a browser sends to this site.
+    fn host(&self) -> &str;
+    /// The version the binary reported.
+    fn version(&self) -> &str;
+    /// What rendering rewrote in the config.
+    fn rewrites(&self) -> &[String];
+    /// The command line that started it.
+    fn command(&self) -> &str;
+    /// The last lines of the proxy's logs.
+    fn log_tail(&self) -> String;
+    /// Where the rendered config and logs are on this machine, while it runs.
+    fn prefix(&self) -> Option<&Path>;
+    /// The process id on this machine, when the proxy is a process of it.
+    fn pid(&self) -> Option<u32>;
+    /// Keep the prefix when the instance stops (a check failed and the logs matter).
+    fn keep_prefix(&mut self);
+    /// Stops the proxy and removes its prefix (unless kept).
+    fn stop(self: Box<Self>);
+}
