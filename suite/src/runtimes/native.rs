@@ -45,6 +45,7 @@ impl NativeRuntime {
     /// Keeps a failed setup's prefix (when asked) and says where, for the error message.
     fn keep_or_discard(&self, prefix: tempfile::TempDir) -> String {
         if self.keep_failed_setups {
+            crate::leftovers::release(prefix.path());
             format!("\n(rendered config and logs kept in {})", prefix.keep().display())
         } else {
             String::new()
@@ -76,9 +77,17 @@ pub fn stop_all_live() {
 
 /// On Ctrl-C (or SIGTERM), stop every proxy this process started, remove their prefixes and
 /// exit with 130. Installed once per process (the CLI, and each test binary that starts proxies).
+/// Also removes what an earlier, SIGKILLed suite process left behind.
 pub fn stop_on_interrupt() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        let reaped = crate::leftovers::reap();
+        if reaped != crate::leftovers::Reaped::default() {
+            eprintln!(
+                "proxy-suite: removed what a killed earlier run left: {} processes, {} prefixes",
+                reaped.processes, reaped.prefixes
+            );
+        }
         let _ = ctrlc::set_handler(|| {
             stop_all_live();
             eprintln!("\nproxy-suite: interrupted; every proxy stopped, prefixes removed");
@@ -171,6 +180,7 @@ impl NativeInstance {
         }
         if let Some(prefix) = self.prefix.take() {
             if self.keep_prefix || std::thread::panicking() {
+                crate::leftovers::release(prefix.path());
                 let kept = prefix.keep();
                 eprintln!("proxy-suite: kept prefix of {} for debugging: {}", self.proxy, kept.display());
             }
@@ -260,6 +270,8 @@ impl NativeRuntime {
         // buffered request bodies into it.
         std::fs::set_permissions(prefix.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))
             .map_err(|e| SetupError::Io(format!("cannot set prefix permissions: {e}")))?;
+        // If this process is SIGKILLed, the next one removes the prefix (see `leftovers`).
+        crate::leftovers::claim(prefix.path()).map_err(|e| SetupError::Io(format!("cannot write the prefix's owner: {e}")))?;
         let distribution = spec.kind.distribution(&spec.source);
         let rendered = render::render(config, prefix.path(), &ports, &self.configs_root, distribution)
             .map_err(|message| SetupError::Render { config: config.id.clone(), message })?;
@@ -367,8 +379,10 @@ fn proxy_command(spec: &ProxySpec, rendered: &Rendered, prefix: &Path, mode: Mod
 }
 
 /// Keeps every proxy's state inside its prefix (Caddy's storage and autosave under HOME/XDG).
+/// The owner tag lets a later run find and kill workers that outlive a SIGKILLed suite.
 fn envs(cmd: &mut Command, prefix: &Path) {
     cmd.env("HOME", prefix).env("XDG_DATA_HOME", prefix.join("data")).env("XDG_CONFIG_HOME", prefix.join("config"));
+    cmd.env(crate::leftovers::OWNER_ENV, crate::leftovers::owner_tag());
 }
 
 /// Waits until a request through the proxy reaches the backend (`X-Mock-Instance` in the
