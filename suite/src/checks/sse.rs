@@ -439,3 +439,57 @@ pub async fn idle(target: &Target) -> Outcome {
     );
     info.pass_unless(&bad, expected, actual, m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{batches, Tick, BATCHES_TO_WARN, INTERVAL_MS};
+
+    /// Ticks emitted every interval, each arriving at `arrival(seq, emitted)`.
+    fn ticks(arrival: impl Fn(u64, u64) -> u64) -> Vec<Tick> {
+        (0..20)
+            .map(|seq| {
+                let emitted = 1_000_000 + seq * INTERVAL_MS * 1000;
+                Tick {
+                    seq,
+                    emitted_at_us: emitted,
+                    arrived_at_us: arrival(seq, emitted),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_by_one_is_no_batch() {
+        assert!(batches(&ticks(|_, e| e + 300)).is_empty());
+    }
+
+    #[test]
+    fn a_timer_flush_every_500_ms_is_batched() {
+        // Released at the next multiple of 500 ms: lags 500, 400, 300, 200, 100.
+        let found = batches(&ticks(|_, e| (e / 500_000 + 1) * 500_000));
+        assert!(found.len() >= BATCHES_TO_WARN, "{found:?}");
+        assert!(found.iter().all(|b| b.len() >= 2));
+    }
+
+    #[test]
+    fn a_200_ms_cork_holds_one_tick_at_a_time() {
+        // As HAProxy's first-try measured: deliveries of three ticks lagging ~205, ~105, ~6 ms;
+        // only the oldest was held over two intervals.
+        let found = batches(&ticks(|seq, e| e + [205_000, 105_000, 6_000][seq as usize % 3]));
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn one_stall_is_one_batch_only() {
+        // The machine stalls 400 ms once: ticks 5..=8 arrive together.
+        let found = batches(&ticks(|seq, e| {
+            if (5..=8).contains(&seq) {
+                1_000_000 + 9 * INTERVAL_MS * 1000
+            } else {
+                e + 300
+            }
+        }));
+        assert_eq!(found.len(), 1);
+        assert!(found.len() < BATCHES_TO_WARN);
+    }
+}
