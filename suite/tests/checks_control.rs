@@ -129,7 +129,10 @@ async fn faithful_proxy_openchamber_passes() {
         .filter(|h| h[0] == "x-forwarded-for")
         .filter_map(|h| h[1].as_str())
         .collect();
-    assert_eq!(xff.last().map(|v| v.rsplit(',').next().unwrap_or(v).trim()), Some("127.0.0.2"));
+    assert_eq!(
+        xff.last().map(|v| v.rsplit(',').next().unwrap_or(v).trim()),
+        Some("127.0.0.2")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +159,9 @@ async fn sticky_balancing_passes_lb_sticky() {
         .filter_map(|ip| ip.rsplit_once('.').map(|(net, _)| net))
         .collect();
     assert_eq!(subnets.len(), clients.len(), "one client per /24");
-    assert!(m["instances_served"].as_array().is_some_and(|s| s.len() > 1));
+    assert!(m["instances_served"]
+        .as_array()
+        .is_some_and(|s| s.len() > 1));
 }
 
 #[test]

@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use mock_server::Profile;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::client::{
-    body_bytes, get, header, http_client, text_json, within, ws_close, ws_connect, ws_next,
+    body_bytes, get, header, http_client, secs, text_json, within, ws_close, ws_connect, ws_next,
     EXCHANGE_TIMEOUT,
 };
 use super::{CheckInfo, Grade, Outcome, Target};
@@ -40,6 +41,9 @@ const CLIENTS: u8 = 6;
 /// clients too): a round-robin proxy cannot put eight of them on one instance.
 const REQUESTS: usize = 6;
 const UPGRADES: usize = 2;
+/// The whole check takes about a second; a proxy that lets every connection hang would take
+/// 48 exchange timeouts, so no new connection is opened after this.
+const BUDGET: Duration = Duration::from_secs(60);
 
 /// The address of client `n` (from 1): `127.0.n.2`.
 fn client_address(n: u8) -> IpAddr {
@@ -102,16 +106,31 @@ async fn land_ws(target: &Target, path: &str) -> Result<String, String> {
         .ok_or_else(|| "no instance in the report or the 101's headers".to_string())
 }
 
-/// Every request and upgrade of one client, one after another.
-async fn land_client(target: &Target, upgrades: usize, landings: &mut Vec<Landing>) {
+/// Every request and upgrade of one client, one after another, none opened past `deadline`.
+async fn land_client(
+    target: &Target,
+    upgrades: usize,
+    deadline: Instant,
+    landings: &mut Vec<Landing>,
+) {
     let client = target.client_ip;
+    let out_of_time = || {
+        Err(format!(
+            "not sent: the check's {} budget ran out",
+            secs(BUDGET)
+        ))
+    };
     for i in 0..REQUESTS.max(upgrades) {
         if i < REQUESTS {
             landings.push(Landing {
                 client,
                 what: format!("request {}", i + 1),
                 upgrade: false,
-                instance: land_http(target).await,
+                instance: if Instant::now() < deadline {
+                    land_http(target).await
+                } else {
+                    out_of_time()
+                },
             });
         }
         if i < upgrades {
@@ -124,7 +143,11 @@ async fn land_client(target: &Target, upgrades: usize, landings: &mut Vec<Landin
                 client,
                 what: format!("upgrade {}", path.split('?').next().unwrap_or(path)),
                 upgrade: true,
-                instance: land_ws(target, path).await,
+                instance: if Instant::now() < deadline {
+                    land_ws(target, path).await
+                } else {
+                    out_of_time()
+                },
             });
         }
     }
@@ -136,13 +159,15 @@ pub async fn sticky(target: &Target) -> Outcome {
         return info.skip("a single backend behind this config: nothing to balance");
     }
     if !target.addr.is_ipv4() {
-        return info.skip("the proxy listens on IPv6: the clients' /24s of 127.0.0.0/8 cannot reach it");
+        return info
+            .skip("the proxy listens on IPv6: the clients' /24s of 127.0.0.0/8 cannot reach it");
     }
     let clients: Vec<IpAddr> = (1..=CLIENTS).map(client_address).collect();
     // Linux answers on all of 127.0.0.0/8; a machine that does not cannot run this check.
-    if let Some((ip, e)) = clients.iter().find_map(|ip| {
-        std::net::UdpSocket::bind((*ip, 0)).err().map(|e| (ip, e))
-    }) {
+    if let Some((ip, e)) = clients
+        .iter()
+        .find_map(|ip| std::net::UdpSocket::bind((*ip, 0)).err().map(|e| (ip, e)))
+    {
         return info.outcome(
             Grade::Error,
             "the client addresses of 127.0.0.0/8 can be bound",
@@ -156,10 +181,11 @@ pub async fn sticky(target: &Target) -> Outcome {
         UPGRADES
     };
     let mut landings = Vec::new();
+    let deadline = Instant::now() + BUDGET;
     for ip in &clients {
         let mut from = target.clone();
         from.client_ip = *ip;
-        land_client(&from, upgrades, &mut landings).await;
+        land_client(&from, upgrades, deadline, &mut landings).await;
     }
 
     // Per client: the instances it landed on, with counts.

@@ -228,7 +228,9 @@ pub async fn sse(target: &Target) -> Outcome {
             .as_deref()
             .map(str::trim)
             .filter(|ce| !ce.eq_ignore_ascii_case("identity"));
-        let without_gzip = identity.iter().find(|r| r.path_route() == read.path_route());
+        let without_gzip = identity
+            .iter()
+            .find(|r| r.path_route() == read.path_route());
         let (route_grade, line) = match (read.status, encoding, without_gzip) {
             (Some(200), None, _) => (
                 Some(Grade::Pass),
@@ -284,7 +286,10 @@ pub async fn sse(target: &Target) -> Outcome {
     }
     let m = json!({"plan": tick_plan(), "paths": paths});
     if judged == 0 {
-        let example = reads.first().map(|r| timeliness(r).summary).unwrap_or_default();
+        let example = reads
+            .first()
+            .map(|r| timeliness(r).summary)
+            .unwrap_or_default();
         return info.skip(format!(
             "no SSE stream to judge: none of the {} routes answered, with or without Accept-Encoding: gzip ({example}); sse.stream reports it",
             reads.len()

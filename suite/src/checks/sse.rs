@@ -223,7 +223,11 @@ pub(crate) fn timeliness(read: &SseRead) -> Timeliness {
             batches.len(),
             batches
                 .iter()
-                .map(|b| b.iter().map(|s| format!("#{s}")).collect::<Vec<_>>().join("+"))
+                .map(|b| b
+                    .iter()
+                    .map(|s| format!("#{s}"))
+                    .collect::<Vec<_>>()
+                    .join("+"))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
@@ -475,7 +479,9 @@ mod tests {
     fn a_200_ms_cork_holds_one_tick_at_a_time() {
         // As HAProxy's first-try measured: deliveries of three ticks lagging ~205, ~105, ~6 ms;
         // only the oldest was held over two intervals.
-        let found = batches(&ticks(|seq, e| e + [205_000, 105_000, 6_000][seq as usize % 3]));
+        let found = batches(&ticks(|seq, e| {
+            e + [205_000, 105_000, 6_000][seq as usize % 3]
+        }));
         assert!(found.is_empty(), "{found:?}");
     }
 
