@@ -319,6 +319,7 @@ pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration,
         profile,
         backends: backends.instance_ids(),
         idle,
+        client_ip: checks::CLIENT_IP,
         direct: true,
         ui_password: None,
     };
@@ -364,6 +365,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         profile: req.profile,
         backends: backends.instance_ids(),
         idle: req.idle,
+        client_ip: checks::CLIENT_IP,
         direct: false,
         ui_password: None,
     };

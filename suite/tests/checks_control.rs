@@ -81,6 +81,12 @@ async fn direct_openchamber_passes_with_evidence() {
         .as_array()
         .is_some_and(|h| !h.is_empty()));
     assert!(headers["upgrade"]["headers"].is_array());
+    // The client connects from its own address, not the proxies' 127.0.0.1.
+    assert_eq!(headers["client_ip"], "127.0.0.2");
+    for report in ["request", "upgrade"] {
+        let peer = headers[report]["peer"].as_str().unwrap_or_default();
+        assert!(peer.starts_with("127.0.0.2:"), "{report} peer {peer}");
+    }
 
     for o in &outcomes {
         assert!(
@@ -109,7 +115,24 @@ async fn direct_dorkos_passes_or_skips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faithful_proxy_openchamber_passes() {
-    control(Profile::Openchamber, true).await;
+    let outcomes = control(Profile::Openchamber, true).await;
+    // Through the proxy the backend's peer is the proxy (127.0.0.1), X-Forwarded-For ends with
+    // the client's own 127.0.0.2: the check can tell the two apart.
+    let headers = &outcome(&outcomes, "headers.forwarded").measurements;
+    let report = &headers["request"];
+    let peer = report["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("127.0.0.1:"), "proxy's peer {peer}");
+    let xff: Vec<&str> = report["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h[0] == "x-forwarded-for")
+        .filter_map(|h| h[1].as_str())
+        .collect();
+    assert_eq!(
+        xff.last().map(|v| v.rsplit(',').next().unwrap_or(v).trim()),
+        Some("127.0.0.2")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,6 +149,19 @@ async fn faithful_proxy_dorkos_passes_or_skips() {
 async fn sticky_balancing_passes_lb_sticky() {
     let outcome = lb_sticky_through(Balance::ClientIp).await;
     assert_grade(&outcome, Grade::Pass, "ip-sticky balancing");
+    // Several clients, from different /24s, on more than one instance.
+    let m = &outcome.measurements;
+    let clients = m["clients"].as_array().expect("clients");
+    assert!(clients.len() >= 3, "{clients:?}");
+    let subnets: std::collections::BTreeSet<&str> = clients
+        .iter()
+        .filter_map(|c| c["client"].as_str())
+        .filter_map(|ip| ip.rsplit_once('.').map(|(net, _)| net))
+        .collect();
+    assert_eq!(subnets.len(), clients.len(), "one client per /24");
+    assert!(m["instances_served"]
+        .as_array()
+        .is_some_and(|s| s.len() > 1));
 }
 
 #[test]

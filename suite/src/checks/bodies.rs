@@ -185,7 +185,7 @@ async fn upload(
             }
         })
     };
-    let client = http_client();
+    let client = http_client(target);
     let start = Instant::now();
     let started_at_us = now_us();
     let sent = request(&client, Method::POST, target, path)

@@ -1,7 +1,8 @@
 //! The client side of every check, acting as a browser would: HTTP requests and WebSocket
-//! handshakes sent to the target's address with the site's `Host`, and the SSE tick reader that
-//! stamps each event the moment its bytes arrive. Every network operation here has a timeout, so
-//! a check never hangs on a proxy that stops answering.
+//! handshakes sent to the target's address with the site's `Host`, from the target's client
+//! address (not the proxy's own 127.0.0.1, so forwarded headers can tell the two apart), and the
+//! SSE tick reader that stamps each event the moment its bytes arrive. Every network operation
+//! here has a timeout, so a check never hangs on a proxy that stops answering.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -16,7 +17,7 @@ use futures::{SinkExt, StreamExt};
 use mock_server::now_us;
 use reqwest::header::{HeaderMap, ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, HOST};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -32,19 +33,42 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// response): far above any scheduling noise, far below "hangs".
 pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A fresh client for one check: no automatic decompression (checks need the bytes and the
-/// `Content-Encoding` as the proxy sent them), no connection kept between requests (each request
-/// opens its own connection, as separate browser tabs would), no system proxy, HTTP/1.1 only.
-pub(crate) fn http_client() -> reqwest::Client {
+/// A fresh client for one check, connecting from the target's client address: no automatic
+/// decompression (checks need the bytes and the `Content-Encoding` as the proxy sent them), no
+/// connection kept between requests (each request opens its own connection, as separate browser
+/// tabs would), no system proxy, HTTP/1.1 only.
+pub(crate) fn http_client(target: &Target) -> reqwest::Client {
     reqwest::Client::builder()
         .no_gzip()
         .no_proxy()
         .pool_max_idle_per_host(0)
         .connect_timeout(CONNECT_TIMEOUT)
         .http1_only()
+        .local_address(source_address(target))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a client without TLS or proxy settings always builds")
+}
+
+/// The local address the client binds: the target's client address when it can reach the
+/// target (same address family), else none (the system picks, as for any client).
+fn source_address(target: &Target) -> Option<IpAddr> {
+    (target.client_ip.is_ipv4() == target.addr.is_ipv4()).then_some(target.client_ip)
+}
+
+/// A TCP connection to the target from its client address.
+async fn connect(target: &Target) -> io::Result<TcpStream> {
+    let socket = if target.addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = source_address(target) {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(|e| {
+            io::Error::new(e.kind(), format!("binding the client address {ip}: {e}"))
+        })?;
+    }
+    socket.connect(target.addr).await
 }
 
 /// A request to `path` (with its query) on the target, carrying the site's `Host`.
@@ -134,8 +158,12 @@ pub(crate) fn headers_json(headers: &HeaderMap) -> Value {
     )
 }
 
-/// The address the proxy sees this client connect from (routing only: no packet is sent).
+/// The address the proxy sees this client connect from: the target's client address, or (when
+/// that cannot reach the target) the one the routing picks (no packet is sent to find it).
 pub(crate) fn client_ip(target: &Target) -> IpAddr {
+    if let Some(ip) = source_address(target) {
+        return ip;
+    }
     let unspecified: SocketAddr = if target.addr.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -207,7 +235,7 @@ pub(crate) async fn ws_connect(
         detail,
     };
     let start = Instant::now();
-    let tcp = within(CONNECT_TIMEOUT, "connect", TcpStream::connect(target.addr))
+    let tcp = within(CONNECT_TIMEOUT, "connect", connect(target))
         .await
         .map_err(refused)?;
     let _ = tcp.set_nodelay(true);
@@ -409,7 +437,7 @@ pub(crate) async fn read_ticks(
         end: String::new(),
         read_ms: 0,
     };
-    let client = http_client();
+    let client = http_client(target);
     let mut request = get(&client, target, path)
         .header(ACCEPT, "text/event-stream")
         .header(CACHE_CONTROL, "no-cache");

@@ -10,9 +10,12 @@ use mock_server::Profile;
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
-use super::client::{body_bytes, get, header, http_client, within, EXCHANGE_TIMEOUT};
-use super::sse::{read_all_routes, tick_plan, timeliness};
+use super::client::{
+    body_bytes, get, header, http_client, read_ticks, within, SseRead, EXCHANGE_TIMEOUT,
+};
+use super::sse::{read_all_routes, tick_path, tick_plan, tick_window, timeliness, TICKS};
 use super::{CheckInfo, Grade, Outcome, Target};
 
 pub const COMPRESS_SINGLE: CheckInfo = CheckInfo {
@@ -87,7 +90,7 @@ async fn json_case(target: &Target, size: usize, gzip: bool) -> (Option<String>,
             " without Accept-Encoding"
         }
     );
-    let client = http_client();
+    let client = http_client(target);
     let mut request = get(&client, target, &format!("/api/mock/json?size={size}"));
     if gzip {
         request = request.header(ACCEPT_ENCODING, "gzip");
@@ -199,9 +202,24 @@ fn decode(mut reader: impl Read) -> std::io::Result<Vec<u8>> {
 pub async fn sse(target: &Target) -> Outcome {
     let info = &COMPRESS_SSE;
     let reads = read_all_routes(target, true).await;
-    let expected = "SSE requested with Accept-Encoding: gzip arrives uncompressed on every route (warn: compressed but flushed per event; fail: compression delays ticks)".to_string();
+    // A route that gave no stream with gzip offered is read again without it: on time there, the
+    // compression is what holds the stream; silent there too, there is no stream whose
+    // compression could be judged (sse.stream reports it).
+    let unanswered: Vec<&str> = reads
+        .iter()
+        .filter(|r| r.status != Some(200))
+        .map(|r| r.path_route())
+        .collect();
+    let start = Instant::now();
+    let identity: Vec<SseRead> = join_all(unanswered.iter().map(|route| async move {
+        read_ticks(target, &tick_path(route), false, TICKS, tick_window(start)).await
+    }))
+    .await;
+    let expected = "SSE requested with Accept-Encoding: gzip arrives uncompressed on every route (warn: compressed but flushed per event; fail: compression delays ticks or holds the stream)".to_string();
     let mut grade = Grade::Pass;
+    let mut judged = 0;
     let mut lines = Vec::new();
+    let mut not_judged = Vec::new();
     let mut paths = Vec::new();
     for read in &reads {
         let verdict = timeliness(read);
@@ -210,39 +228,83 @@ pub async fn sse(target: &Target) -> Outcome {
             .as_deref()
             .map(str::trim)
             .filter(|ce| !ce.eq_ignore_ascii_case("identity"));
-        let route_grade = match (read.status, encoding) {
-            (Some(200), None) => Grade::Pass,
-            (Some(200), Some(_)) if verdict.on_time => Grade::Warn,
-            (Some(200), Some(_)) => Grade::Fail,
-            _ => Grade::Fail,
-        };
-        grade = grade.max(route_grade);
-        let line = match (read.status, encoding) {
-            (Some(200), None) => format!(
-                "{}: not compressed ({})",
-                read.path_route(),
-                verdict.summary
+        let without_gzip = identity
+            .iter()
+            .find(|r| r.path_route() == read.path_route());
+        let (route_grade, line) = match (read.status, encoding, without_gzip) {
+            (Some(200), None, _) => (
+                Some(Grade::Pass),
+                format!("{}: not compressed ({})", read.path_route(), verdict.summary),
             ),
-            (Some(200), Some(ce)) => format!(
-                "{}: Content-Encoding {ce}, {}",
-                read.path_route(),
-                verdict.summary
+            (Some(200), Some(ce), _) => (
+                Some(if verdict.on_time {
+                    Grade::Warn
+                } else {
+                    Grade::Fail
+                }),
+                format!(
+                    "{}: Content-Encoding {ce}, {}",
+                    read.path_route(),
+                    verdict.summary
+                ),
             ),
-            _ => format!("{}: {}", read.path_route(), verdict.summary),
+            (_, _, Some(plain)) if timeliness(plain).on_time => (
+                Some(Grade::Fail),
+                format!(
+                    "{}: with Accept-Encoding: gzip {}, without it all {TICKS} ticks on time: the compression holds the stream",
+                    read.path_route(),
+                    verdict.summary
+                ),
+            ),
+            (_, _, plain) => (
+                None,
+                format!(
+                    "{}: {} with Accept-Encoding: gzip, {} without",
+                    read.path_route(),
+                    verdict.summary,
+                    plain.map(|p| timeliness(p).summary).unwrap_or_default()
+                ),
+            ),
         };
-        if route_grade != Grade::Pass {
-            lines.push(line.clone());
+        match route_grade {
+            Some(g) => {
+                judged += 1;
+                grade = grade.max(g);
+                if g != Grade::Pass {
+                    lines.push(line.clone());
+                }
+            }
+            None => not_judged.push(line.clone()),
         }
         let mut j = read.to_json();
         j["grade"] = json!(route_grade);
         j["summary"] = json!(line);
+        if let Some(plain) = without_gzip {
+            j["without_gzip"] = plain.to_json();
+        }
         paths.push(j);
     }
     let m = json!({"plan": tick_plan(), "paths": paths});
-    let actual = if grade == Grade::Pass {
-        format!("{} routes: not compressed", reads.len())
+    if judged == 0 {
+        let example = reads
+            .first()
+            .map(|r| timeliness(r).summary)
+            .unwrap_or_default();
+        return info.skip(format!(
+            "no SSE stream to judge: none of the {} routes answered, with or without Accept-Encoding: gzip ({example}); sse.stream reports it",
+            reads.len()
+        ));
+    }
+    let mut actual = if grade == Grade::Pass {
+        format!("{judged} routes: not compressed")
     } else {
         lines.join("; ")
     };
+    if !not_judged.is_empty() {
+        actual.push_str(&format!(
+            "; not judged (no stream with or without gzip): {}",
+            not_judged.join("; ")
+        ));
+    }
     info.outcome(grade, expected, actual, m)
 }

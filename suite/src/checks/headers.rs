@@ -87,7 +87,7 @@ pub(crate) fn split_host(host: &str) -> (String, Option<String>) {
 
 /// The report of a plain request.
 async fn report_http(target: &Target, spoof: bool) -> Result<Value, String> {
-    let client = http_client();
+    let client = http_client(target);
     let mut request = get(&client, target, "/api/mock/request");
     if spoof {
         request = request
@@ -155,14 +155,15 @@ fn judge(report: &Value, target: &Target, client: IpAddr, label: &str, f: &mut F
     let xff = items(report, "x-forwarded-for");
     match xff.last() {
         None => f.problems.push(format!("{label}: no X-Forwarded-For")),
-        Some(last)
-            if last.parse::<IpAddr>().ok() != Some(client) && last != &client.to_string() =>
-        {
-            f.problems.push(format!(
-                "{label}: X-Forwarded-For {:?} does not end with the client {client}",
-                xff.join(", ")
-            ))
-        }
+        Some(last) if last.parse::<IpAddr>().ok() != Some(client) => f.problems.push(format!(
+            "{label}: X-Forwarded-For {:?} does not end with the client {client}{}",
+            xff.join(", "),
+            if last.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+                " (another loopback address: likely the proxy's own, not the client's)"
+            } else {
+                ""
+            }
+        )),
         Some(_) => {}
     }
     match items(report, "x-forwarded-proto").first() {
@@ -172,12 +173,15 @@ fn judge(report: &Value, target: &Target, client: IpAddr, label: &str, f: &mut F
         )),
         Some(_) => {}
     }
-    match seen(report, "x-real-ip").first() {
-        None => f.warnings.push(format!("{label}: no X-Real-IP")),
-        Some(ip) if ip.trim().parse::<IpAddr>().ok() != Some(client) => f.warnings.push(format!(
-            "{label}: X-Real-IP {ip:?} is not the client {client}"
+    // X-Real-IP is a SHOULD (missing: warn), but one that names someone else (the proxy's own
+    // address, a client-sent value) misleads the backend as much as a wrong X-Forwarded-For.
+    match seen(report, "x-real-ip").as_slice() {
+        [] => f.warnings.push(format!("{label}: no X-Real-IP")),
+        [ip] if ip.trim().parse::<IpAddr>().ok() == Some(client) => {}
+        values => f.problems.push(format!(
+            "{label}: X-Real-IP {:?} is not the client {client}",
+            values.join(", ")
         )),
-        Some(_) => {}
     }
     match seen(report, "x-forwarded-host").first() {
         None => f.warnings.push(format!("{label}: no X-Forwarded-Host")),
@@ -232,7 +236,7 @@ pub async fn forwarded(target: &Target) -> Outcome {
         )
     } else {
         format!(
-            "on a request and a WebSocket upgrade, the backend sees Host {:?} (host name; port noted), X-Forwarded-For ending with the client {client}, X-Forwarded-Proto http; X-Real-IP and X-Forwarded-Host present (warn when missing)",
+            "on a request and a WebSocket upgrade from the client {client} (not the proxy's 127.0.0.1), the backend sees Host {:?} (host name; port noted), X-Forwarded-For ending with exactly {client}, X-Forwarded-Proto http; X-Real-IP equal to {client} and X-Forwarded-Host present (warn when missing)",
             target.host
         )
     };

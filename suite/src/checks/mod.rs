@@ -12,7 +12,7 @@ pub mod sse;
 pub mod timeouts;
 pub mod websocket;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mock_server::Profile;
@@ -82,6 +82,9 @@ pub struct Outcome {
     pub elapsed_ms: u64,
 }
 
+/// The default client address: on loopback but not 127.0.0.1, where the proxies connect from.
+pub const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
 /// Where a check sends its traffic, and what it may assume about the backend behind it.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -91,6 +94,10 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The Host header a browser would send to this site.
     pub host: String,
+    /// The address every check's client connects from ([`CLIENT_IP`] by default): not the
+    /// proxy's own address, so the backend's view of the client (X-Forwarded-For, X-Real-IP)
+    /// cannot be confused with the proxy's. `lb.sticky` adds clients of its own.
+    pub client_ip: IpAddr,
     /// Profile of the backend(s) behind the target.
     pub profile: Profile,
     /// Instance ids of the backends behind the target (several for load-balanced configs).

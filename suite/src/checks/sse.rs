@@ -1,4 +1,5 @@
-//! Server-Sent Events through the proxy: `sse.stream` (every tick arrives on time, one by one),
+//! Server-Sent Events through the proxy: `sse.stream` (every tick arrives on time, one by one:
+//! late is a fail, on time but bunched in batches a warn),
 //! `sse.headers` (the stream is not transformed), `sse.idle` (a silent stream survives the idle
 //! period). Every check runs on every SSE route of the backend profile at once, since guides
 //! configure the routes in separate locations that can each go wrong.
@@ -12,11 +13,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::client::{
-    get, header, headers_json, http_client, read_ticks, secs, within, SseRead, Window,
+    get, header, headers_json, http_client, read_ticks, secs, within, SseRead, Tick, Window,
     EXCHANGE_TIMEOUT,
 };
 use super::timeouts::idle_deadline;
-use super::{CheckInfo, Outcome, Target};
+use super::{CheckInfo, Grade, Outcome, Target};
 
 pub const SSE_STREAM: CheckInfo = CheckInfo {
     id: "sse.stream",
@@ -31,8 +32,8 @@ pub const SSE_STREAM: CheckInfo = CheckInfo {
 pub const SSE_HEADERS: CheckInfo = CheckInfo {
     id: "sse.headers",
     requirement: "SSE routes must not be transformed: text/event-stream, no compression, Cache-Control no-transform kept",
-    sign: "Everything works locally, but breaks only behind the proxy (the proxy is compressing and buffering live traffic)",
-    fix: "On SSE routes: gzip off; proxy_buffering off; add_header Cache-Control \"no-cache, no-transform\" always; pass the backend's headers through",
+    sign: "Everything works locally, but breaks only behind the proxy (the proxy transforms the live stream: the browser's EventSource refuses any type but text/event-stream, and a compressed or transformable stream gets buffered)",
+    fix: "On SSE routes: gzip off; proxy_buffering off; add_header Cache-Control \"no-cache, no-transform\" always; pass the backend's headers through (no proxy_hide_header or add_header for Content-Type)",
     long: false,
     bulky: false,
     needs_ui_password: false,
@@ -116,12 +117,60 @@ pub(crate) fn tick_plan() -> Value {
     })
 }
 
-/// Whether a stream's ticks all arrived in order within the lag budget.
+/// Ticks whose arrivals are closer than this came in one delivery (one read, or reads the proxy
+/// wrote back to back): a tenth of the tick interval, far below the 100 ms between ticks that
+/// are passed one by one.
+const TOGETHER_US: u64 = INTERVAL_MS * 1000 / 10;
+/// A tick held this long (two tick intervals) waited while later ticks were emitted.
+const HELD_MS: f64 = 2.0 * INTERVAL_MS as f64;
+/// Batches a route needs before it is graded batched: one stall of a loaded machine can bunch
+/// ticks once; a proxy that batches on a timer does it every period (at least twice in the two
+/// seconds of ticks for any period under the 1 s budget).
+const BATCHES_TO_WARN: usize = 2;
+/// The guide's failure sign for ticks that arrive on time but bunched.
+pub const BATCH_SIGN: &str = "SSE events arrive in batches instead of real-time";
+
+/// Whether a stream's ticks all arrived in order within the lag budget, and one by one.
 pub(crate) struct Timeliness {
     pub on_time: bool,
     /// Ticks that never arrived, late ones, the worst lag: one line of evidence.
     pub summary: String,
     pub max_lag_ms: f64,
+    /// Deliveries of several ticks each held more than two intervals (seq numbers of each).
+    pub batches: Vec<Vec<u64>>,
+}
+
+impl Timeliness {
+    /// On time, but delivered in batches, repeatedly: a proxy holding events on a timer.
+    pub fn batched(&self) -> bool {
+        self.on_time && self.batches.len() >= BATCHES_TO_WARN
+    }
+}
+
+/// The deliveries (ticks arriving within [`TOGETHER_US`] of each other) that carried several
+/// ticks each held more than [`HELD_MS`].
+fn batches(ticks: &[Tick]) -> Vec<Vec<u64>> {
+    let mut deliveries: Vec<Vec<&Tick>> = Vec::new();
+    let mut last_arrival: Option<u64> = None;
+    for t in ticks {
+        match (last_arrival, deliveries.last_mut()) {
+            (Some(prev), Some(current)) if t.arrived_at_us.saturating_sub(prev) < TOGETHER_US => {
+                current.push(t)
+            }
+            _ => deliveries.push(vec![t]),
+        }
+        last_arrival = Some(t.arrived_at_us);
+    }
+    deliveries
+        .into_iter()
+        .map(|d| {
+            d.into_iter()
+                .filter(|t| t.lag_us() as f64 / 1000.0 > HELD_MS)
+                .map(|t| t.seq)
+                .collect::<Vec<_>>()
+        })
+        .filter(|held| held.len() >= 2)
+        .collect()
 }
 
 pub(crate) fn timeliness(read: &SseRead) -> Timeliness {
@@ -167,10 +216,27 @@ pub(crate) fn timeliness(read: &SseRead) -> Timeliness {
             summary.push_str(&format!("; {}", read.end));
         }
     }
+    let batches = batches(&read.ticks);
+    if on_time && batches.len() >= BATCHES_TO_WARN {
+        summary.push_str(&format!(
+            ", in {} batches of ticks held over {HELD_MS:.0} ms ({})",
+            batches.len(),
+            batches
+                .iter()
+                .map(|b| b
+                    .iter()
+                    .map(|s| format!("#{s}"))
+                    .collect::<Vec<_>>()
+                    .join("+"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     Timeliness {
         on_time,
         summary,
         max_lag_ms,
+        batches,
     }
 }
 
@@ -194,21 +260,40 @@ pub async fn stream(target: &Target) -> Outcome {
     );
     let mut paths = Vec::new();
     let mut bad = Vec::new();
+    let mut batched = Vec::new();
     let mut worst = 0.0f64;
     for read in &reads {
         let verdict = timeliness(read);
         worst = worst.max(verdict.max_lag_ms);
         if !verdict.on_time {
             bad.push(format!("{}: {}", read.path_route(), verdict.summary));
+        } else if verdict.batched() {
+            batched.push(format!("{}: {}", read.path_route(), verdict.summary));
         }
         let mut j = read.to_json();
         j["on_time"] = json!(verdict.on_time);
+        j["batches"] = json!(verdict.batches);
+        j["batched"] = json!(verdict.batched());
         j["summary"] = json!(verdict.summary);
         paths.push(j);
     }
-    let m = json!({"plan": tick_plan(), "paths": paths});
+    let m = json!({
+        "plan": tick_plan(),
+        "batch_rule": {"together_ms": TOGETHER_US as f64 / 1000.0, "held_ms": HELD_MS, "batches_to_warn": BATCHES_TO_WARN},
+        "paths": paths,
+    });
+    if bad.is_empty() && !batched.is_empty() {
+        let mut outcome = info.outcome(
+            Grade::Warn,
+            format!("{expected}, one by one (not several ticks held over {HELD_MS:.0} ms delivered together)"),
+            batched.join("; "),
+            m,
+        );
+        outcome.sign = BATCH_SIGN.to_string();
+        return outcome;
+    }
     let actual = format!(
-        "{} routes: all {TICKS} ticks on time, worst lag {worst:.1} ms",
+        "{} routes: all {TICKS} ticks on time, one by one, worst lag {worst:.1} ms",
         reads.len()
     );
     info.pass_unless(&bad, expected, actual, m)
@@ -258,7 +343,7 @@ pub async fn headers(target: &Target) -> Outcome {
 /// offers no encoding, so any Content-Encoding is a transformation nobody asked for (what a proxy
 /// does when gzip is offered is compress.sse's business).
 async fn route_headers(target: &Target, route: &str) -> Result<(Vec<String>, Value), String> {
-    let client = http_client();
+    let client = http_client(target);
     let path = format!("{route}?ticks=1&interval_ms=1&hold_ms=0");
     let request = get(&client, target, &path)
         .header(ACCEPT, "text/event-stream")
@@ -283,7 +368,10 @@ async fn route_headers(target: &Target, route: &str) -> Result<(Vec<String>, Val
         })
         .unwrap_or(false);
     if !is_event_stream {
-        problems.push(format!("Content-Type {content_type:?}"));
+        problems.push(match &content_type {
+            Some(ct) => format!("Content-Type {ct:?}, not text/event-stream"),
+            None => "no Content-Type".to_string(),
+        });
     }
     if let Some(ce) = content_encoding
         .as_deref()
@@ -354,4 +442,60 @@ pub async fn idle(target: &Target) -> Outcome {
         secs(idle)
     );
     info.pass_unless(&bad, expected, actual, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{batches, Tick, BATCHES_TO_WARN, INTERVAL_MS};
+
+    /// Ticks emitted every interval, each arriving at `arrival(seq, emitted)`.
+    fn ticks(arrival: impl Fn(u64, u64) -> u64) -> Vec<Tick> {
+        (0..20)
+            .map(|seq| {
+                let emitted = 1_000_000 + seq * INTERVAL_MS * 1000;
+                Tick {
+                    seq,
+                    emitted_at_us: emitted,
+                    arrived_at_us: arrival(seq, emitted),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_by_one_is_no_batch() {
+        assert!(batches(&ticks(|_, e| e + 300)).is_empty());
+    }
+
+    #[test]
+    fn a_timer_flush_every_500_ms_is_batched() {
+        // Released at the next multiple of 500 ms: lags 500, 400, 300, 200, 100.
+        let found = batches(&ticks(|_, e| (e / 500_000 + 1) * 500_000));
+        assert!(found.len() >= BATCHES_TO_WARN, "{found:?}");
+        assert!(found.iter().all(|b| b.len() >= 2));
+    }
+
+    #[test]
+    fn a_200_ms_cork_holds_one_tick_at_a_time() {
+        // As HAProxy's first-try measured: deliveries of three ticks lagging ~205, ~105, ~6 ms;
+        // only the oldest was held over two intervals.
+        let found = batches(&ticks(|seq, e| {
+            e + [205_000, 105_000, 6_000][seq as usize % 3]
+        }));
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn one_stall_is_one_batch_only() {
+        // The machine stalls 400 ms once: ticks 5..=8 arrive together.
+        let found = batches(&ticks(|seq, e| {
+            if (5..=8).contains(&seq) {
+                1_000_000 + 9 * INTERVAL_MS * 1000
+            } else {
+                e + 300
+            }
+        }));
+        assert_eq!(found.len(), 1);
+        assert!(found.len() < BATCHES_TO_WARN);
+    }
 }

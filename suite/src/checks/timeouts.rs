@@ -45,7 +45,7 @@ pub async fn slow(target: &Target) -> Outcome {
         "GET {path}: 200 with the full {SLOW_BODY}-byte body after {} of silence",
         secs(idle)
     );
-    let client = http_client();
+    let client = http_client(target);
     let start = Instant::now();
     let limit = idle_deadline(idle);
     let answer = within(limit, "response", get(&client, target, &path).send()).await;

@@ -47,6 +47,7 @@ fn target(
             .map(|m| m.instance_id().to_string())
             .collect(),
         idle: IDLE,
+        client_ip: checks::CLIENT_IP,
         direct,
         ui_password: None,
     }
