@@ -179,7 +179,7 @@ fn a_missing_binary_is_a_skip_with_an_install_hint() {
     match spec.availability() {
         Availability::Missing { reason, hint } => {
             assert!(reason.contains("/nonexistent/caddy"));
-            assert!(hint.contains("just setup"), "{hint}");
+            assert!(hint.contains("./proxy-suite setup"), "{hint}");
         }
         other => panic!("expected Missing, got {other:?}"),
     }

