@@ -66,6 +66,9 @@ enum Cmd {
         /// Run only these check ids (repeatable).
         #[arg(long = "only")]
         only: Vec<String>,
+        /// Only these configs, by id (`nginx/first-try.conf`, repeatable).
+        #[arg(long = "config", value_name = "ID")]
+        configs: Vec<String>,
         /// Run only shard K of N (`2/3`): every N-th run of the plan sorted by proxy, config
         /// and profile; join the outputs with `proxy-suite merge`.
         #[arg(long, value_name = "K/N")]
@@ -104,8 +107,8 @@ fn main() -> ExitCode {
         Cmd::Check { proxy, config, profile, idle, only, json, junit } => {
             runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, json, junit))
         }
-        Cmd::Matrix { idle, out, proxies, only, shard, junit, full_evidence } => {
-            let plan = Plan { idle: Duration::from_secs(idle), proxies, only, configs: Vec::new(), shard };
+        Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence } => {
+            let plan = Plan { idle: Duration::from_secs(idle), proxies, only, configs, shard };
             runtime.block_on(matrix::run(plan, matrix::Output { dir: out, junit, full_evidence }))
         }
         Cmd::Merge { inputs, out, junit, full_evidence } => merge(&inputs, &out, junit.as_deref(), full_evidence),
