@@ -22,6 +22,8 @@ const TEMPLATE: &str = include_str!("../../templates/performance.md.j2");
 const PROFILE: Profile = Profile::Openchamber;
 
 /// One tick of an SSE stream as the client saw it (same clock on both ends).
+// The same as the checks' `client::Tick`, which is private to `checks`: once `checks` exports
+// it (`pub use client::Tick;`, the struct `pub`), this declaration goes and the report uses it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tick {
     pub seq: u64,
