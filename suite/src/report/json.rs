@@ -140,8 +140,10 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
         ("wall_ms", json!(run.wall_ms)),
     ];
     let mut fields: Vec<String> = head.into_iter().map(|(k, v)| format!("{}:{}", json!(k), line(v))).collect();
-    fields.push(format!("\"proxies\":{}", list(run.proxies.iter().map(|p| line(json!(p))).collect())));
-    fields.push(format!("\"checks\":{}", list(checks::catalogue().iter().map(|c| line(json!(c))).collect())));
+    // Serialized straight from the structs: their fields in declaration order, `name`/`id` first.
+    let entry = |v: Result<String, serde_json::Error>| v.unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
+    fields.push(format!("\"proxies\":{}", list(run.proxies.iter().map(|p| entry(serde_json::to_string(p))).collect())));
+    fields.push(format!("\"checks\":{}", list(checks::catalogue().iter().map(|c| entry(serde_json::to_string(c))).collect())));
     fields.push(format!("\"direct\":{}", list(run.direct.iter().map(run_text).collect())));
     fields.push(format!("\"runs\":{}", list(run.runs.iter().map(run_text).collect())));
     format!("{{{}}}\n", fields.join(",\n"))
@@ -149,41 +151,59 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
 
 /// One run: its header on one line, then one cell per line.
 fn run_text(result: &RunResult) -> String {
-    let header = run_header(result).to_string();
-    let cells: Vec<String> = result.checks.iter().map(|c| cell_value(c).to_string()).collect();
-    let open = &header[..header.len() - 1];
+    let cells: Vec<String> = result.checks.iter().map(|c| ordered(&cell_fields(c))).collect();
+    let mut header = run_fields(result);
+    header.push(("checks", Value::Null));
+    let header = ordered(&header);
+    // The cells in place of the null: `"checks":null}` is the header's end.
+    let open = &header[..header.len() - "null}".len()];
     if cells.is_empty() {
-        format!("{open},\"checks\":[]}}")
+        format!("{open}[]}}")
     } else {
-        format!("{open},\"checks\":[\n{}]}}", cells.join(",\n"))
+        format!("{open}[\n{}]}}", cells.join(",\n"))
     }
 }
 
+/// An object with its fields in the given order (serde_json sorts them), so each line of
+/// `matrix.json` starts with what tells it apart: a run's proxy and config, a cell's id and grade.
+fn ordered(fields: &[(&str, Value)]) -> String {
+    let inner: Vec<String> = fields.iter().map(|(k, v)| format!("{}:{v}", Value::from(*k))).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
 /// A run's fields but its cells.
+fn run_fields(result: &RunResult) -> Vec<(&'static str, Value)> {
+    vec![
+        ("proxy", json!({"name": result.proxy, "version": result.version, "source": result.source})),
+        ("config", json!(result.config)),
+        ("profile", json!(result.profile)),
+        ("role", json!(result.role)),
+        ("negative_control", json!(result.negative_control)),
+        ("setup_error", json!(result.setup_error)),
+        ("rewrites", json!(result.rewrites)),
+        ("elapsed_ms", json!(result.elapsed_ms)),
+    ]
+}
+
 fn run_header(result: &RunResult) -> Value {
-    json!({
-        "proxy": {"name": result.proxy, "version": result.version, "source": result.source},
-        "config": result.config,
-        "role": result.role,
-        "negative_control": result.negative_control,
-        "profile": result.profile,
-        "setup_error": result.setup_error,
-        "rewrites": result.rewrites,
-        "elapsed_ms": result.elapsed_ms,
-    })
+    Value::Object(run_fields(result).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+fn cell_fields(c: &Outcome) -> Vec<(&'static str, Value)> {
+    vec![
+        ("id", json!(c.id)),
+        ("grade", json!(c.grade)),
+        ("expected", json!(c.expected)),
+        ("actual", json!(c.actual)),
+        ("sign", json!(c.sign)),
+        ("fix", json!(c.fix)),
+        ("measurements", c.measurements.clone()),
+        ("elapsed_ms", json!(c.elapsed_ms)),
+    ]
 }
 
 fn cell_value(c: &Outcome) -> Value {
-    json!({
-        "id": c.id,
-        "grade": c.grade,
-        "expected": c.expected,
-        "actual": c.actual,
-        "sign": c.sign,
-        "fix": c.fix,
-        "measurements": c.measurements,
-        "elapsed_ms": c.elapsed_ms,
-    })
+    Value::Object(cell_fields(c).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 /// A `matrix.json` read back: the run, its schema and how much evidence it kept.
