@@ -178,6 +178,11 @@ fn json_is_the_schema_2_contract() {
     assert_eq!(cell["measurements"]["paths"][0]["ticks"].as_array().unwrap().len(), 20);
     assert_eq!(doc["runs"][2]["setup_error"]["kind"], "invalid-config");
     assert_eq!(doc["runs"][0]["elapsed_ms"], 2_000);
+    // Each cell's time is on its run's line, not the cell's.
+    assert_eq!(doc["runs"][0]["check_ms"]["sse.stream"], 42);
+    assert!(cell.get("elapsed_ms").is_none());
+    let back = report::json::read_matrix(&text).unwrap();
+    assert_eq!(back.run.runs[0].checks[1].elapsed_ms, 42);
 }
 
 #[test]

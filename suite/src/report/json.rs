@@ -20,13 +20,15 @@
 //! - `checks`: the catalogue in order, `{id, requirement, sign, fix, long, ...}`.
 //! - `direct`: the control (the checks against the mock itself), one run per profile.
 //! - `runs`: every proxy x config x profile, ordered by proxy (catalogue order), config id and
-//!   profile. A run (also in `direct`) is `{proxy: {name, version, source}, config, role,
-//!   negative_control, profile, setup_error, rewrites, elapsed_ms, checks}`; `role` is the
+//!   profile. A run (also in `direct`) is `{proxy: {name, version, source}, config, profile,
+//!   role, negative_control, setup_error, rewrites, elapsed_ms, check_ms, checks}`; `role` is the
 //!   config's (`guide`, `first-try`, `known-good`, `negative-control`, `user`; null in
 //!   `direct`), `negative_control` the checks a negative control is built to fail;
 //!   `setup_error` (`{kind, message}`, kind `missing`, `invalid-config`, `not-ready` or
 //!   `error`) means the run has no grades and is not a result; each of `checks` (one cell of
-//!   the matrix) is `{id, grade, expected, actual, sign, fix, measurements, elapsed_ms}`, with
+//!   the matrix) is `{id, grade, expected, actual, sign, fix, measurements}` (its time is in
+//!   the run's `check_ms`, `{id: ms}`, so that a cell's line changes only with what it
+//!   measured), with
 //!   `grade` one of `pass`, `warn`, `fail`, `skip`, `error` (the check itself broke: counted as
 //!   a failure), and `measurements` check-specific.
 //!
@@ -35,8 +37,9 @@
 //! the date, versions and timings.
 //!
 //! Changes from schema 1: `evidence`, `shard`, `role` and `negative_control` added; passing
-//! cells keep summary measurements unless `evidence` is `full`; runs in a fixed order; the
-//! line layout above (schema 1 was indented JSON).
+//! cells keep summary measurements unless `evidence` is `full`; a cell's `elapsed_ms` moved to
+//! its run's `check_ms`; runs in a fixed order; the line layout above (schema 1 was indented
+//! JSON). `check --json` keeps schema 1: a run with `elapsed_ms` in each cell.
 
 use serde_json::{json, Map, Value};
 
@@ -151,8 +154,16 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
 
 /// One run: its header on one line, then one cell per line.
 fn run_text(result: &RunResult) -> String {
-    let cells: Vec<String> = result.checks.iter().map(|c| ordered(&cell_fields(c))).collect();
+    // Every cell's time on the header line: a cell's line changes only when what it measured
+    // does, not on every republish.
+    let cells: Vec<String> = result
+        .checks
+        .iter()
+        .map(|c| ordered(&cell_fields(c).into_iter().filter(|(k, _)| *k != "elapsed_ms").collect::<Vec<_>>()))
+        .collect();
     let mut header = run_fields(result);
+    let times: Map<String, Value> = result.checks.iter().map(|c| (c.id.clone(), json!(c.elapsed_ms))).collect();
+    header.push(("check_ms", Value::Object(times)));
     header.push(("checks", Value::Null));
     let header = ordered(&header);
     // The cells in place of the null: `"checks":null}` is the header's end.
@@ -263,9 +274,21 @@ fn run_from_value(v: &Value) -> Result<RunResult, String> {
         profile: serde_json::from_value(de("profile")?).map_err(|e| fail("profile", e))?,
         setup_error: serde_json::from_value(de("setup_error")?).map_err(|e| fail("setup_error", e))?,
         rewrites: or_default("rewrites").map(serde_json::from_value).transpose().map_err(|e| fail("rewrites", e))?.unwrap_or_default(),
-        checks: serde_json::from_value(de("checks")?).map_err(|e| fail("checks", e))?,
+        checks: serde_json::from_value(with_times(de("checks")?, v.get("check_ms"))).map_err(|e| fail("checks", e))?,
         elapsed_ms: v.get("elapsed_ms").and_then(Value::as_u64).unwrap_or(0),
     })
+}
+
+/// Puts each cell's `elapsed_ms` back from its run's `check_ms` (0 when not recorded).
+fn with_times(mut cells: Value, times: Option<&Value>) -> Value {
+    for cell in cells.as_array_mut().into_iter().flatten() {
+        if cell.get("elapsed_ms").is_none() {
+            let id = cell.get("id").and_then(Value::as_str).unwrap_or_default();
+            let ms = times.and_then(|t| t.get(id)).and_then(Value::as_u64).unwrap_or(0);
+            cell["elapsed_ms"] = json!(ms);
+        }
+    }
+    cells
 }
 
 #[cfg(test)]
