@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::markdown::{self, mark, Row, Table, SETUP_MARK};
 use super::performance::{planned_ticks, sse_paths, PathTicks};
-use super::MatrixRun;
+use super::{Evidence as Kept, MatrixRun};
 use crate::checks::{self, Grade, Outcome};
 use crate::run::{RunResult, SetupIssue};
 
@@ -384,7 +384,7 @@ struct Page {
 }
 
 /// The page's rows grouped by proxy, the evidence of every cell, and the SSE charts.
-fn rows(table: &Table) -> Page {
+fn rows(table: &Table, kept: Kept) -> Page {
     let (mut evidence, mut cards) = (Vec::new(), Vec::new());
     let (mut groups, mut negative) = (Vec::<Group>::new(), Vec::<Group>::new());
     for (r, row) in table.rows.iter().enumerate() {
@@ -396,7 +396,7 @@ fn rows(table: &Table) -> Page {
                 continue;
             };
             let id = format!("ev-{r}-{c}");
-            let brief = outcome.grade == Grade::Pass && !row.control;
+            let brief = outcome.grade == Grade::Pass && !row.control && kept == Kept::Summary;
             let direct = control.and_then(|d| d.checks.iter().find(|o| o.id == outcome.id));
             let chart = (outcome.id == "sse.stream" && !brief).then(|| sse_chart(outcome, row.control, direct)).flatten();
             let chart_id = chart.map(|chart| {
@@ -497,8 +497,14 @@ fn counts(table: &Table) -> Vec<(String, &'static str, usize)> {
     counts
 }
 
-/// The text of `index.html`.
+/// The text of `index.html` as published: passing cells brief.
 pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
+    render_with(matrix, Kept::Summary)
+}
+
+/// The text of `index.html`; with full evidence kept every cell has its own evidence section
+/// (and every `sse.stream` its chart).
+pub fn render_with(matrix: &MatrixRun, kept: Kept) -> Result<String, minijinja::Error> {
     let table = Table::new(matrix);
     let columns: Vec<Column> = table
         .columns
@@ -513,7 +519,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
             }
         })
         .collect();
-    let page = rows(&table);
+    let page = rows(&table, kept);
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);
     env.set_formatter(formatter);

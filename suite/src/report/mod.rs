@@ -121,7 +121,7 @@ pub fn write_all(out: &Path, run: &MatrixRun, evidence: Evidence) -> std::io::Re
     let files = [
         ("matrix.json", json::matrix_text(run, evidence)),
         ("matrix.md", markdown::render(run).map_err(template)?),
-        ("index.html", html::render(run).map_err(template)?),
+        ("index.html", html::render_with(run, evidence).map_err(template)?),
         ("performance.md", performance::render(run).map_err(template)?),
     ];
     std::fs::create_dir_all(out)?;
