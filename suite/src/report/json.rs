@@ -261,7 +261,7 @@ pub fn read_matrix(text: &str) -> Result<Document, String> {
 fn run_from_value(v: &Value) -> Result<RunResult, String> {
     let label = format!("{} {}", v.pointer("/proxy/name").unwrap_or(&Value::Null), v.get("config").unwrap_or(&Value::Null));
     let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
-    let de = |k: &str| -> Result<Value, String> { Ok(v.get(k).cloned().unwrap_or(Value::Null)) };
+    let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
     let or_default = |k: &str| v.get(k).filter(|x| !x.is_null()).cloned();
     let fail = |k: &str, e: serde_json::Error| format!("run {label}: `{k}`: {e}");
     Ok(RunResult {
@@ -269,12 +269,12 @@ fn run_from_value(v: &Value) -> Result<RunResult, String> {
         version: text("/proxy/version"),
         source: text("/proxy/source").unwrap_or_default(),
         config: text("/config").ok_or_else(|| format!("run {label}: no config"))?,
-        role: serde_json::from_value(de("role")?).map_err(|e| fail("role", e))?,
+        role: serde_json::from_value(field("role")).map_err(|e| fail("role", e))?,
         negative_control: or_default("negative_control").map(serde_json::from_value).transpose().map_err(|e| fail("negative_control", e))?.unwrap_or_default(),
-        profile: serde_json::from_value(de("profile")?).map_err(|e| fail("profile", e))?,
-        setup_error: serde_json::from_value(de("setup_error")?).map_err(|e| fail("setup_error", e))?,
+        profile: serde_json::from_value(field("profile")).map_err(|e| fail("profile", e))?,
+        setup_error: serde_json::from_value(field("setup_error")).map_err(|e| fail("setup_error", e))?,
         rewrites: or_default("rewrites").map(serde_json::from_value).transpose().map_err(|e| fail("rewrites", e))?.unwrap_or_default(),
-        checks: serde_json::from_value(with_times(de("checks")?, v.get("check_ms"))).map_err(|e| fail("checks", e))?,
+        checks: serde_json::from_value(with_times(field("checks"), v.get("check_ms"))).map_err(|e| fail("checks", e))?,
         elapsed_ms: v.get("elapsed_ms").and_then(Value::as_u64).unwrap_or(0),
     })
 }
