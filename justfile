@@ -10,8 +10,13 @@ test: setup
     cargo test --workspace
 
 # Run the whole compatibility matrix and write results/ (matrix.json, matrix.md, index.html, performance.md).
-matrix IDLE="75": setup
-    cargo run --release -p suite -- matrix --idle {{IDLE}}
+# Flags pass through: --junit FILE, --shard K/N --out DIR (one slice per machine), --full-evidence.
+matrix IDLE="75" *FLAGS: setup
+    cargo run --release -p suite -- matrix --idle {{IDLE}} {{FLAGS}}
+
+# Join the output folders of `just matrix 75 --shard K/N --out DIR` into results/ (or --out DIR).
+merge +DIRS:
+    cargo run --release -p suite -- merge {{DIRS}}
 
 # Check your own config: just check nginx path/to/site.conf [extra flags, e.g. --profile bare --only sse.stream]
 check PROXY CONFIG *FLAGS:

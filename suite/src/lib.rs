@@ -6,13 +6,15 @@
 //! - [`runtimes`]: how a proxy is brought up for a run (native processes; containers later).
 //! - [`backend`]: the mock backend instances a run puts behind a proxy.
 //! - [`checks`]: one module per area of the guide, each check graded with evidence.
-//! - [`report`]: the machine-readable results and the published matrix.
+//! - [`run`]: one proxy x config x profile run; [`matrix`]: all of them (or a shard) at once.
+//! - [`report`]: the machine-readable results, the published matrix and JUnit XML.
 //! - [`strict`]: whether a missing component is a skip (users) or a failure (CI).
 
 pub mod backend;
 pub mod checks;
 pub mod expected;
 pub mod leftovers;
+pub mod matrix;
 pub mod proxies;
 pub mod report;
 pub mod run;

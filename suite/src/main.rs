@@ -1,6 +1,6 @@
 //! `proxy-suite`: list the proxies, check one config, or run the whole matrix.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use mock_server::Profile;
 use suite::checks::Grade;
+use suite::matrix::{self, Plan};
 use suite::proxies::{self, catalogue, Availability, ConfigFile};
+use suite::report::{self, merge, MatrixRun, Shard};
 use suite::runtimes::{self, NativeRuntime, Runtime};
 use suite::run::{self, RunRequest, RunResult};
 
@@ -47,6 +49,9 @@ enum Cmd {
         /// Print JSON (schema 1) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write the result as JUnit XML to this file (for CI).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Run every available proxy x config x profile and write the matrix to results/.
     Matrix {
@@ -62,6 +67,34 @@ enum Cmd {
         /// Run only these check ids (repeatable).
         #[arg(long = "only")]
         only: Vec<String>,
+        /// Only these configs, by id (`nginx/first-try.conf`, repeatable).
+        #[arg(long = "config", value_name = "ID")]
+        configs: Vec<String>,
+        /// Run only shard K of N (`2/3`): every N-th run of the plan sorted by proxy, config
+        /// and profile; join the outputs with `proxy-suite merge`.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<Shard>,
+        /// Also write the results as JUnit XML to this file (for CI).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Keep every measurement of passing cells too (large files; not for publishing).
+        #[arg(long)]
+        full_evidence: bool,
+    },
+    /// Join the outputs of `matrix --shard` runs (folders holding matrix.json) into one matrix.
+    Merge {
+        /// Shard output folders (or their matrix.json files).
+        #[arg(required = true, value_name = "DIR")]
+        inputs: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Also write the merged results as JUnit XML to this file.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Keep every measurement of passing cells, where every input has them.
+        #[arg(long)]
+        full_evidence: bool,
     },
 }
 
@@ -72,11 +105,53 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
         Cmd::List { json } => list(json),
-        Cmd::Check { proxy, config, profile, idle, only, json } => {
-            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, json))
+        Cmd::Check { proxy, config, profile, idle, only, json, junit } => {
+            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, json, junit))
         }
-        Cmd::Matrix { idle, out, proxies, only } => {
-            runtime.block_on(suite::report::matrix::run(Duration::from_secs(idle), out, proxies, only))
+        Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence } => {
+            let plan = Plan { idle: Duration::from_secs(idle), proxies, only, configs, shard };
+            runtime.block_on(matrix::run(plan, matrix::Output { dir: out, junit, full_evidence }))
+        }
+        Cmd::Merge { inputs, out, junit, full_evidence } => merge(&inputs, &out, junit.as_deref(), full_evidence),
+    }
+}
+
+/// `proxy-suite merge`: bad input (a missing folder, overlapping shards, different idle
+/// periods or schemas) exits 2 with the reason.
+fn merge(inputs: &[PathBuf], out: &Path, junit: Option<&Path>, full_evidence: bool) -> ExitCode {
+    let read: Result<Vec<_>, String> = inputs.iter().map(|p| merge::read(p)).collect();
+    let merged = match read.and_then(|inputs| merge::merge(inputs, full_evidence)) {
+        Ok(m) => m,
+        Err(e) => return setup_failure(&format!("merge: {e}")),
+    };
+    for w in &merged.warnings {
+        eprintln!("proxy-suite merge: warning: {w}");
+    }
+    let mut run = merged.run;
+    fill_roles(&mut run);
+    if let Err(e) = report::write_all(out, &run, merged.evidence) {
+        return setup_failure(&format!("merge: cannot write {}: {e}", out.display()));
+    }
+    if let Some(path) = junit {
+        if let Err(e) = report::junit::write(path, &report::junit::matrix_report(&run)) {
+            return setup_failure(&format!("merge: cannot write {}: {e}", path.display()));
+        }
+    }
+    eprintln!("merge: {} inputs, {} runs, written to {}", inputs.len(), run.runs.len(), out.display());
+    ExitCode::SUCCESS
+}
+
+/// Schema 1 recorded no config roles: take them from `proxy-configs/` where the config is
+/// still there, so the reports can tell guide examples and negative controls apart.
+fn fill_roles(run: &mut MatrixRun) {
+    if run.runs.iter().all(|r| r.role.is_some()) {
+        return;
+    }
+    let Ok(configs) = proxies::config::discover(&proxies::config::default_root()) else { return };
+    for r in run.runs.iter_mut().filter(|r| r.role.is_none()) {
+        if let Some(c) = configs.iter().find(|c| c.id == r.config) {
+            r.role = Some(c.role);
+            r.negative_control = c.negative_control.clone();
         }
     }
 }
@@ -116,7 +191,15 @@ fn list(json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn check(proxy: String, config: PathBuf, profile: Option<Profile>, idle: Duration, only: Vec<String>, json: bool) -> ExitCode {
+async fn check(
+    proxy: String,
+    config: PathBuf,
+    profile: Option<Profile>,
+    idle: Duration,
+    only: Vec<String>,
+    json: bool,
+    junit: Option<PathBuf>,
+) -> ExitCode {
     let spec = match catalogue::resolve(&proxy) {
         Ok(s) => s,
         Err(e) => return setup_failure(&e),
@@ -139,9 +222,14 @@ async fn check(proxy: String, config: PathBuf, profile: Option<Profile>, idle: D
     }
     let result = run::run_proxy(runtime, req, &run::Schedule::single()).await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&suite::report::json::check_document(&result)).unwrap());
+        println!("{}", serde_json::to_string_pretty(&report::json::check_document(&result)).unwrap());
     } else {
         print_result(&result);
+    }
+    if let Some(path) = &junit {
+        if let Err(e) = report::junit::write(path, &report::junit::check_report(&result)) {
+            return setup_failure(&format!("cannot write {}: {e}", path.display()));
+        }
     }
     match (&result.setup_error, result.failed()) {
         (Some(_), _) => ExitCode::from(2),
@@ -166,7 +254,7 @@ fn print_result(result: &RunResult) {
     }
     println!();
     for c in &result.checks {
-        println!("  {:<18} {}", c.id, c.grade.to_string().to_uppercase());
+        println!("  {:<18} {} {}", c.id, report::markdown::mark(c.grade), c.grade.to_string().to_uppercase());
     }
     for c in result.checks.iter().filter(|c| c.grade != Grade::Pass) {
         println!("\n{} [{}]", c.id, c.grade);

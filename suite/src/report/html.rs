@@ -2,6 +2,13 @@
 //! cell opening its evidence, and for `sse.stream` a chart of tick emission against arrival,
 //! direct versus through the proxy, so a buffering proxy is seen at a glance.
 //!
+//! The page leads with the per-proxy verdicts (the guide's example, the known-good config),
+//! then the matrix; negative controls (test infrastructure) have their own table below it.
+//! A passing cell through a proxy has no evidence section of its own: one shared panel shows
+//! what was measured (the requirement is the column's tooltip), and it has no chart. The
+//! evidence and charts that matter are the non-pass cells' and the controls'; this keeps the
+//! page small (passing cells' sections were two thirds of it).
+//!
 //! Rendered from `templates/index.html` with HTML auto-escaping; this module only computes what
 //! the template shows (labels, evidence text, chart coordinates).
 
@@ -11,7 +18,7 @@ use serde_json::Value;
 
 use super::markdown::{self, mark, Row, Table, SETUP_MARK};
 use super::performance::{planned_ticks, sse_paths, PathTicks};
-use super::MatrixRun;
+use super::{Evidence as Kept, MatrixRun};
 use crate::checks::{self, Grade, Outcome};
 use crate::run::{RunResult, SetupIssue};
 
@@ -39,6 +46,8 @@ struct Group {
 
 #[derive(Serialize)]
 struct PageRow {
+    /// The row in one line, for the panel of a passing cell.
+    label: String,
     config: String,
     profile: &'static str,
     setup: Option<SetupIssue>,
@@ -54,6 +63,15 @@ struct Cell {
     evidence: Option<String>,
     /// One line for the tooltip.
     actual: String,
+    /// A pass through a proxy: no section of its own; the page's script shows the check, the
+    /// row, `actual` and `took_ms` in one shared panel.
+    brief: Option<Brief>,
+}
+
+#[derive(Serialize)]
+struct Brief {
+    check: String,
+    took_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -69,8 +87,9 @@ struct Evidence {
     sign: String,
     fix: String,
     elapsed_ms: u64,
-    /// Pretty-printed JSON, already escaped for element content (see [`text_content`]).
-    measurements: minijinja::Value,
+    /// Pretty-printed JSON, already escaped for element content (see [`text_content`]); `None`
+    /// when nothing was kept.
+    measurements: Option<minijinja::Value>,
     /// The id of this cell's SSE chart, drawn once in the overview and shown here by reference.
     chart: Option<String>,
 }
@@ -353,20 +372,33 @@ fn text_content(text: &str) -> minijinja::Value {
     minijinja::Value::from_safe_string(escaped)
 }
 
-/// The page's rows grouped by proxy, the evidence of every cell, and the SSE chart of every run.
-fn rows(table: &Table) -> (Vec<Group>, Vec<Evidence>, Vec<ChartCard>) {
-    let (mut groups, mut evidence, mut cards) = (Vec::<Group>::new(), Vec::new(), Vec::new());
+/// What the page shows of the table.
+struct Page {
+    /// The matrix, grouped by proxy: the controls and every run but the negative controls.
+    groups: Vec<Group>,
+    /// The negative controls, grouped by proxy.
+    negative: Vec<Group>,
+    evidence: Vec<Evidence>,
+    /// The SSE chart of every run whose `sse.stream` is not a pass, and of the controls.
+    cards: Vec<ChartCard>,
+}
+
+/// The page's rows grouped by proxy, the evidence of every cell, and the SSE charts.
+fn rows(table: &Table, kept: Kept) -> Page {
+    let (mut evidence, mut cards) = (Vec::new(), Vec::new());
+    let (mut groups, mut negative) = (Vec::<Group>::new(), Vec::<Group>::new());
     for (r, row) in table.rows.iter().enumerate() {
         let control = control_of(table, row);
         let mut cells = Vec::new();
         for (c, cell) in row.cells.iter().enumerate() {
             let Some(outcome) = cell else {
-                cells.push(Cell { grade: "none".into(), mark: "—", evidence: None, actual: "not run".into() });
+                cells.push(Cell { grade: "none".into(), mark: "—", evidence: None, actual: "not run".into(), brief: None });
                 continue;
             };
             let id = format!("ev-{r}-{c}");
+            let brief = outcome.grade == Grade::Pass && !row.control && kept == Kept::Summary;
             let direct = control.and_then(|d| d.checks.iter().find(|o| o.id == outcome.id));
-            let chart = (outcome.id == "sse.stream").then(|| sse_chart(outcome, row.control, direct)).flatten();
+            let chart = (outcome.id == "sse.stream" && !brief).then(|| sse_chart(outcome, row.control, direct)).flatten();
             let chart_id = chart.map(|chart| {
                 let chart_id = format!("chart-{r}-{c}");
                 cards.push(ChartCard {
@@ -381,11 +413,22 @@ fn rows(table: &Table) -> (Vec<Group>, Vec<Evidence>, Vec<ChartCard>) {
                 });
                 chart_id
             });
+            if brief {
+                cells.push(Cell {
+                    grade: outcome.grade.to_string(),
+                    mark: mark(outcome.grade),
+                    evidence: None,
+                    actual: outcome.actual.clone(),
+                    brief: Some(Brief { check: outcome.id.clone(), took_ms: outcome.elapsed_ms }),
+                });
+                continue;
+            }
             cells.push(Cell {
                 grade: outcome.grade.to_string(),
                 mark: mark(outcome.grade),
                 evidence: Some(id.clone()),
                 actual: outcome.actual.clone(),
+                brief: None,
             });
             evidence.push(Evidence {
                 id,
@@ -399,23 +442,47 @@ fn rows(table: &Table) -> (Vec<Group>, Vec<Evidence>, Vec<ChartCard>) {
                 sign: outcome.sign.clone(),
                 fix: outcome.fix.clone(),
                 elapsed_ms: outcome.elapsed_ms,
-                measurements: text_content(&pretty_json(&outcome.measurements)),
+                measurements: (!outcome.measurements.is_null()).then(|| text_content(&pretty_json(&outcome.measurements))),
                 chart: chart_id,
             });
         }
         let page_row = PageRow {
+            label: row.label(),
             config: row.run.config.clone(),
             profile: row.run.profile.as_str(),
             setup: row.run.setup_error.clone(),
             cells,
         };
         let proxy = row.proxy_label();
+        let groups = if row.negative { &mut negative } else { &mut groups };
         match groups.last_mut() {
             Some(group) if group.proxy == proxy && group.control == row.control => group.rows.push(page_row),
             _ => groups.push(Group { proxy, source: row.run.source.clone(), control: row.control, rows: vec![page_row] }),
         }
     }
-    (groups, evidence, cards)
+    Page { groups, negative, evidence, cards }
+}
+
+/// Escapes like minijinja's HTML auto-escape but for `/`, which needs no escaping in HTML and
+/// is in every route and config id: `&#x2f;` six times over made the page heavier.
+fn formatter(out: &mut minijinja::Output, state: &minijinja::State, value: &minijinja::Value) -> Result<(), minijinja::Error> {
+    match value.as_str() {
+        Some(text) if state.auto_escape() == AutoEscape::Html && !value.is_safe() => {
+            let mut escaped = String::with_capacity(text.len());
+            for ch in text.chars() {
+                match ch {
+                    '&' => escaped.push_str("&amp;"),
+                    '<' => escaped.push_str("&lt;"),
+                    '>' => escaped.push_str("&gt;"),
+                    '"' => escaped.push_str("&quot;"),
+                    '\'' => escaped.push_str("&#x27;"),
+                    _ => escaped.push(ch),
+                }
+            }
+            out.write_str(&escaped).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    }
 }
 
 /// Grade counts over every proxy run (not the control), for the summary line.
@@ -430,8 +497,14 @@ fn counts(table: &Table) -> Vec<(String, &'static str, usize)> {
     counts
 }
 
-/// The text of `index.html`.
+/// The text of `index.html` as published: passing cells brief.
 pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
+    render_with(matrix, Kept::Summary)
+}
+
+/// The text of `index.html`; with full evidence kept every cell has its own evidence section
+/// (and every `sse.stream` its chart).
+pub fn render_with(matrix: &MatrixRun, kept: Kept) -> Result<String, minijinja::Error> {
     let table = Table::new(matrix);
     let columns: Vec<Column> = table
         .columns
@@ -446,9 +519,10 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
             }
         })
         .collect();
-    let (groups, evidence, charts) = rows(&table);
+    let page = rows(&table, kept);
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.set_formatter(formatter);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.add_template("index.html", TEMPLATE)?;
@@ -461,10 +535,12 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         proxies => markdown::proxy_lines(matrix),
         counts => counts(&table),
         columns => columns,
-        groups => groups,
+        verdicts => markdown::verdicts(matrix),
+        groups => page.groups,
+        negative => page.negative,
         chart_size => [CHART_W, CHART_H],
-        evidence => evidence,
-        charts => charts,
+        evidence => page.evidence,
+        charts => page.cards,
     })
 }
 

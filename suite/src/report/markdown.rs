@@ -3,14 +3,15 @@
 //!
 //! Also owns what `index.html` and `performance.md` show the same way: the [`Table`] (rows are
 //! the control, then every proxy x config x profile; columns are check ids in catalogue order),
-//! how a grade reads without colour ([`mark`]), the header facts, and the Markdown templates'
-//! environment.
+//! the per-proxy [`verdicts`] both pages lead with, how a grade reads without colour
+//! ([`mark`]), the header facts, and the Markdown templates' environment.
 
 use minijinja::{context, Environment};
 use serde::Serialize;
 
 use super::{Machine, MatrixRun};
 use crate::checks::{self, Grade, Outcome};
+use crate::proxies::config::Role;
 use crate::run::RunResult;
 
 const TEMPLATE: &str = include_str!("../../templates/matrix.md.j2");
@@ -27,6 +28,8 @@ pub struct Row<'a> {
     pub run: &'a RunResult,
     /// The direct control: the checks against the mock itself.
     pub control: bool,
+    /// A negative control: test infrastructure, shown apart from the matrix.
+    pub negative: bool,
     /// One per column; `None` when the check did not run in this run.
     pub cells: Vec<Option<&'a Outcome>>,
 }
@@ -49,6 +52,7 @@ impl<'a> Table<'a> {
         let row = |run: &'a RunResult, control: bool| Row {
             run,
             control,
+            negative: run.role == Some(Role::NegativeControl),
             cells: columns.iter().map(|id| run.checks.iter().find(|c| &c.id == id)).collect(),
         };
         let rows = matrix
@@ -75,6 +79,86 @@ impl Row<'_> {
     pub fn label(&self) -> String {
         format!("{} · {} · {}", self.proxy_label(), self.run.config, self.run.profile.as_str())
     }
+}
+
+/// How one config did under one profile.
+#[derive(Serialize)]
+pub struct ProfileVerdict {
+    pub profile: &'static str,
+    /// `pass` (every check passes or is skipped), `warn`, `fail` (a fail or an error), `setup`.
+    pub grade: &'static str,
+    pub mark: &'static str,
+    /// The checks that are not a pass or a skip (`sse.stream fail`), or the setup error.
+    pub problems: Vec<String>,
+}
+
+/// How one config did under every profile it ran in.
+#[derive(Serialize)]
+pub struct ConfigVerdict {
+    pub config: String,
+    /// No fail, error, warn or setup error under any profile (skips say why they do not apply).
+    pub passes_everything: bool,
+    pub profiles: Vec<ProfileVerdict>,
+}
+
+/// What a reader comes for, per proxy that ran: does the guide's example work, and which
+/// known-good config passes everything.
+#[derive(Serialize)]
+pub struct ProxyVerdict {
+    /// `nginx@1.22 1.22.1`.
+    pub proxy: String,
+    /// Configs of role `guide`.
+    pub guide: Vec<ConfigVerdict>,
+    /// Configs of role `known-good`.
+    pub known_good: Vec<ConfigVerdict>,
+}
+
+fn profile_verdict(run: &RunResult) -> ProfileVerdict {
+    let profile = run.profile.as_str();
+    if let Some(issue) = &run.setup_error {
+        return ProfileVerdict { profile, grade: "setup", mark: SETUP_MARK, problems: vec![format!("setup error ({})", issue.kind)] };
+    }
+    let problems = |grades: &[Grade]| -> Vec<String> {
+        run.checks.iter().filter(|c| grades.contains(&c.grade)).map(|c| format!("{} {}", c.id, c.grade)).collect()
+    };
+    let failing = problems(&[Grade::Fail, Grade::Error]);
+    if !failing.is_empty() {
+        return ProfileVerdict { profile, grade: "fail", mark: mark(Grade::Fail), problems: failing };
+    }
+    let warnings = problems(&[Grade::Warn]);
+    if !warnings.is_empty() {
+        return ProfileVerdict { profile, grade: "warn", mark: mark(Grade::Warn), problems: warnings };
+    }
+    ProfileVerdict { profile, grade: "pass", mark: mark(Grade::Pass), problems: Vec::new() }
+}
+
+/// One verdict per proxy that ran, in catalogue order.
+pub fn verdicts(matrix: &MatrixRun) -> Vec<ProxyVerdict> {
+    let of_role = |proxy: &str, role: Role| -> Vec<ConfigVerdict> {
+        let runs: Vec<&RunResult> = matrix.runs.iter().filter(|r| r.proxy == proxy && r.role == Some(role)).collect();
+        let mut configs: Vec<&str> = runs.iter().map(|r| r.config.as_str()).collect();
+        configs.dedup();
+        configs
+            .into_iter()
+            .map(|config| {
+                let profiles: Vec<ProfileVerdict> = runs.iter().filter(|r| r.config == config).map(|r| profile_verdict(r)).collect();
+                ConfigVerdict { config: config.to_string(), passes_everything: profiles.iter().all(|p| p.grade == "pass"), profiles }
+            })
+            .collect()
+    };
+    matrix
+        .proxies
+        .iter()
+        .filter(|p| matrix.runs.iter().any(|r| r.proxy == p.name))
+        .map(|p| ProxyVerdict {
+            proxy: match &p.version {
+                Some(v) => format!("{} {v}", p.name),
+                None => p.name.clone(),
+            },
+            guide: of_role(&p.name, Role::Guide),
+            known_good: of_role(&p.name, Role::KnownGood),
+        })
+        .collect()
 }
 
 /// A grade as a symbol that reads without colour.
@@ -202,6 +286,7 @@ struct MdRow {
     config: String,
     profile: &'static str,
     cells: Vec<Cell>,
+    negative: bool,
 }
 
 #[derive(Default)]
@@ -262,16 +347,18 @@ fn cells(row: &Row, notes: &mut Notes) -> Vec<Cell> {
 pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
     let table = Table::new(matrix);
     let mut notes = Notes::default();
-    let rows: Vec<MdRow> = table
-        .rows
-        .iter()
+    // Negative controls last, so the notes of the matrix come first.
+    let ordered = table.rows.iter().filter(|r| !r.negative).chain(table.rows.iter().filter(|r| r.negative));
+    let rows: Vec<MdRow> = ordered
         .map(|row| MdRow {
             proxy: row.proxy_label(),
             config: row.run.config.clone(),
             profile: row.run.profile.as_str(),
             cells: cells(row, &mut notes),
+            negative: row.negative,
         })
         .collect();
+    let (negative, rows): (Vec<MdRow>, Vec<MdRow>) = rows.into_iter().partition(|r| r.negative);
     let env = environment("matrix.md", TEMPLATE);
     env.get_template("matrix.md")?.render(context! {
         started_at => date_line(&matrix.started_at),
@@ -281,6 +368,8 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         proxies => proxy_lines(matrix),
         columns => table.columns,
         rows => rows,
+        negative => negative,
+        verdicts => verdicts(matrix),
         // A note's number is its position from 1 (`loop.index`).
         notes => notes.0,
     })

@@ -1,13 +1,18 @@
-//! Reports: the versioned JSON contract ([`json`]) and the published matrix ([`matrix`]):
-//! `results/matrix.json`, `matrix.md`, `index.html`, `performance.md`.
+//! Reports: the versioned JSON contract ([`json`]), the published matrix (`matrix.json`,
+//! `matrix.md`, `index.html`, `performance.md`), the JUnit XML a CI reads ([`junit`]) and the
+//! joining of shard outputs ([`merge`]). Reports only write (and read back what they wrote):
+//! running the matrix is [`crate::matrix`].
 
 pub mod html;
 pub mod json;
+pub mod junit;
 pub mod markdown;
-pub mod matrix;
+pub mod merge;
 pub mod performance;
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,13 +30,16 @@ pub struct MatrixRun {
     pub wall_ms: u64,
     /// Every proxy of the catalogue: version and source that ran, or why it could not.
     pub proxies: Vec<ProxyEntry>,
+    /// The slice of the plan this run covered; `None` for the whole plan (or a merge of all).
+    #[serde(default)]
+    pub shard: Option<Shard>,
     /// The control: the checks against the mock itself, once per profile.
     pub direct: Vec<RunResult>,
     /// Every proxy x config x profile.
     pub runs: Vec<RunResult>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
     pub cpus: usize,
     pub memory_gib: f64,
@@ -39,7 +47,7 @@ pub struct Machine {
     pub kernel: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProxyEntry {
     pub name: String,
     /// Exact version the binary reported; None when missing.
@@ -51,24 +59,82 @@ pub struct ProxyEntry {
     pub missing: Option<String>,
 }
 
+/// Shard `index` of `count` (`2/3`): which slice of a plan's requests a run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Shard {
+    /// From 1.
+    pub index: usize,
+    pub count: usize,
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("shard `{s}`: expected K/N with 1 <= K <= N, e.g. 2/3");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Serialize for Shard {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shard {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shard, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How much of each cell's measurements the published files keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Evidence {
+    /// Every cell that is not a pass keeps all its measurements; a passing cell keeps only the
+    /// samples the reports draw from (see [`json::summary_measurements`]). What is published.
+    #[default]
+    Summary,
+    /// Every measurement of every cell (`--full-evidence`).
+    Full,
+}
+
 /// Writes the four published files of a matrix run into `out` (created when missing):
-/// `matrix.json`, `matrix.md`, `index.html` and `performance.md`. Each file is written to a
-/// temporary name first and renamed, so an interrupted run never leaves a half-written file.
-pub fn write_all(out: &Path, run: &MatrixRun) -> std::io::Result<()> {
+/// `matrix.json`, `matrix.md`, `index.html` and `performance.md`, every cell's measurements
+/// kept as `evidence` says. Each file is written to a temporary name first and renamed, so an
+/// interrupted run never leaves a half-written file.
+pub fn write_all(out: &Path, run: &MatrixRun, evidence: Evidence) -> std::io::Result<()> {
     let template = |e: minijinja::Error| std::io::Error::other(format!("report template: {e:#}"));
-    let mut json = serde_json::to_string_pretty(&json::matrix_document(run))?;
-    json.push('\n');
+    let run = &json::with_evidence(run, evidence);
     let files = [
-        ("matrix.json", json),
+        ("matrix.json", json::matrix_text(run, evidence)),
         ("matrix.md", markdown::render(run).map_err(template)?),
-        ("index.html", html::render(run).map_err(template)?),
+        ("index.html", html::render_with(run, evidence).map_err(template)?),
         ("performance.md", performance::render(run).map_err(template)?),
     ];
     std::fs::create_dir_all(out)?;
     for (name, text) in files {
-        let partial = out.join(format!(".{name}.partial"));
-        std::fs::write(&partial, text)?;
-        std::fs::rename(&partial, out.join(name))?;
+        write_atomically(&out.join(name), &text)?;
     }
     Ok(())
+}
+
+/// Writes `text` to a temporary name beside `path`, then renames it into place.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, path)
 }

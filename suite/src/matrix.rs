@@ -1,6 +1,7 @@
-//! `proxy-suite matrix`: every available proxy x config x profile, all at once (the long
-//! checks overlap, so the whole run costs about one idle period), with a progress bar, written
-//! to `results/`.
+//! The matrix runner: every available proxy x config x profile of a [`Plan`], all at once (the
+//! long checks overlap, so the whole run costs about one idle period), with a progress bar, or
+//! one deterministic [`Shard`] of it. What it produces is a [`MatrixRun`]; the files are
+//! written by [`crate::report`], which only writes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use mock_server::Profile;
 
-use super::{Machine, MatrixRun, ProxyEntry};
+use crate::report::{self, Evidence, Machine, MatrixRun, ProxyEntry, Shard};
 use crate::proxies::{self, catalogue, Availability, ConfigFile, NativeRuntime, ProxySpec, Runtime};
 use crate::run::{self, RunRequest, RunResult, Schedule};
 
@@ -24,9 +25,15 @@ pub struct Plan {
     pub only: Vec<String>,
     /// Config ids (`nginx/first-try.conf`) to include; empty means all.
     pub configs: Vec<String>,
+    /// Run only this slice of the requests (see [`requests`]); `None` runs them all.
+    pub shard: Option<Shard>,
 }
 
 /// Every (proxy, config, profile) the plan covers, and the catalogue entries.
+///
+/// With a shard `K/N`, the requests are sorted by `(proxy, config, profile)` and shard K takes
+/// the K-th, (K+N)-th, ... of them: a slice that depends only on the plan and the installed
+/// proxies, so N machines running shards 1..N together run every request exactly once.
 pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), String> {
     let configs = proxies::config::discover(&proxies::config::default_root())?;
     let mut entries = Vec::new();
@@ -49,7 +56,16 @@ pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), Strin
             }
         }
     }
+    if let Some(shard) = plan.shard {
+        requests.sort_by(|a, b| request_key(a).cmp(&request_key(b)));
+        requests = requests.into_iter().skip(shard.index - 1).step_by(shard.count).collect();
+    }
     Ok((entries, requests))
+}
+
+/// The stable key a shard slices by.
+fn request_key(r: &RunRequest) -> (String, String, &'static str) {
+    (r.spec.name.clone(), r.config.id.clone(), r.profile.as_str())
 }
 
 fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, plan: &Plan) -> RunRequest {
@@ -64,7 +80,9 @@ fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {
     ProxyEntry { name: spec.name.clone(), version, source: spec.source.describe(), runs_on: spec.runs_on.clone(), missing }
 }
 
-/// Runs the plan: the direct control once per profile, every request concurrently.
+/// Runs the plan: the direct control once per profile (in every shard, so each shard's report
+/// stands alone and its proxies are compared with a control measured beside them), every
+/// request concurrently.
 pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<MatrixRun, String> {
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
@@ -110,6 +128,7 @@ pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<Matr
         idle_s: plan.idle.as_secs(),
         wall_ms: started.elapsed().as_millis() as u64,
         proxies,
+        shard: plan.shard,
         direct,
         runs,
     })
@@ -121,7 +140,7 @@ fn status_line(r: &RunResult) -> String {
         None => {
             let count = |g| r.checks.iter().filter(|c| c.grade == g).count();
             use crate::checks::Grade::*;
-            format!("{} pass, {} warn, {} fail, {} skip", count(Pass), count(Warn), count(Fail), count(Skip))
+            format!("{} pass, {} warn, {} fail, {} skip, {} error", count(Pass), count(Warn), count(Fail), count(Skip), count(Error))
         }
     };
     format!("done {:<11} {:<40} {:<12} {grades}", r.proxy, r.config, r.profile)
@@ -146,9 +165,20 @@ pub fn machine() -> Machine {
     }
 }
 
-/// The `matrix` command: run, show progress, write `results/`.
-pub async fn run(idle: Duration, out: PathBuf, proxies: Vec<String>, only: Vec<String>) -> ExitCode {
-    let plan = Plan { idle, proxies, only, configs: Vec::new() };
+/// Where and how the `matrix` command writes.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// The folder of the four reports.
+    pub dir: PathBuf,
+    /// Also write a JUnit XML report here.
+    pub junit: Option<PathBuf>,
+    /// Keep every measurement of passing cells too (see [`crate::report::Evidence`]).
+    pub full_evidence: bool,
+}
+
+/// The `matrix` command: run, show progress, write the reports.
+pub async fn run(plan: Plan, output: Output) -> ExitCode {
+    let idle = plan.idle;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  {msg}")
@@ -178,14 +208,22 @@ pub async fn run(idle: Duration, out: PathBuf, proxies: Vec<String>, only: Vec<S
             return ExitCode::from(2);
         }
     };
-    if matrix.runs.is_empty() {
+    if matrix.runs.is_empty() && plan.shard.is_none() {
         eprintln!("proxy-suite matrix: no proxy available; run `just setup`");
         return ExitCode::from(2);
     }
-    if let Err(e) = super::write_all(&out, &matrix) {
-        eprintln!("proxy-suite matrix: cannot write {}: {e}", out.display());
+    let evidence = if output.full_evidence { Evidence::Full } else { Evidence::Summary };
+    if let Err(e) = report::write_all(&output.dir, &matrix, evidence) {
+        eprintln!("proxy-suite matrix: cannot write {}: {e}", output.dir.display());
         return ExitCode::from(2);
     }
-    eprintln!("matrix: {} runs in {:.0}s, written to {}", matrix.runs.len(), matrix.wall_ms as f64 / 1000.0, out.display());
+    if let Some(path) = &output.junit {
+        if let Err(e) = report::junit::write(path, &report::junit::matrix_report(&matrix)) {
+            eprintln!("proxy-suite matrix: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    let shard = plan.shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
+    eprintln!("matrix: {} runs{shard} in {:.0}s, written to {}", matrix.runs.len(), matrix.wall_ms as f64 / 1000.0, output.dir.display());
     ExitCode::SUCCESS
 }
