@@ -68,8 +68,8 @@ fn grades(doc: &Value) -> BTreeMap<String, BTreeMap<String, String>> {
 
 #[test]
 fn three_shards_merged_grade_as_one_run() {
-    if !PROXIES.iter().all(|p| available(p)) {
-        eprintln!("SKIP: {PROXIES:?} not all installed (just setup)");
+    if let Some(missing) = PROXIES.iter().find(|p| !available(p)) {
+        suite::strict::skip_or_fail(missing, "not installed (./proxy-suite setup)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

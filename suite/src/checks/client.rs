@@ -332,8 +332,8 @@ pub(crate) fn describe_frame(msg: &Message) -> String {
 // SSE
 
 /// One `mock.tick` event as the client saw it.
-#[derive(Debug, Clone)]
-pub(crate) struct Tick {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tick {
     pub seq: u64,
     pub emitted_at_us: u64,
     pub arrived_at_us: u64,

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod balancing;
 pub mod bodies;
 mod client;
+
+pub use client::Tick;
 pub mod compression;
 pub mod headers;
 pub mod sse;

@@ -13,23 +13,13 @@ use serde_json::Value;
 
 use super::markdown::{self, environment, mark, Table};
 use super::MatrixRun;
-use crate::checks::Outcome;
+use crate::checks::{Outcome, Tick};
 use crate::run::RunResult;
 
 const TEMPLATE: &str = include_str!("../../templates/performance.md.j2");
 
 /// The profile whose runs are compared: the real OpenChamber backend.
 const PROFILE: Profile = Profile::Openchamber;
-
-/// One tick of an SSE stream as the client saw it (same clock on both ends).
-// The same as the checks' `client::Tick`, which is private to `checks`: once `checks` exports
-// it (`pub use client::Tick;`, the struct `pub`), this declaration goes and the report uses it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Tick {
-    pub seq: u64,
-    pub emitted_at_us: u64,
-    pub arrived_at_us: u64,
-}
 
 /// The ticks read on one SSE route.
 #[derive(Debug, Clone)]
