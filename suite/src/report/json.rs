@@ -185,7 +185,7 @@ fn ordered(fields: &[(&str, Value)]) -> String {
 /// A run's fields but its cells.
 fn run_fields(result: &RunResult) -> Vec<(&'static str, Value)> {
     vec![
-        ("proxy", json!({"name": result.proxy, "version": result.version, "source": result.source})),
+        ("proxy", json!({"name": result.proxy, "version": result.version, "source": result.source, "runtime": result.runtime})),
         ("config", json!(result.config)),
         ("profile", json!(result.profile)),
         ("role", json!(result.role)),
@@ -268,6 +268,7 @@ fn run_from_value(v: &Value) -> Result<RunResult, String> {
         proxy: text("/proxy/name").ok_or_else(|| format!("run {label}: no proxy name"))?,
         version: text("/proxy/version"),
         source: text("/proxy/source").unwrap_or_default(),
+        runtime: text("/proxy/runtime").unwrap_or_else(|| "native".into()),
         config: text("/config").ok_or_else(|| format!("run {label}: no config"))?,
         role: serde_json::from_value(field("role")).map_err(|e| fail("role", e))?,
         negative_control: or_default("negative_control").map(serde_json::from_value).transpose().map_err(|e| fail("negative_control", e))?.unwrap_or_default(),
