@@ -66,6 +66,12 @@ fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {
 
 /// Runs the plan: the direct control once per profile, every request concurrently.
 pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<MatrixRun, String> {
+    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()).discarding_failed_setups());
+    execute_with(plan, progress, runtime).await
+}
+
+/// [`execute`] with another runtime (`--runtime docker`).
+pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtime: Arc<dyn Runtime>) -> Result<MatrixRun, String> {
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -78,7 +84,6 @@ pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<Matr
         profiles = vec![Profile::Openchamber, Profile::Bare];
     }
     let schedule = Schedule::new(requests.len() + profiles.len(), 2);
-    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()).discarding_failed_setups());
     if let Some(bar) = progress {
         bar.set_length((requests.len() + profiles.len()) as u64);
     }
@@ -147,7 +152,7 @@ pub fn machine() -> Machine {
 }
 
 /// The `matrix` command: run, show progress, write `results/`.
-pub async fn run(idle: Duration, out: PathBuf, proxies: Vec<String>, only: Vec<String>) -> ExitCode {
+pub async fn run(idle: Duration, out: PathBuf, proxies: Vec<String>, only: Vec<String>, runtime: Arc<dyn Runtime>) -> ExitCode {
     let plan = Plan { idle, proxies, only, configs: Vec::new() };
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -168,7 +173,7 @@ pub async fn run(idle: Duration, out: PathBuf, proxies: Vec<String>, only: Vec<S
             }
         })
     };
-    let result = execute(&plan, Some(&bar)).await;
+    let result = execute_with(&plan, Some(&bar), runtime).await;
     ticker.abort();
     bar.finish_and_clear();
     let matrix = match result {
