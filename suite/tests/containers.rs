@@ -53,6 +53,16 @@ fn request(spec: ProxySpec, config: ConfigFile, only: &[&str]) -> RunRequest {
     RunRequest { spec, config, profile: Profile::Openchamber, idle: Duration::from_secs(5), only: only.iter().map(|s| s.to_string()).collect(), keep_on_fail: false }
 }
 
+/// A grade that differs for a known, stated reason of the container deployment, never noise.
+fn explained(check: &str, native: Grade, docker: &suite::checks::Outcome) -> Option<&'static str> {
+    // Docker publishes a port through its userland proxy (docker-proxy): a connection to
+    // 127.0.0.1:<published> reaches the container from the network's gateway, so the proxy
+    // forwards that address as the client's. Users see the same (X-Forwarded-For 172.x.0.1).
+    let gateway_as_client = docker.actual.contains("is not the client 127.0.0.1") || docker.actual.contains("does not end with the client 127.0.0.1");
+    (check == "headers.forwarded" && native != Grade::Fail && docker.grade != Grade::Pass && gateway_as_client)
+        .then_some("the published port goes through docker-proxy: the proxy sees the network's gateway as the client")
+}
+
 fn grades(r: &RunResult) -> Vec<(String, Grade)> {
     r.checks.iter().map(|c| (c.id.clone(), c.grade)).collect()
 }
@@ -118,7 +128,21 @@ async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
         assert_eq!(d.runtime, "docker");
         assert!(d.rewrites.iter().any(|r| r.contains("image proxy-suite/") && r.contains("sha256:")), "{}: image not recorded: {:?}", d.proxy, d.rewrites);
         eprintln!("{} {}: native {:?} | docker {} {:?}", d.proxy, d.config, grades(n), d.version.as_deref().unwrap_or("?"), grades(d));
-        if n.setup_error.is_some() || d.setup_error.is_some() || grades(n) != grades(d) {
+        let unexplained: Vec<&str> = n
+            .checks
+            .iter()
+            .zip(&d.checks)
+            .filter(|(a, b)| a.grade != b.grade)
+            .filter(|(a, b)| match explained(&a.id, a.grade, b) {
+                Some(reason) => {
+                    eprintln!("  {} {}: {} native, {} docker: {reason}", d.proxy, a.id, a.grade, b.grade);
+                    false
+                }
+                None => true,
+            })
+            .map(|(a, _)| a.id.as_str())
+            .collect();
+        if n.setup_error.is_some() || d.setup_error.is_some() || n.checks.len() != d.checks.len() || !unexplained.is_empty() {
             differences.push(format!(
                 "{} {}: native {:?} {:?}\n  docker {:?} {:?}\n  docker evidence: {}",
                 d.proxy,
@@ -154,7 +178,9 @@ async fn container_only_backend_addresses_behave_as_users_see_them() {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let only = ["ws.upgrade", "sse.stream", "headers.forwarded"];
+    // Not headers.forwarded: through a published port every proxy sees the gateway as the client
+    // (see `explained`), which is not what these cases are about.
+    let only = ["ws.upgrade", "sse.stream", "body.large"];
     let as_user = |host_gateway: bool| -> Arc<dyn Runtime> {
         let mut rt = DockerRuntime::new(proxies::config::default_root());
         rt.keep_failed_setups = false;

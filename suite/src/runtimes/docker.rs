@@ -240,9 +240,11 @@ async fn gateway_of(docker: &Docker, network: &str) -> Result<(Ipv4Addr, Subnet)
     let inspect = docker.inspect_network(network, None::<InspectNetworkOptions>).await.map_err(|e| format!("cannot inspect network {network}: {e}"))?;
     let config = inspect.ipam.and_then(|i| i.config).unwrap_or_default();
     for c in config {
-        if let (Some(gw), Some(sn)) = (c.gateway.as_deref().and_then(|g| g.parse().ok()), c.subnet.as_deref().and_then(Subnet::parse)) {
-            return Ok((gw, sn));
-        }
+        let Some(subnet) = c.subnet.as_deref().and_then(Subnet::parse) else { continue };
+        // The default bridge names no gateway in its IPAM config: it is the subnet's first
+        // address (docker0's), as the engine assigns it.
+        let gateway = c.gateway.as_deref().and_then(|g| g.parse().ok()).unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.base) + 1));
+        return Ok((gateway, subnet));
     }
     Err(format!("network {network} has no IPv4 gateway"))
 }
@@ -299,6 +301,15 @@ pub fn backend_refs(text: &str) -> Vec<BackendRef> {
             out.push(r);
         }
     }
+    // Envoy's YAML gives host and port on two lines (`address:` then `port_value:`).
+    let yaml = Regex::new(r#"(?m)address:\s*["']?([A-Za-z0-9][A-Za-z0-9_.\-]*)["']?\s*\n\s*(?:-\s*)?port_value:\s*(\d{2,5})\b"#).expect("static regex");
+    for c in yaml.captures_iter(text) {
+        let port: u16 = c[2].parse().unwrap_or(0);
+        let r = BackendRef { host: c[1].to_ascii_lowercase(), port };
+        if render::is_backend_port(port) && !out.contains(&r) {
+            out.push(r);
+        }
+    }
     out
 }
 
@@ -331,7 +342,13 @@ fn plan_backends(text: &str, mocks: &[SocketAddr], net: &RunNetwork, bridge: Opt
     };
     let mut plan = BackendPlan::default();
     let mut reachable = 0;
-    for port in render::backend_ports(text) {
+    let mut loopback_ports: Vec<u16> = Vec::new();
+    for r in refs.iter().filter(|r| r.is_loopback()) {
+        if !loopback_ports.contains(&r.port) {
+            loopback_ports.push(r.port);
+        }
+    }
+    for port in loopback_ports {
         match loopback {
             Loopback::Literal => plan.render_backends.push(SocketAddr::from(([127, 0, 0, 1], port))),
             Loopback::ToHost => {
@@ -797,9 +814,9 @@ mod tests {
 
     #[test]
     fn backend_refs_are_found_by_host_and_port() {
-        let refs = backend_refs("proxy_pass http://openchamber:3000;\nserver 127.0.0.1:3001;\nreverse_proxy host.docker.internal:4242\nlisten 8080;\nserver localhost:3000;");
+        let refs = backend_refs("proxy_pass http://openchamber:3000;\nserver 127.0.0.1:3001;\nreverse_proxy host.docker.internal:4242\nlisten 8080;\nserver localhost:3000;\n  address: 127.0.0.1\n  port_value: 3002\n  address: 0.0.0.0\n  port_value: 10000");
         let got: Vec<String> = refs.iter().map(|r| format!("{}:{}", r.host, r.port)).collect();
-        assert_eq!(got, ["openchamber:3000", "127.0.0.1:3001", "host.docker.internal:4242", "localhost:3000"]);
+        assert_eq!(got, ["openchamber:3000", "127.0.0.1:3001", "host.docker.internal:4242", "localhost:3000", "127.0.0.1:3002"]);
         assert!(refs[1].is_loopback() && !refs[0].is_loopback());
     }
 
