@@ -122,6 +122,18 @@ where
 /// Set once this process created something in Docker (the interrupt handler then cleans up).
 static USED: AtomicBool = AtomicBool::new(false);
 
+/// The prefixes of live container runs, for the interrupt handler.
+static PREFIXES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Held for good by the interrupt handler's clean-up: a run that ends meanwhile (its streams
+/// cut by the removal) waits in [`DockerInstance::shutdown`] for the handler's exit instead of
+/// reporting the cut as a failure and exiting first.
+static INTERRUPTED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn live_prefixes() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PREFIXES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A Docker client that answered a ping, or why there is none.
 async fn client() -> Result<Docker, String> {
     let docker = Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
@@ -420,6 +432,7 @@ pub struct DockerInstance {
 
 impl DockerInstance {
     fn shutdown(&mut self) {
+        drop(INTERRUPTED.lock());
         for f in self.forwarders.drain(..) {
             f.abort();
         }
@@ -438,6 +451,7 @@ impl DockerInstance {
             });
         }
         if let Some(prefix) = self.prefix.take() {
+            live_prefixes().retain(|p| p != prefix.path());
             if self.keep_prefix || std::thread::panicking() {
                 crate::leftovers::release(prefix.path());
                 let kept = prefix.keep();
@@ -571,6 +585,7 @@ impl DockerRuntime {
             .map_err(|e| io(format!("cannot create a prefix: {e}")))?;
         std::fs::set_permissions(prefix.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).map_err(|e| io(e.to_string()))?;
         crate::leftovers::claim(prefix.path()).map_err(|e| io(format!("cannot write the prefix's owner: {e}")))?;
+        live_prefixes().push(prefix.path().to_path_buf());
         let mut instance = DockerInstance {
             proxy: spec.name.clone(),
             version: image.version().to_string(),
@@ -751,8 +766,12 @@ pub fn remove_own() {
     if !USED.load(Ordering::SeqCst) {
         return;
     }
+    std::mem::forget(INTERRUPTED.lock());
     let owner = crate::leftovers::owner_tag();
     let _ = block(async move { remove_where(|o| o == owner).await });
+    for prefix in live_prefixes().drain(..) {
+        let _ = std::fs::remove_dir_all(prefix);
+    }
 }
 
 /// Containers and networks [`reap`] removed.
