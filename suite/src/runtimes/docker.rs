@@ -239,12 +239,35 @@ async fn create_network(docker: &Docker) -> Result<RunNetwork, String> {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!("proxy-suite-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
     USED.store(true, Ordering::SeqCst);
-    docker
-        .create_network(NetworkCreateRequest { name: name.clone(), driver: Some("bridge".into()), labels: Some(labels()), ..Default::default() })
-        .await
-        .map_err(|e| format!("cannot create the network {name}: {e}"))?;
-    let (gateway, subnet) = gateway_of(docker, &name).await?;
-    Ok(RunNetwork { name, gateway, subnet })
+    // Docker's default address pools hold about 30 networks: a matrix runs more at once. Each
+    // run takes a /28 of its own pool instead (`PROXY_SUITE_DOCKER_POOL`, a /16, default
+    // 10.213.0.0/16), the next one when another network holds it.
+    let pool = std::env::var("PROXY_SUITE_DOCKER_POOL").ok().and_then(|p| Subnet::parse(&p)).unwrap_or(Subnet { base: Ipv4Addr::new(10, 213, 0, 0), prefix: 16 });
+    let slots = 1u32 << (28u8.saturating_sub(pool.prefix)).min(16);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    let mut last = String::new();
+    for _ in 0..64 {
+        let slot = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % slots;
+        let base = Ipv4Addr::from(u32::from(pool.base) + slot * 16);
+        let subnet = Subnet { base, prefix: 28 };
+        let gateway = Ipv4Addr::from(u32::from(base) + 1);
+        let ipam = testcontainers::bollard::models::Ipam {
+            config: Some(vec![testcontainers::bollard::models::IpamConfig {
+                subnet: Some(format!("{base}/28")),
+                gateway: Some(gateway.to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let request = NetworkCreateRequest { name: name.clone(), driver: Some("bridge".into()), labels: Some(labels()), ipam: Some(ipam), ..Default::default() };
+        match docker.create_network(request).await {
+            Ok(_) => return Ok(RunNetwork { name, gateway, subnet }),
+            Err(e) if e.to_string().contains("overlap") => last = e.to_string(),
+            Err(e) => return Err(format!("cannot create the network {name}: {e}")),
+        }
+    }
+    Err(format!("cannot create the network {name}: no free /28 in {}/{}: {last}", pool.base, pool.prefix))
 }
 
 /// The gateway and subnet of a network (`bridge` is the default one, `host-gateway`'s).
@@ -341,7 +364,12 @@ struct BackendPlan {
 }
 
 fn plan_backends(text: &str, mocks: &[SocketAddr], net: &RunNetwork, bridge: Option<(Ipv4Addr, Subnet)>, host_gateway: bool, loopback: Loopback) -> BackendPlan {
-    let refs = backend_refs(text);
+    let mut refs = backend_refs(text);
+    if refs.is_empty() {
+        // A config that names no backend in its text (NPM's forward host and port are form
+        // fields: 127.0.0.1:3000, what a user enters first) gets the kinds' default.
+        refs.push(BackendRef { host: "127.0.0.1".into(), port: 3000 });
+    }
     let mut ports: Vec<u16> = Vec::new();
     for r in &refs {
         if !ports.contains(&r.port) {
