@@ -24,6 +24,11 @@ use suite::runtimes::{DockerRuntime, Loopback, NativeRuntime, Runtime};
 /// The fast subset: every area the outer context or the network can change, no idle period.
 const FAST: [&str; 5] = ["ws.upgrade", "sse.stream", "headers.forwarded", "compress.single", "body.large"];
 
+/// The two tests run one after the other: each starts many containers, and on two cores the
+/// timing checks of one would measure the other's load; each also counts this process's
+/// leftovers at its end.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Whether the tier can run here; prints the skip (or panics under strict mode) when not.
 fn engine_ready() -> bool {
     if let Err(reason) = suite::runtimes::docker::engine() {
@@ -92,6 +97,7 @@ fn suite_objects_in_docker() -> (usize, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
     suite::runtimes::stop_on_interrupt();
+    let _serial = SERIAL.lock().await;
     if !engine_ready() {
         return;
     }
@@ -173,6 +179,7 @@ fn nginx_config_with_backend(dir: &tempfile::TempDir, backend: &str) -> ConfigFi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_only_backend_addresses_behave_as_users_see_them() {
     suite::runtimes::stop_on_interrupt();
+    let _serial = SERIAL.lock().await;
     if !engine_ready() {
         return;
     }
