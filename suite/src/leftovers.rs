@@ -29,10 +29,15 @@ fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// Whether the owner a tag names is still running.
-fn alive(tag: &str) -> bool {
+pub(crate) fn alive(tag: &str) -> bool {
     let Some((pid, started)) = tag.trim().split_once(':') else { return false };
     let Ok(pid) = pid.parse::<u32>() else { return false };
     start_time(pid).is_some_and(|t| t.to_string() == started)
+}
+
+/// Whether `tag` has the form of an owner tag (`pid:start time`), not another tool's label.
+pub(crate) fn is_owner_tag(tag: &str) -> bool {
+    tag.split_once(':').is_some_and(|(p, t)| !p.is_empty() && !t.is_empty() && p.bytes().chain(t.bytes()).all(|b| b.is_ascii_digit()))
 }
 
 /// Marks a prefix as owned by this process.

@@ -11,7 +11,7 @@ use suite::checks::Grade;
 use suite::matrix::{self, Plan};
 use suite::proxies::{self, catalogue, Availability, ConfigFile};
 use suite::report::{self, merge, MatrixRun, Shard};
-use suite::runtimes::{self, NativeRuntime, Runtime};
+use suite::runtimes::{self, DockerRuntime, NativeRuntime, Runtime};
 use suite::run::{self, RunRequest, RunResult};
 
 #[derive(Parser)]
@@ -52,6 +52,8 @@ enum Cmd {
         /// Also write the result as JUnit XML to this file (for CI).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
     },
     /// Run every available proxy x config x profile and write the matrix to results/.
     Matrix {
@@ -80,6 +82,10 @@ enum Cmd {
         /// Keep every measurement of passing cells too (large files; not for publishing).
         #[arg(long)]
         full_evidence: bool,
+        /// `native` (the binaries of this machine) or `docker` (the locally built images;
+        /// loopback backends moved to the Docker host, host.docker.internal mapped).
+        #[arg(long, value_enum, default_value_t = RuntimeKind::Native)]
+        runtime: RuntimeKind,
     },
     /// Join the outputs of `matrix --shard` runs (folders holding matrix.json) into one matrix.
     Merge {
@@ -98,6 +104,52 @@ enum Cmd {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeKind {
+    Native,
+    Docker,
+}
+
+/// How `check` brings the proxy up.
+#[derive(clap::Args)]
+struct RuntimeArgs {
+    /// `native` (the binaries of this machine) or `docker` (a container of the locally built
+    /// image, on its own Docker network; `bash scripts/images.sh` builds the images).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Native)]
+    runtime: RuntimeKind,
+    /// docker: map host.docker.internal to host-gateway (`--add-host
+    /// host.docker.internal:host-gateway`); without it the name does not resolve, as on Linux.
+    #[arg(long)]
+    host_gateway: bool,
+    /// docker: rewrite 127.0.0.1/localhost backends to the Docker host. By default they are
+    /// kept: inside a container they are the container itself (the 502 users see).
+    #[arg(long)]
+    rewrite_loopback: bool,
+}
+
+/// The runtime to use, or the setup error (exit 2) when Docker is asked for and absent: a
+/// failure naming the component under PROXY_SUITE_STRICT=1.
+fn make_runtime(kind: RuntimeKind, host_gateway: bool, rewrite_loopback: bool, matrix: bool) -> Result<Arc<dyn Runtime>, String> {
+    let root = proxies::config::default_root();
+    match kind {
+        RuntimeKind::Native if matrix => Ok(Arc::new(NativeRuntime::new(root).discarding_failed_setups())),
+        RuntimeKind::Native => Ok(Arc::new(NativeRuntime::new(root))),
+        RuntimeKind::Docker => {
+            if let Err(reason) = runtimes::docker::engine() {
+                let reason = format!("{reason} (start the Docker engine, or use --runtime native)");
+                suite::strict::unavailable("docker", &reason)?;
+                return Err(format!("--runtime docker: {reason}"));
+            }
+            let mut docker = if matrix { DockerRuntime::for_matrix(root) } else { DockerRuntime::new(root) };
+            docker.host_gateway |= host_gateway;
+            if rewrite_loopback {
+                docker.loopback = runtimes::Loopback::ToHost;
+            }
+            Ok(Arc::new(docker))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Ctrl-C: stop every proxy this process started and remove its prefix before exiting.
     runtimes::stop_on_interrupt();
@@ -105,12 +157,20 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
         Cmd::List { json } => list(json),
-        Cmd::Check { proxy, config, profile, idle, only, json, junit } => {
-            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, json, junit))
+        Cmd::Check { proxy, config, profile, idle, only, json, junit, runtime: r } => {
+            let proxy_runtime = match make_runtime(r.runtime, r.host_gateway, r.rewrite_loopback, false) {
+                Ok(p) => p,
+                Err(e) => return setup_failure(&e),
+            };
+            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, json, junit, proxy_runtime))
         }
-        Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence } => {
+        Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence, runtime: kind } => {
+            let proxy_runtime = match make_runtime(kind, true, true, true) {
+                Ok(p) => p,
+                Err(e) => return setup_failure(&e),
+            };
             let plan = Plan { idle: Duration::from_secs(idle), proxies, only, configs, shard };
-            runtime.block_on(matrix::run(plan, matrix::Output { dir: out, junit, full_evidence }))
+            runtime.block_on(matrix::run(plan, matrix::Output { dir: out, junit, full_evidence }, proxy_runtime))
         }
         Cmd::Merge { inputs, out, junit, full_evidence } => merge(&inputs, &out, junit.as_deref(), full_evidence),
     }
@@ -199,6 +259,7 @@ async fn check(
     only: Vec<String>,
     json: bool,
     junit: Option<PathBuf>,
+    runtime: Arc<dyn Runtime>,
 ) -> ExitCode {
     let spec = match catalogue::resolve(&proxy) {
         Ok(s) => s,
@@ -215,10 +276,9 @@ async fn check(
         Err(e) => return setup_failure(&e),
     };
     let profile = profile.unwrap_or_else(|| run::profiles_for(&config)[0]);
-    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()));
     let req = RunRequest { spec, config, profile, idle, only, keep_on_fail: true };
     if !json {
-        eprintln!("running {} checks on {} with {} (profile {profile}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, idle.as_secs());
+        eprintln!("running {} checks on {} with {} ({}, profile {profile}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, runtime.name(), idle.as_secs());
     }
     let result = run::run_proxy(runtime, req, &run::Schedule::single()).await;
     if json {

@@ -84,6 +84,12 @@ fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {
 /// stands alone and its proxies are compared with a control measured beside them), every
 /// request concurrently.
 pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<MatrixRun, String> {
+    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()).discarding_failed_setups());
+    execute_with(plan, progress, runtime).await
+}
+
+/// [`execute`] with another runtime (`--runtime docker`).
+pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtime: Arc<dyn Runtime>) -> Result<MatrixRun, String> {
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -96,7 +102,6 @@ pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<Matr
         profiles = vec![Profile::Openchamber, Profile::Bare];
     }
     let schedule = Schedule::new(requests.len() + profiles.len(), 2);
-    let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()).discarding_failed_setups());
     if let Some(bar) = progress {
         bar.set_length((requests.len() + profiles.len()) as u64);
     }
@@ -177,7 +182,7 @@ pub struct Output {
 }
 
 /// The `matrix` command: run, show progress, write the reports.
-pub async fn run(plan: Plan, output: Output) -> ExitCode {
+pub async fn run(plan: Plan, output: Output, runtime: Arc<dyn Runtime>) -> ExitCode {
     let idle = plan.idle;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -198,7 +203,7 @@ pub async fn run(plan: Plan, output: Output) -> ExitCode {
             }
         })
     };
-    let result = execute(&plan, Some(&bar)).await;
+    let result = execute_with(&plan, Some(&bar), runtime).await;
     ticker.abort();
     bar.finish_and_clear();
     let matrix = match result {

@@ -1,9 +1,10 @@
 //! Runtimes: how a proxy is brought up for a run. A [`Runtime`] renders a config for a proxy,
 //! validates it, starts the proxy and hands back a running [`ProxyInstance`]; the checks and
 //! reports see only that trait object, never which runtime ran it (the run records the
-//! runtime's name). [`native`] runs the binaries installed on this machine; a container
-//! runtime can implement the same traits beside it.
+//! runtime's name). [`native`] runs the binaries installed on this machine; [`docker`] runs
+//! them as containers of the locally built images, beside it.
 
+pub mod docker;
 pub mod native;
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::path::Path;
 
 use crate::proxies::{ConfigFile, ProxySpec};
 
+pub use docker::{DockerRuntime, Loopback};
 pub use native::{stop_on_interrupt, NativeRuntime};
 
 /// Why a proxy could not be brought up. Never a check result: the report shows it apart.

@@ -73,6 +73,8 @@ pub fn stop_all_live() {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         let _ = std::fs::remove_dir_all(prefix);
     }
+    // The container runtime's containers and networks, by this process's owner label.
+    super::docker::remove_own();
 }
 
 /// On Ctrl-C (or SIGTERM), stop every proxy this process started, remove their prefixes and
@@ -88,9 +90,16 @@ pub fn stop_on_interrupt() {
                 reaped.processes, reaped.prefixes
             );
         }
+        let reaped = super::docker::reap();
+        if reaped != super::docker::Reaped::default() {
+            eprintln!(
+                "proxy-suite: removed what a killed earlier run left in Docker: {} containers, {} networks",
+                reaped.containers, reaped.networks
+            );
+        }
         let _ = ctrlc::set_handler(|| {
             stop_all_live();
-            eprintln!("\nproxy-suite: interrupted; every proxy stopped, prefixes removed");
+            eprintln!("\nproxy-suite: interrupted; every proxy stopped, prefixes, containers and networks removed");
             std::process::exit(130);
         });
     });
@@ -415,7 +424,7 @@ fn wait_ready(instance: &mut NativeInstance, bound: Duration) -> Result<(), Stri
 }
 
 /// One plain HTTP/1.1 request; returns the response head.
-fn probe(addr: SocketAddr, host: &str) -> Result<String, String> {
+pub(super) fn probe(addr: SocketAddr, host: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
@@ -436,7 +445,7 @@ fn probe(addr: SocketAddr, host: &str) -> Result<String, String> {
 }
 
 /// Last lines of every `*.log` in the prefix's `logs/`.
-fn log_tail(prefix: &Path) -> String {
+pub(super) fn log_tail(prefix: &Path) -> String {
     let mut out = String::new();
     let Ok(entries) = std::fs::read_dir(prefix.join("logs")) else { return out };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();

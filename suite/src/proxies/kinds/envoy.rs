@@ -27,7 +27,10 @@ impl ProxyKind for Envoy {
         let spare = r.spare();
         let port_re = Regex::new(r"^(\s*(?:-\s*)?port_value:\s*)(\d+)(.*)$").expect("static regex");
         let addr_re = Regex::new(r#"^(\s*(?:-\s*)?address:\s*)["']?(0\.0\.0\.0|::|localhost|127\.0\.0\.1|"::")["']?\s*$"#).expect("static regex");
-        let mut out = String::new();
+        // Lines, so an `address:` line can take the IP of the port that follows it: the
+        // listener's (0.0.0.0 in a container), the backend's, or loopback for the admin.
+        let mut out: Vec<String> = Vec::new();
+        let mut pending_address: Option<usize> = None;
         let mut in_admin = false;
         let mut admin_port = None;
         for line in input.text.lines() {
@@ -36,26 +39,30 @@ impl ProxyKind for Envoy {
             }
             if let Some(c) = port_re.captures(line) {
                 let port: u16 = c[2].parse().unwrap_or(0);
-                let new = if in_admin {
+                let (ip, new) = if in_admin {
                     admin_port = Some(spare);
                     r.note(format!("admin port {port} -> {spare}"));
-                    spare
+                    (std::net::IpAddr::from([127, 0, 0, 1]), spare)
                 } else if is_backend_port(port) {
                     let addr = r.backend_for(port);
                     r.note(format!("backend port {port} -> mock {addr}"));
-                    addr.port()
+                    (addr.ip(), addr.port())
                 } else {
                     r.note(format!("listener port {port} -> {listen}"));
-                    listen.port()
+                    (listen.ip(), listen.port())
                 };
-                out.push_str(&format!("{}{new}{}\n", &c[1], &c[3]));
+                if let Some(i) = pending_address.take() {
+                    out[i] = out[i].replace("127.0.0.1", &ip.to_string());
+                }
+                out.push(format!("{}{new}{}", &c[1], &c[3]));
             } else if let Some(c) = addr_re.captures(line) {
-                out.push_str(&format!("{}127.0.0.1\n", &c[1]));
+                pending_address = Some(out.len());
+                out.push(format!("{}127.0.0.1", &c[1]));
             } else {
-                out.push_str(line);
-                out.push('\n');
+                out.push(line.to_string());
             }
         }
+        let out = out.join("\n") + "\n";
         let main = input.prefix.join("envoy.yaml");
         write(&main, &out)?;
         Ok(Site { main: main.clone(), host: input.default_host.clone(), admin_port, user_files: vec![main] })

@@ -1,0 +1,898 @@
+//! The container runtime: each proxy runs in a container of its locally built image
+//! (`scripts/images.sh`: `proxy-suite/nginx:1.22.1`, ...; nothing is ever pulled), on a
+//! user-defined Docker network of its own, with its listener published on a loopback port of
+//! this machine. It is the second implementation of [`Runtime`]; the checks and reports see the
+//! same [`ProxyInstance`] as in native mode.
+//!
+//! Containers and networks go through `testcontainers` (`GenericImage` on the local tag,
+//! `with_network`, `with_host(.., Host::HostGateway)`, mounts, labels); the run's network, the
+//! port binding on 127.0.0.1 only and the clean-up by label use its re-exported `bollard`
+//! client, because testcontainers creates networks without labels and binds ports on every
+//! interface.
+//!
+//! What a run looks like:
+//! - The config is rendered by its kind's module exactly as in native mode, into a prefix that
+//!   is mounted at the same path inside the container, so the kind's own command lines (and the
+//!   distribution context around the user's file) work unchanged with the image's binary. The
+//!   listener becomes `0.0.0.0:8080` inside the container, published on `127.0.0.1:<free>`.
+//! - The backend stays where the config says it is, as users deploy it:
+//!   a service name (`openchamber:3000`, `dorkos:4242`) resolves, inside the run's network, to
+//!   the network's gateway, where this process forwards the port to the in-process mock (so the
+//!   UI password of `auth.origin` still toggles in-process); `host.docker.internal:3000` resolves
+//!   only when the run maps it to `host-gateway` ([`DockerRuntime::host_gateway`]), and then
+//!   reaches the mock through the default bridge's gateway, as a user's `--add-host
+//!   host.docker.internal:host-gateway` does; `127.0.0.1:3000` / `localhost:3000` is the
+//!   container itself: kept as written by default (the checks see the 502 users see, and the
+//!   rewrites say why and what to write instead), or rewritten to the Docker host on the run's
+//!   gateway with [`Loopback::ToHost`] (the matrix, whose configs mean "the app on this host").
+//! - The forwarders accept connections only from peers inside the run network's subnet: the
+//!   mock never becomes reachable from elsewhere.
+//! - Every container and network carries `proxy-suite=1` and `proxy-suite.owner=<owner tag>`
+//!   ([`crate::leftovers::owner_tag`]); they are removed on stop, on drop (errors, panics), by
+//!   the Ctrl-C/SIGTERM handler ([`remove_own`]), and by the next suite process when their owner
+//!   was SIGKILLed ([`reap`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use testcontainers::bollard::query_parameters::{
+    InspectNetworkOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use testcontainers::bollard::Docker;
+use testcontainers::core::{ContainerPort, Host, Mount, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use super::{ProxyInstance, Runtime, SetupError};
+use crate::proxies::catalogue::ProxySpec;
+use crate::proxies::config::ConfigFile;
+use crate::proxies::kinds::Mode;
+use crate::proxies::render::{self, Ports, Rendered};
+
+/// The port the proxy listens on inside its container.
+pub const CONTAINER_PORT: u16 = 8080;
+/// Label on everything the suite creates in Docker.
+pub const LABEL: &str = "proxy-suite";
+/// Label naming the suite process that created it (`pid:start time`).
+pub const OWNER_LABEL: &str = "proxy-suite.owner";
+
+/// What a loopback backend (`127.0.0.1:3000`, `localhost:3000`) becomes in a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loopback {
+    /// Kept as written: inside the container it is the container itself (users' 502).
+    Literal,
+    /// Rewritten to the Docker host, reached through the run network's gateway.
+    ToHost,
+}
+
+/// Runs proxies as containers of the images `scripts/images.sh` built.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    /// `proxy-configs/`; the repository root (with `images/images.tsv`) is its parent.
+    pub configs_root: PathBuf,
+    /// Keep the prefix of a failed setup (see [`super::NativeRuntime`]).
+    pub keep_failed_setups: bool,
+    /// Map `host.docker.internal` to `host-gateway` in the proxy's container.
+    pub host_gateway: bool,
+    /// What loopback backends become.
+    pub loopback: Loopback,
+}
+
+impl DockerRuntime {
+    /// As `proxy-suite check` runs a user's config: loopback kept, no host-gateway mapping.
+    pub fn new(configs_root: PathBuf) -> Self {
+        DockerRuntime { configs_root, keep_failed_setups: true, host_gateway: false, loopback: Loopback::Literal }
+    }
+
+    /// As the matrix runs the repository's configs, written for "the app on this host".
+    pub fn for_matrix(configs_root: PathBuf) -> Self {
+        DockerRuntime { configs_root, keep_failed_setups: false, host_gateway: true, loopback: Loopback::ToHost }
+    }
+}
+
+/// The tokio runtime the Docker client and the forwarders run on: the [`Runtime`] trait is
+/// synchronous and called from blocking threads, CLI and tests alike.
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("proxy-suite-docker")
+            .enable_all()
+            .build()
+            .expect("tokio runtime for docker")
+    })
+}
+
+/// Runs `f` on [`rt`] and waits for it, from any thread.
+fn block<F>(f: F) -> Result<F::Output, String>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    futures::executor::block_on(rt().spawn(f)).map_err(|e| format!("docker task failed: {e}"))
+}
+
+/// Set once this process created something in Docker (the interrupt handler then cleans up).
+static USED: AtomicBool = AtomicBool::new(false);
+
+/// The prefixes of live container runs, for the interrupt handler.
+static PREFIXES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Held for good by the interrupt handler's clean-up: a run that ends meanwhile (its streams
+/// cut by the removal) waits in [`DockerInstance::shutdown`] for the handler's exit instead of
+/// reporting the cut as a failure and exiting first.
+static INTERRUPTED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn live_prefixes() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PREFIXES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A Docker client that answered a ping, or why there is none.
+async fn client() -> Result<Docker, String> {
+    let docker = Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+    match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
+        Ok(Ok(_)) => Ok(docker),
+        Ok(Err(e)) => Err(format!("the Docker engine does not answer: {e}")),
+        Err(_) => Err("the Docker engine does not answer within 5 s".into()),
+    }
+}
+
+/// Whether a Docker engine answers here; the reason when not (for a skip, or a strict failure).
+pub fn engine() -> Result<(), String> {
+    block(async { client().await.map(drop) })?
+}
+
+fn labels() -> HashMap<String, String> {
+    HashMap::from([(LABEL.to_string(), "1".to_string()), (OWNER_LABEL.to_string(), crate::leftovers::owner_tag())])
+}
+
+/// The locally built image of a proxy (`images/images.tsv` and `$CACHE/images/built.tsv`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalImage {
+    /// `proxy-suite/nginx:1.22.1`.
+    pub tag: String,
+    /// `sha256:...`, as the engine reports it.
+    pub id: String,
+    /// The proxy binary inside the image.
+    pub binary: String,
+}
+
+impl LocalImage {
+    /// The exact version the tag carries (`1.22.1`, `2.15-nginx-1.31.3`).
+    pub fn version(&self) -> &str {
+        self.tag.rsplit_once(':').map(|(_, v)| v).unwrap_or(&self.tag)
+    }
+}
+
+/// The image `scripts/images.sh` built for the proxy `name` (`nginx@1.22`, `npm`), checked
+/// against the engine; `Missing` with the command that builds it otherwise.
+fn local_image(repo_root: &Path, name: &str) -> Result<LocalImage, SetupError> {
+    let missing = |reason: String| SetupError::Missing {
+        proxy: format!("{name} (docker)"),
+        reason,
+        hint: format!("bash scripts/images.sh --only {name} (images are built here, never pulled)"),
+    };
+    let table = std::fs::read_to_string(repo_root.join("images/images.tsv")).map_err(|e| missing(format!("cannot read images/images.tsv: {e}")))?;
+    let row = table
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .ok_or_else(|| missing(format!("images/images.tsv has no image for {name}")))?;
+    let binary = row.get(7).copied().unwrap_or("").to_string();
+    let built = crate::proxies::catalogue::cache_dir().join("images/built.tsv");
+    let built_text = std::fs::read_to_string(&built).unwrap_or_default();
+    let tag = built_text
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(1).map(|t| t.to_string()))
+        .ok_or_else(|| missing(format!("no image of {name} built yet ({} names none)", built.display())))?;
+    let inspect_tag = tag.clone();
+    let id = block(async move {
+        let docker = client().await?;
+        docker.inspect_image(&inspect_tag).await.map(|i| i.id.unwrap_or_default()).map_err(|e| format!("image {inspect_tag} is not in the engine: {e}"))
+    })
+    .and_then(|r| r)
+    .map_err(missing)?;
+    Ok(LocalImage { tag, id, binary })
+}
+
+/// An IPv4 subnet (`172.20.0.0/16`): who may connect to a forwarder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn parse(text: &str) -> Option<Subnet> {
+        let (base, prefix) = text.split_once('/')?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+        Some(Subnet { base: base.parse().ok()?, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let IpAddr::V4(ip) = ip else { return false };
+        let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+        u32::from(ip) & mask == u32::from(self.base) & mask
+    }
+}
+
+/// The run's own network.
+#[derive(Debug, Clone)]
+struct RunNetwork {
+    name: String,
+    gateway: Ipv4Addr,
+    subnet: Subnet,
+}
+
+async fn create_network(docker: &Docker) -> Result<RunNetwork, String> {
+    use testcontainers::bollard::models::NetworkCreateRequest;
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!("proxy-suite-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    USED.store(true, Ordering::SeqCst);
+    // Docker's default address pools hold about 30 networks: a matrix runs more at once. Each
+    // run takes a /28 of its own pool instead (`PROXY_SUITE_DOCKER_POOL`, a /16, default
+    // 10.213.0.0/16), the next one when another network holds it.
+    let pool = std::env::var("PROXY_SUITE_DOCKER_POOL").ok().and_then(|p| Subnet::parse(&p)).unwrap_or(Subnet { base: Ipv4Addr::new(10, 213, 0, 0), prefix: 16 });
+    let slots = 1u32 << (28u8.saturating_sub(pool.prefix)).min(16);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    let mut last = String::new();
+    for _ in 0..64 {
+        let slot = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % slots;
+        let base = Ipv4Addr::from(u32::from(pool.base) + slot * 16);
+        let subnet = Subnet { base, prefix: 28 };
+        let gateway = Ipv4Addr::from(u32::from(base) + 1);
+        let ipam = testcontainers::bollard::models::Ipam {
+            config: Some(vec![testcontainers::bollard::models::IpamConfig {
+                subnet: Some(format!("{base}/28")),
+                gateway: Some(gateway.to_string()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let request = NetworkCreateRequest { name: name.clone(), driver: Some("bridge".into()), labels: Some(labels()), ipam: Some(ipam), ..Default::default() };
+        match docker.create_network(request).await {
+            Ok(_) => return Ok(RunNetwork { name, gateway, subnet }),
+            Err(e) if e.to_string().contains("overlap") => last = e.to_string(),
+            Err(e) => return Err(format!("cannot create the network {name}: {e}")),
+        }
+    }
+    Err(format!("cannot create the network {name}: no free /28 in {}/{}: {last}", pool.base, pool.prefix))
+}
+
+/// The gateway and subnet of a network (`bridge` is the default one, `host-gateway`'s).
+async fn gateway_of(docker: &Docker, network: &str) -> Result<(Ipv4Addr, Subnet), String> {
+    let inspect = docker.inspect_network(network, None::<InspectNetworkOptions>).await.map_err(|e| format!("cannot inspect network {network}: {e}"))?;
+    let config = inspect.ipam.and_then(|i| i.config).unwrap_or_default();
+    for c in config {
+        let Some(subnet) = c.subnet.as_deref().and_then(Subnet::parse) else { continue };
+        // The default bridge names no gateway in its IPAM config: it is the subnet's first
+        // address (docker0's), as the engine assigns it.
+        let gateway = c.gateway.as_deref().and_then(|g| g.parse().ok()).unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.base) + 1));
+        return Ok((gateway, subnet));
+    }
+    Err(format!("network {network} has no IPv4 gateway"))
+}
+
+/// Forwards connections from `listen` (a host address on a Docker network) to the in-process
+/// mock at `to`, for peers inside `allow` only.
+async fn forwarder(listen: SocketAddr, allow: Subnet, to: SocketAddr) -> Result<tokio::task::AbortHandle, String> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen} for the backend: {e}"))?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, peer)) = listener.accept().await else { continue };
+            if !allow.contains(peer.ip()) {
+                continue; // dropped: not a container of this run
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok(task.abort_handle())
+}
+
+/// A backend address as a config names it: host (`127.0.0.1`, `openchamber`,
+/// `host.docker.internal`) and port, for the backend ports of the guides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendRef {
+    pub host: String,
+    pub port: u16,
+}
+
+impl BackendRef {
+    pub fn is_loopback(&self) -> bool {
+        matches!(self.host.as_str(), "127.0.0.1" | "localhost" | "[::1]")
+    }
+}
+
+/// Every backend address of `text`, in order of first appearance.
+pub fn backend_refs(text: &str) -> Vec<BackendRef> {
+    let re = Regex::new(r"(?i)(?:^|[^A-Za-z0-9_.\-])([A-Za-z0-9][A-Za-z0-9_.\-]*|\[::1\]):(\d{2,5})\b").expect("static regex");
+    let mut out: Vec<BackendRef> = Vec::new();
+    for c in re.captures_iter(text) {
+        let port: u16 = c[2].parse().unwrap_or(0);
+        let host = c[1].to_ascii_lowercase();
+        // A scheme (`http:3000` cannot be one) or a bare number is not a host.
+        if !render::is_backend_port(port) || host.chars().all(|ch| ch.is_ascii_digit()) {
+            continue;
+        }
+        let r = BackendRef { host, port };
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    // Envoy's YAML gives host and port on two lines (`address:` then `port_value:`).
+    let yaml = Regex::new(r#"(?m)address:\s*["']?([A-Za-z0-9][A-Za-z0-9_.\-]*)["']?\s*\n\s*(?:-\s*)?port_value:\s*(\d{2,5})\b"#).expect("static regex");
+    for c in yaml.captures_iter(text) {
+        let port: u16 = c[2].parse().unwrap_or(0);
+        let r = BackendRef { host: c[1].to_ascii_lowercase(), port };
+        if render::is_backend_port(port) && !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// What a run's backends are, for a config and a runtime's options.
+#[derive(Debug, Default)]
+struct BackendPlan {
+    /// What the renderer maps loopback ports to (in order of their first appearance).
+    render_backends: Vec<SocketAddr>,
+    /// Host addresses to forward (listen address -> mock).
+    forwards: BTreeMap<SocketAddr, SocketAddr>,
+    /// Names to add to the container's /etc/hosts.
+    hosts: BTreeMap<String, Host>,
+    /// Said in the rewrites.
+    notes: Vec<String>,
+    /// No backend can be reached from the container: readiness accepts any answer.
+    unreachable: bool,
+}
+
+fn plan_backends(text: &str, mocks: &[SocketAddr], net: &RunNetwork, bridge: Option<(Ipv4Addr, Subnet)>, host_gateway: bool, loopback: Loopback) -> BackendPlan {
+    let mut refs = backend_refs(text);
+    if refs.is_empty() {
+        // A config that names no backend in its text (NPM's forward host and port are form
+        // fields: 127.0.0.1:3000, what a user enters first) gets the kinds' default.
+        refs.push(BackendRef { host: "127.0.0.1".into(), port: 3000 });
+    }
+    let mut ports: Vec<u16> = Vec::new();
+    for r in &refs {
+        if !ports.contains(&r.port) {
+            ports.push(r.port);
+        }
+    }
+    let mock_for = |port: u16| -> SocketAddr {
+        let i = ports.iter().position(|p| *p == port).unwrap_or(0);
+        mocks.get(i % mocks.len().max(1)).copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+    let mut plan = BackendPlan::default();
+    let mut reachable = 0;
+    let mut loopback_ports: Vec<u16> = Vec::new();
+    for r in refs.iter().filter(|r| r.is_loopback()) {
+        if !loopback_ports.contains(&r.port) {
+            loopback_ports.push(r.port);
+        }
+    }
+    for port in loopback_ports {
+        match loopback {
+            Loopback::Literal => plan.render_backends.push(SocketAddr::from(([127, 0, 0, 1], port))),
+            Loopback::ToHost => {
+                let at = SocketAddr::from((net.gateway, port));
+                plan.render_backends.push(at);
+                plan.forwards.insert(at, mock_for(port));
+            }
+        }
+    }
+    for r in &refs {
+        let written = format!("{}:{}", r.host, r.port);
+        if r.is_loopback() {
+            match loopback {
+                Loopback::Literal => plan.notes.push(format!(
+                    "backend {written} kept as written: inside a container it is the container itself, not this host, so the proxy answers 502. Write a service name on the proxy's Docker network (`openchamber:{p}`) or `host.docker.internal:{p}` with `--add-host host.docker.internal:host-gateway` (compose: `extra_hosts: [\"host.docker.internal:host-gateway\"]`)",
+                    p = r.port
+                )),
+                Loopback::ToHost => {
+                    reachable += 1;
+                    plan.notes.push(format!(
+                        "backend {written} -> {}:{} (the Docker host on the run network's gateway: inside a container {} is the container itself) -> mock {}",
+                        net.gateway, r.port, r.host, mock_for(r.port)
+                    ))
+                }
+            }
+        } else if r.host == "host.docker.internal" {
+            match (host_gateway, bridge) {
+                (true, Some((gw, _))) => {
+                    reachable += 1;
+                    plan.hosts.insert(r.host.clone(), Host::HostGateway);
+                    plan.forwards.insert(SocketAddr::from((gw, r.port)), mock_for(r.port));
+                    plan.notes.push(format!("backend {written} kept; host.docker.internal mapped to host-gateway ({gw}, the default bridge's gateway on this host) -> mock {}", mock_for(r.port)));
+                }
+                _ => plan.notes.push(format!(
+                    "backend {written} kept; host.docker.internal is NOT mapped (no `--add-host host.docker.internal:host-gateway`): on Linux the name does not resolve in the container"
+                )),
+            }
+        } else if r.host.parse::<IpAddr>().is_err() {
+            reachable += 1;
+            plan.hosts.insert(r.host.clone(), Host::Addr(IpAddr::V4(net.gateway)));
+            plan.forwards.insert(SocketAddr::from((net.gateway, r.port)), mock_for(r.port));
+            plan.notes.push(format!("backend {written} kept; the service name {} resolves on the run's network {} to the mock {}", r.host, net.name, mock_for(r.port)));
+        }
+    }
+    plan.unreachable = reachable == 0;
+    plan
+}
+
+/// A proxy serving a rendered config in a container.
+#[derive(Debug)]
+pub struct DockerInstance {
+    /// `nginx@1.22`, ...
+    pub proxy: String,
+    pub version: String,
+    /// The published loopback address.
+    pub addr: SocketAddr,
+    pub host: String,
+    pub rewrites: Vec<String>,
+    pub command: String,
+    /// The image that ran.
+    pub image: Option<LocalImage>,
+    container_id: Option<String>,
+    container: Option<ContainerAsync<GenericImage>>,
+    network: Option<String>,
+    forwarders: Vec<tokio::task::AbortHandle>,
+    prefix: Option<tempfile::TempDir>,
+    keep_prefix: bool,
+}
+
+impl DockerInstance {
+    fn shutdown(&mut self) {
+        drop(INTERRUPTED.lock());
+        for f in self.forwarders.drain(..) {
+            f.abort();
+        }
+        let container = self.container.take();
+        let network = self.network.take();
+        if container.is_some() || network.is_some() {
+            let _ = block(async move {
+                if let Some(c) = container {
+                    let _ = c.rm().await;
+                }
+                if let Some(n) = network {
+                    if let Ok(docker) = client().await {
+                        let _ = docker.remove_network(&n).await;
+                    }
+                }
+            });
+        }
+        if let Some(prefix) = self.prefix.take() {
+            live_prefixes().retain(|p| p != prefix.path());
+            if self.keep_prefix || std::thread::panicking() {
+                crate::leftovers::release(prefix.path());
+                let kept = prefix.keep();
+                eprintln!("proxy-suite: kept prefix of {} for debugging: {}", self.proxy, kept.display());
+            }
+        }
+    }
+}
+
+impl Drop for DockerInstance {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl ProxyInstance for DockerInstance {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn host(&self) -> &str {
+        &self.host
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn rewrites(&self) -> &[String] {
+        &self.rewrites
+    }
+    fn command(&self) -> &str {
+        &self.command
+    }
+    /// The prefix's log files and the container's own output.
+    fn log_tail(&self) -> String {
+        let mut out = self.prefix().map(super::native::log_tail).unwrap_or_default();
+        if let Some(id) = self.container_id.clone() {
+            out.push_str(&container_logs(id));
+        }
+        out
+    }
+    fn prefix(&self) -> Option<&Path> {
+        self.prefix.as_ref().map(|p| p.path())
+    }
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+    fn keep_prefix(&mut self) {
+        self.keep_prefix = true;
+    }
+    fn stop(mut self: Box<Self>) {
+        self.shutdown();
+    }
+}
+
+/// The last lines of a container's stdout and stderr.
+fn container_logs(id: String) -> String {
+    use futures::StreamExt;
+    block(async move {
+        let Ok(docker) = client().await else { return String::new() };
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail("30").build();
+        let mut stream = docker.logs(&id, Some(options));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&chunk.to_string());
+        }
+        if text.is_empty() { text } else { format!("== container {} output ==\n{text}", &id[..id.len().min(12)]) }
+    })
+    .unwrap_or_default()
+}
+
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<Box<dyn ProxyInstance>, SetupError> {
+        self.start_container(spec, config, backends, true).map(|i| Box::new(i) as Box<dyn ProxyInstance>)
+    }
+
+    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError> {
+        self.start_container(spec, config, backends, false).map(drop)
+    }
+}
+
+/// The container request for `image` with the run's network, hosts, prefix and labels.
+fn request(image: &LocalImage, args: Vec<String>, net: &RunNetwork, hosts: &BTreeMap<String, Host>, prefix: &Path, publish: bool) -> testcontainers::core::ContainerRequest<GenericImage> {
+    let (repo, tag) = image.tag.rsplit_once(':').unwrap_or((&image.tag, "latest"));
+    let mut img = GenericImage::new(repo, tag).with_wait_for(WaitFor::Nothing).with_entrypoint(&image.binary);
+    if publish {
+        img = img.with_exposed_port(ContainerPort::Tcp(CONTAINER_PORT));
+    }
+    let p = prefix.display().to_string();
+    let mut req = img
+        .with_cmd(args)
+        .with_network(net.name.clone())
+        .with_labels(labels())
+        .with_mount(Mount::bind_mount(p.clone(), p.clone()))
+        .with_env_var("HOME", p.clone())
+        .with_env_var("XDG_DATA_HOME", format!("{p}/data"))
+        .with_env_var("XDG_CONFIG_HOME", format!("{p}/config"))
+        .with_startup_timeout(Duration::from_secs(60));
+    for (name, host) in hosts {
+        req = req.with_host(name.clone(), host.clone());
+    }
+    if publish {
+        // Published on loopback only: the proxy is this machine's client's, nobody else's.
+        req = req.with_host_config_modifier(|hc| {
+            use testcontainers::bollard::models::PortBinding;
+            hc.publish_all_ports = Some(false);
+            hc.port_bindings = Some(HashMap::from([(
+                format!("{CONTAINER_PORT}/tcp"),
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }]),
+            )]));
+        });
+    }
+    req
+}
+
+impl DockerRuntime {
+    fn start_container(&self, spec: &ProxySpec, config: &ConfigFile, mocks: &[SocketAddr], serve: bool) -> Result<DockerInstance, SetupError> {
+        let io = |m: String| SetupError::Io(m);
+        block(async { client().await.map(drop) }).and_then(|r| r).map_err(|reason| SetupError::Missing {
+            proxy: "docker".into(),
+            reason,
+            hint: "start the Docker engine (systemctl start docker), or run with --runtime native".into(),
+        })?;
+        let repo_root = self.configs_root.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let image = local_image(&repo_root, &spec.name)?;
+        let prefix = tempfile::Builder::new()
+            .prefix(&format!("proxy-suite-{}-docker-", spec.name.replace('@', "-")))
+            .tempdir()
+            .map_err(|e| io(format!("cannot create a prefix: {e}")))?;
+        std::fs::set_permissions(prefix.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).map_err(|e| io(e.to_string()))?;
+        crate::leftovers::claim(prefix.path()).map_err(|e| io(format!("cannot write the prefix's owner: {e}")))?;
+        live_prefixes().push(prefix.path().to_path_buf());
+        let mut instance = DockerInstance {
+            proxy: spec.name.clone(),
+            version: image.version().to_string(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            host: String::new(),
+            rewrites: vec![format!("runtime docker: image {} ({})", image.tag, image.id)],
+            command: String::new(),
+            image: Some(image.clone()),
+            container_id: None,
+            container: None,
+            network: None,
+            forwarders: Vec::new(),
+            prefix: Some(prefix),
+            keep_prefix: false,
+        };
+        let result = self.bring_up(&mut instance, spec, config, mocks, &image, serve);
+        if let Err(e) = result {
+            if self.keep_failed_setups {
+                instance.keep_prefix = true;
+            }
+            return Err(e);
+        }
+        Ok(instance)
+    }
+
+    fn bring_up(&self, instance: &mut DockerInstance, spec: &ProxySpec, config: &ConfigFile, mocks: &[SocketAddr], image: &LocalImage, serve: bool) -> Result<(), SetupError> {
+        let io = |m: String| SetupError::Io(m);
+        let prefix = instance.prefix().expect("prefix").to_path_buf();
+        // The user's text (with companions), for where its backends are.
+        let mut text = std::fs::read_to_string(&config.path).map_err(|e| SetupError::Render { config: config.id.clone(), message: e.to_string() })?;
+        for c in config.kind.companions(&config.path) {
+            text.push('\n');
+            text.push_str(&std::fs::read_to_string(&c).unwrap_or_default());
+        }
+        let (net, bridge) = block(async {
+            let docker = client().await?;
+            let net = create_network(&docker).await?;
+            let bridge = gateway_of(&docker, "bridge").await.ok();
+            Ok::<_, String>((net, bridge))
+        })
+        .and_then(|r| r)
+        .map_err(io)?;
+        instance.network = Some(net.name.clone());
+        let plan = plan_backends(&text, mocks, &net, bridge, self.host_gateway, self.loopback);
+        for (listen, to) in plan.forwards.clone() {
+            let allow = net.subnet;
+            let handle = block(forwarder(listen, allow, to)).and_then(|r| r).map_err(io)?;
+            instance.forwarders.push(handle);
+        }
+        let ports = Ports {
+            listen: SocketAddr::from(([0, 0, 0, 0], CONTAINER_PORT)),
+            backends: if plan.render_backends.is_empty() { vec![SocketAddr::from(([127, 0, 0, 1], 3000))] } else { plan.render_backends.clone() },
+            spare: CONTAINER_PORT + 1,
+        };
+        let distribution = spec.kind.distribution(&spec.source);
+        let rendered = render::render(config, &prefix, &ports, &self.configs_root, distribution)
+            .map_err(|message| SetupError::Render { config: config.id.clone(), message })?;
+        instance.host = rendered.host.clone();
+        // The renderer's backend notes are replaced by the container's (which say where each
+        // backend really is from inside the container).
+        instance.rewrites.extend(rendered.rewrites.iter().filter(|r| !r.starts_with("backend ")).cloned());
+        instance.rewrites.extend(plan.notes.iter().cloned());
+        if let Some(args) = spec.kind.args(Mode::Validate, &rendered, &prefix) {
+            self.validate_in_container(spec, config, image, args, &net, &plan, &prefix)?;
+        }
+        if let Some(missing) = spec.kind.missing_route(&rendered) {
+            return Err(SetupError::NoRoute { config: config.id.clone(), missing });
+        }
+        if !serve && spec.kind.args(Mode::Validate, &rendered, &prefix).is_some() {
+            return Ok(());
+        }
+        self.serve(instance, spec, image, &rendered, &net, &plan, &prefix)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn validate_in_container(&self, spec: &ProxySpec, config: &ConfigFile, image: &LocalImage, args: Vec<std::ffi::OsString>, net: &RunNetwork, plan: &BackendPlan, prefix: &Path) -> Result<(), SetupError> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let req = request(image, args, net, &plan.hosts, prefix, false);
+        let outcome = block(async move {
+            let container = req.start().await.map_err(|e| format!("cannot start the validator: {e}"))?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let code = loop {
+                if let Ok(Some(code)) = container.exit_code().await {
+                    break Some(code);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let out = String::from_utf8_lossy(&container.stdout_to_vec().await.unwrap_or_default()).into_owned()
+                + &String::from_utf8_lossy(&container.stderr_to_vec().await.unwrap_or_default());
+            let _ = container.rm().await;
+            Ok::<_, String>((code, out))
+        })
+        .and_then(|r| r)
+        .map_err(SetupError::Io)?;
+        match outcome {
+            (Some(0), _) => Ok(()),
+            (code, out) => {
+                let mut message = format!("{}\n(validator in {}, exit {:?})", out.trim(), image.tag, code);
+                if out.contains("host.docker.internal") && !self.host_gateway {
+                    message.push_str("\nhost.docker.internal resolves in a Linux container only with `--add-host host.docker.internal:host-gateway` (compose: `extra_hosts`); proxy-suite: --host-gateway");
+                }
+                Err(SetupError::InvalidConfig { proxy: spec.name.clone(), config: config.id.clone(), message })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn serve(&self, instance: &mut DockerInstance, spec: &ProxySpec, image: &LocalImage, rendered: &Rendered, net: &RunNetwork, plan: &BackendPlan, prefix: &Path) -> Result<(), SetupError> {
+        let args: Vec<String> = spec
+            .kind
+            .args(Mode::Run, rendered, prefix)
+            .ok_or_else(|| SetupError::Io(format!("{} has no command line to serve a config", spec.kind)))?
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        instance.command = format!("docker run --network {} {} {} {}", net.name, image.tag, image.binary, args.join(" "));
+        let req = request(image, args, net, &plan.hosts, prefix, true);
+        let container = block(async move { req.start().await.map_err(|e| format!("cannot start the container: {e}")) })
+            .and_then(|r| r)
+            .map_err(SetupError::Io)?;
+        instance.container_id = Some(container.id().to_string());
+        let port = block(async move {
+            let p = container.get_host_port_ipv4(ContainerPort::Tcp(CONTAINER_PORT)).await;
+            (container, p)
+        })
+        .map_err(SetupError::Io)?;
+        let (container, port) = port;
+        instance.container = Some(container);
+        let port = port.map_err(|e| SetupError::Io(format!("no published port: {e}")))?;
+        instance.addr = SocketAddr::from(([127, 0, 0, 1], port));
+        instance.rewrites.push(format!("container port {CONTAINER_PORT} published on {}", instance.addr));
+        if let Err(message) = wait_ready(instance, plan.unreachable, Duration::from_secs(20)) {
+            return Err(SetupError::NotReady {
+                proxy: spec.name.clone(),
+                message,
+                log_tail: instance.log_tail(),
+                prefix: prefix.display().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Waits until a request through the published port reaches the mock (`X-Mock-Instance`). When
+/// no backend can be reached from the container (a loopback backend kept as written), any
+/// answer of the proxy will do: the checks then show what users see.
+fn wait_ready(instance: &DockerInstance, unreachable: bool, bound: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + bound;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        if let Some(id) = instance.container_id.clone() {
+            let running = block(async move {
+                let docker = client().await.ok()?;
+                docker.inspect_container(&id, None).await.ok()?.state?.running
+            })
+            .ok()
+            .flatten();
+            if running == Some(false) {
+                return Err("the container exited".into());
+            }
+        }
+        match super::native::probe(instance.addr, &instance.host) {
+            Ok(head) if head.to_ascii_lowercase().contains("\nx-mock-instance:") => return Ok(()),
+            Ok(head) if unreachable && head.starts_with("HTTP/") => return Ok(()),
+            Ok(head) => last = format!("answered without reaching the backend: {}", head.lines().next().unwrap_or("")),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    Err(format!("no request reached the backend within {}s; last: {last}", bound.as_secs()))
+}
+
+/// Removes every container and network this process created (for the interrupt handler).
+pub fn remove_own() {
+    if !USED.load(Ordering::SeqCst) {
+        return;
+    }
+    std::mem::forget(INTERRUPTED.lock());
+    let owner = crate::leftovers::owner_tag();
+    let _ = block(async move { remove_where(|o| o == owner).await });
+    for prefix in live_prefixes().drain(..) {
+        let _ = std::fs::remove_dir_all(prefix);
+    }
+}
+
+/// Containers and networks [`reap`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    pub containers: usize,
+    pub networks: usize,
+}
+
+/// Removes the containers and networks of suite processes that are gone (SIGKILLed). Quick
+/// and silent where no engine answers.
+pub fn reap() -> Reaped {
+    let socket = std::env::var_os("DOCKER_HOST").is_some() || Path::new("/var/run/docker.sock").exists();
+    if !socket {
+        return Reaped::default();
+    }
+    block(async { remove_where(|o| crate::leftovers::is_owner_tag(o) && !crate::leftovers::alive(o)).await }).unwrap_or_default()
+}
+
+async fn remove_where<F: Fn(&str) -> bool>(owner_matches: F) -> Reaped {
+    let mut reaped = Reaped::default();
+    let Ok(Ok(docker)) = tokio::time::timeout(Duration::from_secs(3), client()).await else { return reaped };
+    let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL}=1")])]);
+    let containers = docker.list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filters).build())).await.unwrap_or_default();
+    for c in containers {
+        let owner = c.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).cloned().unwrap_or_default();
+        if let (true, Some(id)) = (owner_matches(&owner), c.id) {
+            if docker.remove_container(&id, Some(RemoveContainerOptionsBuilder::new().force(true).v(true).build())).await.is_ok() {
+                reaped.containers += 1;
+            }
+        }
+    }
+    let networks = docker.list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filters).build())).await.unwrap_or_default();
+    for n in networks {
+        let owner = n.labels.as_ref().and_then(|l| l.get(OWNER_LABEL)).cloned().unwrap_or_default();
+        if let (true, Some(name)) = (owner_matches(&owner), n.name) {
+            if docker.remove_network(&name).await.is_ok() {
+                reaped.networks += 1;
+            }
+        }
+    }
+    reaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subnet_admits_its_own_peers_only() {
+        let s = Subnet::parse("172.20.0.0/16").unwrap();
+        assert!(s.contains("172.20.3.4".parse().unwrap()));
+        assert!(!s.contains("172.21.0.1".parse().unwrap()));
+        assert!(!s.contains("127.0.0.1".parse().unwrap()));
+        assert!(!s.contains("::1".parse().unwrap()));
+        assert_eq!(Subnet::parse("garbage"), None);
+        assert_eq!(Subnet::parse("10.0.0.0/33"), None);
+    }
+
+    #[test]
+    fn backend_refs_are_found_by_host_and_port() {
+        let refs = backend_refs("proxy_pass http://openchamber:3000;\nserver 127.0.0.1:3001;\nreverse_proxy host.docker.internal:4242\nlisten 8080;\nserver localhost:3000;\n  address: 127.0.0.1\n  port_value: 3002\n  address: 0.0.0.0\n  port_value: 10000");
+        let got: Vec<String> = refs.iter().map(|r| format!("{}:{}", r.host, r.port)).collect();
+        assert_eq!(got, ["openchamber:3000", "127.0.0.1:3001", "host.docker.internal:4242", "localhost:3000", "127.0.0.1:3002"]);
+        assert!(refs[1].is_loopback() && !refs[0].is_loopback());
+    }
+
+    fn net() -> RunNetwork {
+        RunNetwork { name: "n".into(), gateway: "172.30.0.1".parse().unwrap(), subnet: Subnet::parse("172.30.0.0/16").unwrap() }
+    }
+
+    #[test]
+    fn a_loopback_backend_is_kept_and_explained_or_moved_to_the_host() {
+        let mocks = ["127.0.0.1:5001".parse().unwrap()];
+        let kept = plan_backends("proxy_pass http://127.0.0.1:3000;", &mocks, &net(), None, false, Loopback::Literal);
+        assert!(kept.unreachable && kept.forwards.is_empty());
+        assert_eq!(kept.render_backends, ["127.0.0.1:3000".parse::<SocketAddr>().unwrap()]);
+        assert!(kept.notes[0].contains("container itself") && kept.notes[0].contains("host-gateway"), "{:?}", kept.notes);
+        let moved = plan_backends("proxy_pass http://127.0.0.1:3000;", &mocks, &net(), None, false, Loopback::ToHost);
+        assert!(!moved.unreachable);
+        assert_eq!(moved.forwards.get(&"172.30.0.1:3000".parse().unwrap()), Some(&mocks[0]));
+    }
+
+    #[test]
+    fn host_docker_internal_resolves_only_with_the_host_gateway_mapping() {
+        let mocks = ["127.0.0.1:5001".parse().unwrap()];
+        let bridge = Some(("172.17.0.1".parse().unwrap(), Subnet::parse("172.17.0.0/16").unwrap()));
+        let with = plan_backends("proxy_pass http://host.docker.internal:3000;", &mocks, &net(), bridge, true, Loopback::Literal);
+        assert_eq!(with.hosts.get("host.docker.internal").map(|h| h.to_string()), Some("host-gateway".into()));
+        assert!(with.forwards.contains_key(&"172.17.0.1:3000".parse().unwrap()));
+        let without = plan_backends("proxy_pass http://host.docker.internal:3000;", &mocks, &net(), bridge, false, Loopback::Literal);
+        assert!(without.hosts.is_empty() && without.unreachable);
+        let service = plan_backends("proxy_pass http://openchamber:3000;", &mocks, &net(), None, false, Loopback::Literal);
+        assert_eq!(service.hosts.get("openchamber").map(|h| h.to_string()), Some("172.30.0.1".into()));
+    }
+}

@@ -1,0 +1,232 @@
+//! The container tier: the proxies in containers of the locally built images
+//! (`scripts/images.sh`), against the same mock. Runs wherever a Docker engine answers and the
+//! images are built; otherwise a skip with the reason, or a failure under
+//! `PROXY_SUITE_STRICT=1` (CI).
+//!
+//! - Parity: each pinned proxy's known-good config (or the guide's example where there is no
+//!   known-good one) gets the same grades in a container as natively, on a fast subset of checks.
+//! - The container-only bugs users report: a `127.0.0.1` upstream (the container itself: every
+//!   check fails, the rewrites say why), a service-name upstream (passes), `host.docker.internal`
+//!   with the host-gateway mapping (passes) and without it (nginx refuses the config: the name
+//!   does not resolve).
+//! - Nothing of the suite is left in Docker afterwards.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mock_server::Profile;
+use suite::checks::Grade;
+use suite::proxies::{self, catalogue, ConfigFile, ProxySpec};
+use suite::run::{self, RunRequest, RunResult};
+use suite::runtimes::{DockerRuntime, Loopback, NativeRuntime, Runtime};
+
+/// The fast subset: every area the outer context or the network can change, no idle period.
+const FAST: [&str; 5] = ["ws.upgrade", "sse.stream", "headers.forwarded", "compress.single", "body.large"];
+
+/// The two tests run one after the other: each starts many containers, and on two cores the
+/// timing checks of one would measure the other's load; each also counts this process's
+/// leftovers at its end.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether the tier can run here; prints the skip (or panics under strict mode) when not.
+fn engine_ready() -> bool {
+    if let Err(reason) = suite::runtimes::docker::engine() {
+        suite::strict::skip_or_fail("docker", &reason);
+        return false;
+    }
+    true
+}
+
+fn spec(name: &str) -> ProxySpec {
+    catalogue::resolve(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn config_at(path: PathBuf) -> ConfigFile {
+    ConfigFile::load(&path, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn config(id: &str) -> ConfigFile {
+    config_at(proxies::config::default_root().join(id))
+}
+
+fn docker_for_matrix() -> DockerRuntime {
+    DockerRuntime::for_matrix(proxies::config::default_root())
+}
+
+fn request(spec: ProxySpec, config: ConfigFile, only: &[&str]) -> RunRequest {
+    RunRequest { spec, config, profile: Profile::Openchamber, idle: Duration::from_secs(5), only: only.iter().map(|s| s.to_string()).collect(), keep_on_fail: false }
+}
+
+/// A grade that differs for a known, stated reason of the container deployment, never noise.
+fn explained(check: &str, native: Grade, docker: &suite::checks::Outcome) -> Option<&'static str> {
+    // Docker publishes a port through its userland proxy (docker-proxy): a connection to
+    // 127.0.0.1:<published> reaches the container from the network's gateway, so the proxy
+    // forwards that address as the client's. Users see the same (X-Forwarded-For 172.x.0.1).
+    let gateway_as_client = docker.actual.contains("is not the client 127.0.0.1") || docker.actual.contains("does not end with the client 127.0.0.1");
+    (check == "headers.forwarded" && native != Grade::Fail && docker.grade != Grade::Pass && gateway_as_client)
+        .then_some("the published port goes through docker-proxy: the proxy sees the network's gateway as the client")
+}
+
+fn grades(r: &RunResult) -> Vec<(String, Grade)> {
+    r.checks.iter().map(|c| (c.id.clone(), c.grade)).collect()
+}
+
+/// A missing image is a skip with the command that builds it (strict: a failure).
+fn image_missing(r: &RunResult) -> bool {
+    match &r.setup_error {
+        Some(issue) if issue.kind == "missing" => {
+            suite::strict::skip_or_fail(&format!("{} (docker)", r.proxy), &issue.message);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn suite_objects_in_docker() -> (usize, usize) {
+    let count = |args: &[&str]| {
+        let out = std::process::Command::new("docker").args(args).output().expect("docker cli");
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+    };
+    let owner = format!("label=proxy-suite.owner={}", suite::leftovers::owner_tag());
+    (count(&["ps", "-aq", "--filter", &owner]), count(&["network", "ls", "-q", "--filter", &owner]))
+}
+
+/// The same grades in a container as natively, for every pinned proxy's known-good config
+/// (nginx, NPM and Caddy have none: their guides' examples).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
+    suite::runtimes::stop_on_interrupt();
+    let _serial = SERIAL.lock().await;
+    if !engine_ready() {
+        return;
+    }
+    let started = Instant::now();
+    let cases = [
+        ("nginx@1.22", "nginx/openchamber-guide.conf"),
+        ("nginx@1.31", "nginx/openchamber-guide.conf"),
+        ("npm", "npm/openchamber-advanced-ws-off.conf"),
+        ("caddy@2.6", "caddy/openchamber-guide.Caddyfile"),
+        ("caddy@2.11", "caddy/openchamber-guide.Caddyfile"),
+        ("haproxy@2.6", "haproxy/known-good.cfg"),
+        ("haproxy@2.8", "haproxy/known-good.cfg"),
+        ("apache@2.4", "apache/known-good.conf"),
+        ("traefik@3.7", "traefik/known-good.yml"),
+        ("envoy@1.40", "envoy/known-good.yaml"),
+    ];
+    let native: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()).discarding_failed_setups());
+    let docker: Arc<dyn Runtime> = Arc::new(docker_for_matrix());
+    let schedule = run::Schedule::new(cases.len() * 2, 2);
+    let runs = cases.iter().flat_map(|(name, id)| {
+        [native.clone(), docker.clone()].into_iter().map(|rt| {
+            let req = request(spec(name), config(id), &FAST);
+            let schedule = schedule.clone();
+            async move { run::run_proxy(rt, req, &schedule).await }
+        })
+    });
+    let results = futures::future::join_all(runs).await;
+    let mut differences = Vec::new();
+    for pair in results.chunks(2) {
+        let (n, d) = (&pair[0], &pair[1]);
+        if image_missing(d) {
+            continue;
+        }
+        assert_eq!(d.runtime, "docker");
+        assert!(d.rewrites.iter().any(|r| r.contains("image proxy-suite/") && r.contains("sha256:")), "{}: image not recorded: {:?}", d.proxy, d.rewrites);
+        eprintln!("{} {}: native {:?} | docker {} {:?}", d.proxy, d.config, grades(n), d.version.as_deref().unwrap_or("?"), grades(d));
+        let unexplained: Vec<&str> = n
+            .checks
+            .iter()
+            .zip(&d.checks)
+            .filter(|(a, b)| a.grade != b.grade)
+            .filter(|(a, b)| match explained(&a.id, a.grade, b) {
+                Some(reason) => {
+                    eprintln!("  {} {}: {} native, {} docker: {reason}", d.proxy, a.id, a.grade, b.grade);
+                    false
+                }
+                None => true,
+            })
+            .map(|(a, _)| a.id.as_str())
+            .collect();
+        if n.setup_error.is_some() || d.setup_error.is_some() || n.checks.len() != d.checks.len() || !unexplained.is_empty() {
+            differences.push(format!(
+                "{} {}: native {:?} {:?}\n  docker {:?} {:?}\n  docker evidence: {}",
+                d.proxy,
+                d.config,
+                grades(n),
+                n.setup_error.as_ref().map(|e| &e.message),
+                grades(d),
+                d.setup_error.as_ref().map(|e| &e.message),
+                d.checks.iter().filter(|c| c.grade != Grade::Pass).map(|c| format!("{}: {}", c.id, c.actual)).collect::<Vec<_>>().join("; ")
+            ));
+        }
+    }
+    eprintln!("parity: {} runs in {:.1}s", cases.len() * 2, started.elapsed().as_secs_f64());
+    assert!(differences.is_empty(), "grades differ between native and docker:\n{}", differences.join("\n"));
+    assert_eq!(suite_objects_in_docker(), (0, 0), "containers/networks left behind");
+}
+
+/// nginx's known-good-ish guide example with its backend written as users write it in compose.
+fn nginx_config_with_backend(dir: &tempfile::TempDir, backend: &str) -> ConfigFile {
+    let text = std::fs::read_to_string(proxies::config::default_root().join("nginx/openchamber-guide.conf")).unwrap();
+    assert!(text.contains("127.0.0.1:3000"), "the guide's example names 127.0.0.1:3000");
+    let path = dir.path().join(format!("{}.conf", backend.replace([':', '.'], "-")));
+    std::fs::write(&path, text.replace("127.0.0.1:3000", backend)).unwrap();
+    ConfigFile::load(&path, catalogue::resolve("nginx@1.31").ok().map(|s| s.kind)).unwrap()
+}
+
+/// The bugs that exist only in containers, reproduced on nginx 1.31's image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_only_backend_addresses_behave_as_users_see_them() {
+    suite::runtimes::stop_on_interrupt();
+    let _serial = SERIAL.lock().await;
+    if !engine_ready() {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    // Not headers.forwarded: through a published port every proxy sees the gateway as the client
+    // (see `explained`), which is not what these cases are about.
+    let only = ["ws.upgrade", "sse.stream", "body.large"];
+    let as_user = |host_gateway: bool| -> Arc<dyn Runtime> {
+        let mut rt = DockerRuntime::new(proxies::config::default_root());
+        rt.keep_failed_setups = false;
+        rt.host_gateway = host_gateway;
+        assert_eq!(rt.loopback, Loopback::Literal);
+        Arc::new(rt)
+    };
+    let run = |rt: Arc<dyn Runtime>, backend: &str| {
+        let req = request(spec("nginx@1.31"), nginx_config_with_backend(&dir, backend), &only);
+        async move { run::run_proxy(rt, req, &run::Schedule::single()).await }
+    };
+
+    // 127.0.0.1 inside the container is the container: every check fails with the 502.
+    let loopback = run(as_user(false), "127.0.0.1:3000").await;
+    if image_missing(&loopback) {
+        return;
+    }
+    assert!(loopback.setup_error.is_none(), "{:?}", loopback.setup_error);
+    for c in &loopback.checks {
+        assert_eq!(c.grade, Grade::Fail, "{}: {}", c.id, c.actual);
+    }
+    assert!(loopback.checks.iter().any(|c| c.actual.contains("502")), "the 502 is the evidence: {:?}", loopback.checks.iter().map(|c| &c.actual).collect::<Vec<_>>());
+    let why = loopback.rewrites.join("\n");
+    assert!(why.contains("container itself") && why.contains("host.docker.internal") && why.contains("openchamber:3000"), "{why}");
+
+    // A service name on the run's network reaches the backend.
+    let service = run(as_user(false), "openchamber:3000").await;
+    assert!(service.setup_error.is_none(), "{:?}", service.setup_error);
+    assert!(service.checks.iter().all(|c| c.grade == Grade::Pass), "{:?}", grades(&service));
+
+    // host.docker.internal: resolves only with the host-gateway mapping.
+    let mapped = run(as_user(true), "host.docker.internal:3000").await;
+    assert!(mapped.setup_error.is_none(), "{:?}", mapped.setup_error);
+    assert!(mapped.checks.iter().all(|c| c.grade == Grade::Pass), "{:?}", grades(&mapped));
+    let unmapped = run(as_user(false), "host.docker.internal:3000").await;
+    let issue = unmapped.setup_error.as_ref().expect("nginx refuses an upstream it cannot resolve");
+    assert_eq!(issue.kind, "invalid-config", "{}", issue.message);
+    assert!(issue.message.contains("host.docker.internal") && issue.message.contains("host-gateway"), "{}", issue.message);
+
+    eprintln!("container-only cases: 4 runs in {:.1}s", started.elapsed().as_secs_f64());
+    assert_eq!(suite_objects_in_docker(), (0, 0), "containers/networks left behind");
+}
