@@ -18,3 +18,4 @@ pub mod report;
 pub mod run;
 pub mod runtimes;
 pub mod strict;
+pub mod tls;

@@ -11,6 +11,7 @@ use suite::checks::Grade;
 use suite::proxies::{self, catalogue, Availability, ConfigFile};
 use suite::runtimes::{self, NativeRuntime, Runtime};
 use suite::run::{self, RunRequest, RunResult};
+use suite::tls::Transport;
 
 #[derive(Parser)]
 #[command(name = "proxy-suite", version, about = "Does your reverse proxy really work in front of a real-time web app? Runs real proxies in front of a mock OpenChamber/DorkOS backend and grades every requirement of the reverse-proxy guides.")]
@@ -44,6 +45,10 @@ enum Cmd {
         /// Run only these check ids (repeatable).
         #[arg(long = "only")]
         only: Vec<String>,
+        /// Transport of the checks' client: `h1` (plain HTTP/1.1), `h1-tls`, `h2` (TLS, ALPN
+        /// h2) or `all` (each the config offers). Default: the first the config offers.
+        #[arg(long)]
+        transport: Option<String>,
         /// Print JSON (schema 1) instead of a table.
         #[arg(long)]
         json: bool,
@@ -72,8 +77,8 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
         Cmd::List { json } => list(json),
-        Cmd::Check { proxy, config, profile, idle, only, json } => {
-            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, json))
+        Cmd::Check { proxy, config, profile, idle, only, transport, json } => {
+            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json))
         }
         Cmd::Matrix { idle, out, proxies, only } => {
             runtime.block_on(suite::report::matrix::run(Duration::from_secs(idle), out, proxies, only))
@@ -116,7 +121,7 @@ fn list(json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn check(proxy: String, config: PathBuf, profile: Option<Profile>, idle: Duration, only: Vec<String>, json: bool) -> ExitCode {
+async fn check(proxy: String, config: PathBuf, profile: Option<Profile>, idle: Duration, only: Vec<String>, transport: Option<String>, json: bool) -> ExitCode {
     let spec = match catalogue::resolve(&proxy) {
         Ok(s) => s,
         Err(e) => return setup_failure(&e),
@@ -132,21 +137,39 @@ async fn check(proxy: String, config: PathBuf, profile: Option<Profile>, idle: D
         Err(e) => return setup_failure(&e),
     };
     let profile = profile.unwrap_or_else(|| run::profiles_for(&config)[0]);
+    let offered = run::transports_for(&config, &proxies::config::default_root());
+    let transports = match transport.as_deref() {
+        None => vec![offered[0]],
+        Some("all") => offered.clone(),
+        Some(name) => match Transport::parse(name) {
+            Some(t) => vec![t],
+            None => return setup_failure(&format!("unknown transport `{name}`; known: h1, h1-tls, h2, all")),
+        },
+    };
     let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()));
-    let req = RunRequest { spec, config, profile, idle, only, keep_on_fail: true };
-    if !json {
-        eprintln!("running {} checks on {} with {} (profile {profile}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, idle.as_secs());
+    let mut results = Vec::new();
+    for transport in transports {
+        let req = RunRequest { spec: spec.clone(), config: config.clone(), profile, idle, only: only.clone(), keep_on_fail: true, transport };
+        if !json {
+            eprintln!("running {} checks on {} with {} (profile {profile}, transport {transport}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, idle.as_secs());
+        }
+        let result = run::run_proxy(runtime.clone(), req, &run::Schedule::single()).await;
+        if !json {
+            print_result(&result);
+        }
+        results.push(result);
     }
-    let result = run::run_proxy(runtime, req, &run::Schedule::single()).await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&suite::report::json::check_document(&result)).unwrap());
-    } else {
-        print_result(&result);
+        let docs: Vec<_> = results.iter().map(suite::report::json::check_document).collect();
+        let out = if docs.len() == 1 { serde_json::to_string_pretty(&docs[0]) } else { serde_json::to_string_pretty(&docs) };
+        println!("{}", out.unwrap());
     }
-    match (&result.setup_error, result.failed()) {
-        (Some(_), _) => ExitCode::from(2),
-        (None, true) => ExitCode::from(1),
-        (None, false) => ExitCode::SUCCESS,
+    if results.iter().any(|r| r.setup_error.is_some()) {
+        ExitCode::from(2)
+    } else if results.iter().any(RunResult::failed) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -156,7 +179,7 @@ fn setup_failure(message: &str) -> ExitCode {
 }
 
 fn print_result(result: &RunResult) {
-    println!("{} {} / {} / profile {}", result.proxy, result.version.as_deref().unwrap_or("?"), result.config, result.profile);
+    println!("{} {} / {} / profile {} / transport {}", result.proxy, result.version.as_deref().unwrap_or("?"), result.config, result.profile, result.transport);
     for r in &result.rewrites {
         println!("  rewrote: {r}");
     }

@@ -53,7 +53,7 @@ pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), Strin
 }
 
 fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, plan: &Plan) -> RunRequest {
-    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false }
+    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false, transport: crate::tls::Transport::H1 }
 }
 
 fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {

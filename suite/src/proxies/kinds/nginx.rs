@@ -32,7 +32,7 @@ impl ProxyKind for Nginx {
     }
 
     fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
-        let site = site(input.text, r);
+        let site = site(input.text, r)?;
         let host = input.config.host.clone().or_else(|| server_name(&site)).unwrap_or_else(|| input.default_host.clone());
         let site_path = input.prefix.join("site.conf");
         write(&site_path, &site)?;
@@ -107,11 +107,16 @@ pub(super) fn args(mode: Mode, rendered: &Rendered, prefix: &Path) -> Vec<OsStri
     args
 }
 
-/// Rewrites listeners and backends of an nginx server-level text.
-fn site(text: &str, r: &mut Rewriter) -> String {
+/// Rewrites listeners, certificates and backends of an nginx server-level text. A plain
+/// `listen` moves to the run's loopback port, a `listen ... ssl` to its TLS port (with `http2`
+/// kept, as is `http2 on;`), and every `ssl_certificate`/`ssl_certificate_key` to the run's
+/// certificate for the site's names. IPv6 listeners are dropped (the suite listens on loopback).
+fn site(text: &str, r: &mut Rewriter) -> Result<String, String> {
     let listen_re = Regex::new(r"(?m)^(\s*)listen\s+([^;]+);").expect("static regex");
-    let listen = r.listen();
+    let names = server_names(text);
     let mut notes = Vec::new();
+    let (mut plain, mut tls) = (false, false);
+    let mut failure = None;
     let text = listen_re
         .replace_all(text, |c: &Captures| {
             let args = &c[2];
@@ -119,23 +124,76 @@ fn site(text: &str, r: &mut Rewriter) -> String {
                 notes.push(format!("listen {args} -> removed (IPv6; the suite listens on loopback)"));
                 return format!("{}# [proxy-suite] listen {args}; (IPv6 listener removed)", &c[1]);
             }
-            let keep: Vec<&str> = args.split_whitespace().skip(1).filter(|a| *a == "default_server").collect();
-            notes.push(format!("listen {args} -> {listen}"));
-            format!("{}listen {listen}{}{};", &c[1], if keep.is_empty() { "" } else { " " }, keep.join(" "))
+            let flags: Vec<&str> = args.split_whitespace().skip(1).collect();
+            let keep: Vec<&str> = flags.iter().copied().filter(|a| matches!(*a, "default_server" | "ssl" | "http2")).collect();
+            let addr = if flags.contains(&"ssl") {
+                tls = true;
+                if flags.contains(&"http2") {
+                    r.offer_h2();
+                }
+                match r.tls_listen(&names) {
+                    Ok((addr, _)) => addr,
+                    Err(e) => {
+                        failure = Some(e);
+                        r.listen()
+                    }
+                }
+            } else {
+                plain = true;
+                r.listen()
+            };
+            notes.push(format!("listen {args} -> {addr}{}", if keep.is_empty() { String::new() } else { format!(" {}", keep.join(" ")) }));
+            format!("{}listen {addr}{}{};", &c[1], if keep.is_empty() { "" } else { " " }, keep.join(" "))
         })
         .into_owned();
+    if let Some(e) = failure {
+        return Err(e);
+    }
     for n in notes {
         r.note(n);
     }
-    // TLS is not covered: certificate lines of a copied HTTPS example cannot load here.
-    let ssl_re = Regex::new(r"(?m)^(\s*)(ssl_certificate(?:_key)?\s[^;]*;)").expect("static regex");
-    let text = if ssl_re.is_match(&text) {
-        r.note("ssl_certificate lines commented out (TLS front ends are not covered)".into());
-        ssl_re.replace_all(&text, "$1# [proxy-suite] $2").into_owned()
+    if tls && !plain {
+        r.tls_only();
+    }
+    if Regex::new(r"(?m)^\s*http2\s+on\s*;").expect("static regex").is_match(&text) {
+        r.offer_h2();
+    }
+    // Certificates: the run's, wherever the config (or certbot) said they are.
+    let cert_re = Regex::new(r"(?m)^(\s*)(ssl_certificate(_key)?)\s+([^;]*);").expect("static regex");
+    let text = if cert_re.is_match(&text) {
+        let (_, files) = r.tls_listen(&names)?;
+        let mut notes = Vec::new();
+        let out = cert_re
+            .replace_all(&text, |c: &Captures| {
+                let path = if c.get(3).is_some() { &files.key } else { &files.cert };
+                notes.push(format!("{} {} -> the run's {}", &c[2], c[4].trim(), if c.get(3).is_some() { "key" } else { "certificate" }));
+                format!("{}{} {};", &c[1], &c[2], path.display())
+            })
+            .into_owned();
+        for n in notes {
+            r.note(n);
+        }
+        out
     } else {
         text
     };
-    r.upstreams(&text)
+    Ok(r.upstreams(&text))
+}
+
+/// Every name of every `server_name` (the certificate covers them all), without `_`,
+/// `localhost`, regexes and wildcards.
+fn server_names(text: &str) -> Vec<String> {
+    let re = Regex::new(r"(?m)^\s*server_name\s+([^;]+);").expect("static regex");
+    let mut names = Vec::new();
+    for c in re.captures_iter(&super::code_of(text)) {
+        for n in c[1].split_whitespace() {
+            let ok = n != "_" && n != "localhost" && !n.starts_with('~') && !n.contains('*') && n.contains('.');
+            if ok && !names.iter().any(|m: &String| m == n) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    names
 }
 
 fn server_name(site: &str) -> Option<String> {
@@ -165,7 +223,7 @@ mod tests {
     #[test]
     fn listeners_move_to_loopback_and_ipv6_is_dropped() {
         let mut r = rewriter();
-        let out = site("server {\n  listen 80 default_server;\n  listen [::]:80;\n  location / { proxy_pass http://localhost:4242; }\n}\n", &mut r);
+        let out = site("server {\n  listen 80 default_server;\n  listen [::]:80;\n  location / { proxy_pass http://localhost:4242; }\n}\n", &mut r).unwrap();
         assert!(out.contains("listen 127.0.0.1:4000 default_server;"), "{out}");
         assert!(out.contains("# [proxy-suite] listen [::]:80;"), "{out}");
         assert!(out.contains("proxy_pass http://127.0.0.1:5001;"), "{out}");
