@@ -44,16 +44,19 @@ pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), Strin
             if !plan.configs.is_empty() && !plan.configs.contains(&config.id) {
                 continue;
             }
+            let transports = run::transports_for(config, &proxies::config::default_root());
             for profile in run::profiles_for(config) {
-                requests.push(request(&spec, config, profile, plan));
+                for transport in &transports {
+                    requests.push(request(&spec, config, profile, *transport, plan));
+                }
             }
         }
     }
     Ok((entries, requests))
 }
 
-fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, plan: &Plan) -> RunRequest {
-    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false, transport: crate::tls::Transport::H1 }
+fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, transport: crate::tls::Transport, plan: &Plan) -> RunRequest {
+    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false, transport }
 }
 
 fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {
