@@ -17,6 +17,7 @@ use super::client::{
     body_bytes, client_ip, get, http_client, text_json, within, ws_close, ws_connect, ws_next,
     EXCHANGE_TIMEOUT,
 };
+use crate::tls::Transport;
 use super::{CheckInfo, Grade, Outcome, Target};
 
 pub const HEADERS_FORWARDED: CheckInfo = CheckInfo {
@@ -99,11 +100,15 @@ async fn report_http(target: &Target, spoof: bool) -> Result<Value, String> {
     }
     let response = within(EXCHANGE_TIMEOUT, "request", request.send()).await?;
     let status = response.status();
+    let version = format!("{:?}", response.version());
     let body = body_bytes(response, EXCHANGE_TIMEOUT).await?;
     if !status.is_success() {
         return Err(format!("status {status}"));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("report is not JSON: {e}"))
+    let mut report: Value = serde_json::from_slice(&body).map_err(|e| format!("report is not JSON: {e}"))?;
+    // The protocol the client spoke with the proxy (ALPN's choice over TLS).
+    report["client_http_version"] = json!(version);
+    Ok(report)
 }
 
 /// The report of a WebSocket upgrade (the first text frame on `/api/mock/request/ws`).
@@ -249,6 +254,10 @@ pub async fn forwarded(target: &Target) -> Outcome {
     let mut f = Findings::default();
     let mut m = json!({"client_ip": client.to_string(), "client_host": target.host, "direct": target.direct});
     match &plain {
+        Ok(r) if target.transport == Transport::H2 && r["client_http_version"] != "HTTP/2.0" => f.problems.push(format!(
+            "the client offered h2 by ALPN and the proxy answered over {} (its TLS listener does not speak HTTP/2 as configured)",
+            r["client_http_version"].as_str().unwrap_or("?")
+        )),
         Ok(r) => judge(r, target, client, "request", &mut f),
         Err(e) => f
             .problems
