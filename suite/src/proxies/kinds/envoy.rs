@@ -27,9 +27,14 @@ impl ProxyKind for Envoy {
         let spare = r.spare();
         let port_re = Regex::new(r"^(\s*(?:-\s*)?port_value:\s*)(\d+)(.*)$").expect("static regex");
         let addr_re = Regex::new(r#"^(\s*(?:-\s*)?address:\s*)["']?(0\.0\.0\.0|::|localhost|127\.0\.0\.1|"::")["']?\s*$"#).expect("static regex");
+        let filename_re = Regex::new(r#"^(\s*(?:-\s*)?filename:\s*)(.*)$"#).expect("static regex");
+        let tls_context = input.text.contains("DownstreamTlsContext");
         let mut out = String::new();
         let mut in_admin = false;
         let mut admin_port = None;
+        let (mut plain, mut tls) = (false, false);
+        // The key a `filename:` belongs to (`certificate_chain`, `private_key`).
+        let mut last_key = String::new();
         for line in input.text.lines() {
             if !line.starts_with(char::is_whitespace) && !line.trim().is_empty() && !line.starts_with('#') {
                 in_admin = line.starts_with("admin:");
@@ -44,17 +49,38 @@ impl ProxyKind for Envoy {
                     let addr = r.backend_for(port);
                     r.note(format!("backend port {port} -> mock {addr}"));
                     addr.port()
+                } else if tls_context && (port == 443 || port == 8443) {
+                    // The deployment's TLS listener (its filter chain has a DownstreamTlsContext).
+                    let (addr, _) = r.tls_listen(&[])?;
+                    r.note(format!("listener port {port} -> {addr} (TLS)"));
+                    tls = true;
+                    addr.port()
                 } else {
                     r.note(format!("listener port {port} -> {listen}"));
+                    plain = true;
                     listen.port()
                 };
                 out.push_str(&format!("{}{new}{}\n", &c[1], &c[3]));
+            } else if let (Some(c), true) = (filename_re.captures(line), matches!(last_key.as_str(), "certificate_chain" | "private_key")) {
+                let (_, files) = r.tls_listen(&[])?;
+                let path = if last_key == "private_key" { &files.key } else { &files.cert };
+                r.note(format!("{last_key} {} -> the run's {}", c[2].trim(), if last_key == "private_key" { "key" } else { "certificate" }));
+                out.push_str(&format!("{}\"{}\"\n", &c[1], path.display()));
             } else if let Some(c) = addr_re.captures(line) {
                 out.push_str(&format!("{}127.0.0.1\n", &c[1]));
             } else {
                 out.push_str(line);
                 out.push('\n');
             }
+            if line.contains("alpn_protocols") && line.contains("h2") {
+                r.offer_h2();
+            }
+            if let Some(key) = line.trim().trim_start_matches("- ").strip_suffix(':') {
+                last_key = key.to_string();
+            }
+        }
+        if tls && !plain {
+            r.tls_only();
         }
         let main = input.prefix.join("envoy.yaml");
         write(&main, &out)?;
