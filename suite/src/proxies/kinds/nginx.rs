@@ -33,6 +33,7 @@ impl ProxyKind for Nginx {
 
     fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
         let site = site(input.text, r)?;
+        let site = distribution_files(&site, input.prefix, r)?;
         let host = input.config.host.clone().or_else(|| server_name(&site)).unwrap_or_else(|| input.default_host.clone());
         let site_path = input.prefix.join("site.conf");
         write(&site_path, &site)?;
@@ -178,6 +179,76 @@ fn site(text: &str, r: &mut Rewriter) -> Result<String, String> {
         text
     };
     Ok(r.upstreams(&text))
+}
+
+/// Where Debian's nginx-common keeps the files a site file includes (`proxy_params`,
+/// `snippets/`, `fastcgi_params`, `mime.types`).
+const DEBIAN_NGINX: &str = "/etc/nginx";
+/// Where Debian's certbot packages keep what `certbot --nginx` copies to /etc/letsencrypt.
+const CERTBOT_FILES: [(&str, &str); 2] = [
+    ("options-ssl-nginx.conf", "/usr/lib/python3/dist-packages/certbot_nginx/_internal/tls_configs/options-ssl-nginx.conf"),
+    ("ssl-dhparams.pem", "/usr/lib/python3/dist-packages/certbot/ssl-dhparams.pem"),
+];
+
+/// A site file as a distribution runs it: what it includes from Debian's nginx-common
+/// (`include proxy_params;`, `include snippets/...;`, `fastcgi_params`, `mime.types`, relative or
+/// under /etc/nginx) copied from the installed package into the prefix, and what certbot added
+/// (`include /etc/letsencrypt/options-ssl-nginx.conf;`, `ssl_dhparam
+/// /etc/letsencrypt/ssl-dhparams.pem;`) copied from Debian's certbot packages. Each is reported.
+fn distribution_files(site: &str, prefix: &Path, r: &mut Rewriter) -> Result<String, String> {
+    let include = Regex::new(r"(?m)^(\s*)(include|ssl_dhparam)\s+([^;\s]+)\s*;").expect("static regex");
+    let mut failure = None;
+    let mut notes = Vec::new();
+    let out = include.replace_all(site, |c: &Captures| {
+        let path = &c[3];
+        let copy = |from: &Path, rel: &str| -> Result<std::path::PathBuf, String> {
+            let to = prefix.join(rel);
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            std::fs::copy(from, &to).map_err(|e| format!("`{} {path};` needs {} (install its package): {e}", &c[2], from.display()))?;
+            Ok(to)
+        };
+        let letsencrypt = path.strip_prefix("/etc/letsencrypt/");
+        let result = if let Some(name) = letsencrypt.filter(|n| !n.starts_with("live/")) {
+            match CERTBOT_FILES.iter().find(|(n, _)| *n == name) {
+                Some((n, from)) => copy(Path::new(from), &format!("letsencrypt/{n}")).map(|to| {
+                    notes.push(format!("{} {path} -> {} (copied from Debian's certbot package: {from})", &c[2], to.display()));
+                    Some(to)
+                }),
+                None => Ok(None),
+            }
+        } else if &c[2] == "include" && !path.contains('*') && (path.starts_with("/etc/nginx/") || !path.starts_with('/')) {
+            let rel = path.strip_prefix("/etc/nginx/").unwrap_or(path);
+            let from = Path::new(DEBIAN_NGINX).join(rel);
+            // mime.types is already in the prefix (the context's); every other file from Debian.
+            if rel == "mime.types" && !path.starts_with('/') {
+                Ok(None)
+            } else {
+                copy(&from, rel).map(|to| {
+                    notes.push(format!("include {path} -> {} (copied from Debian's nginx-common: {})", to.display(), from.display()));
+                    Some(to)
+                })
+            }
+        } else {
+            Ok(None)
+        };
+        match result {
+            Ok(Some(to)) => format!("{}{} {};", &c[1], &c[2], to.display()),
+            Ok(None) => c[0].to_string(),
+            Err(e) => {
+                failure.get_or_insert(e);
+                c[0].to_string()
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    for n in notes {
+        r.note(n);
+    }
+    Ok(out.into_owned())
 }
 
 /// Every name of every `server_name` (the certificate covers them all), without `_`,
