@@ -62,7 +62,9 @@ pub(crate) fn http_client(target: &Target) -> reqwest::Client {
             .https_only(true)
             .resolve(&target.host, target.addr);
     }
-    builder.build().expect("a client with the run's own authority always builds")
+    builder
+        .build()
+        .expect("a client with the run's own authority always builds")
 }
 
 /// The local address the client binds: the target's client address when it can reach the
@@ -226,10 +228,18 @@ pub(crate) const WS_OVER_H2: &str = "WebSocket over HTTP/1.1 on TLS (a browser f
 /// The TLS session of a WebSocket: ALPN `http/1.1` (the Upgrade handshake is HTTP/1.1), SNI the
 /// site's name, the run's authority trusted alone.
 async fn tls_for_ws(target: &Target, tcp: TcpStream) -> Result<Box<dyn Io>, String> {
-    let Some(trust) = &target.trust else { return Err("a TLS transport without the run's authority".into()) };
+    let Some(trust) = &target.trust else {
+        return Err("a TLS transport without the run's authority".into());
+    };
     let config = trust.client_config(&[b"http/1.1"])?;
-    let name = rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| format!("{} is not a server name: {e}", target.host))?;
-    let tls = within(EXCHANGE_TIMEOUT, "TLS handshake", tokio_rustls::TlsConnector::from(config).connect(name, tcp)).await?;
+    let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+        .map_err(|e| format!("{} is not a server name: {e}", target.host))?;
+    let tls = within(
+        EXCHANGE_TIMEOUT,
+        "TLS handshake",
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await?;
     Ok(Box::new(tls))
 }
 
@@ -277,7 +287,11 @@ pub(crate) async fn ws_connect(
         .await
         .map_err(refused)?;
     let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Io> = if target.transport.is_tls() { tls_for_ws(target, tcp).await.map_err(refused)? } else { Box::new(tcp) };
+    let stream: Box<dyn Io> = if target.transport.is_tls() {
+        tls_for_ws(target, tcp).await.map_err(refused)?
+    } else {
+        Box::new(tcp)
+    };
     let mut request = format!("{}://{}{}", target.transport.ws_scheme(), target.host, path)
         .into_client_request()
         .map_err(|e| refused(format!("invalid request: {e}")))?;

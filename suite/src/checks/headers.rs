@@ -17,8 +17,8 @@ use super::client::{
     body_bytes, client_ip, get, http_client, text_json, within, ws_close, ws_connect, ws_next,
     EXCHANGE_TIMEOUT,
 };
-use crate::tls::Transport;
 use super::{CheckInfo, Grade, Outcome, Target};
+use crate::tls::Transport;
 
 pub const HEADERS_FORWARDED: CheckInfo = CheckInfo {
     id: "headers.forwarded",
@@ -34,7 +34,11 @@ pub const HEADERS_FORWARDED: CheckInfo = CheckInfo {
 const SPOOFED_FOR: &str = "203.0.113.7";
 /// The X-Forwarded-Proto a client sends itself: the scheme it did not use.
 fn spoofed_proto(target: &Target) -> &'static str {
-    if target.transport.is_tls() { "http" } else { "https" }
+    if target.transport.is_tls() {
+        "http"
+    } else {
+        "https"
+    }
 }
 
 /// All values of a header in a mock report (`"headers": [[name, value], ...]`).
@@ -105,7 +109,8 @@ async fn report_http(target: &Target, spoof: bool) -> Result<Value, String> {
     if !status.is_success() {
         return Err(format!("status {status}"));
     }
-    let mut report: Value = serde_json::from_slice(&body).map_err(|e| format!("report is not JSON: {e}"))?;
+    let mut report: Value =
+        serde_json::from_slice(&body).map_err(|e| format!("report is not JSON: {e}"))?;
     // The protocol the client spoke with the proxy (ALPN's choice over TLS).
     report["client_http_version"] = json!(version);
     Ok(report)
@@ -285,7 +290,8 @@ pub async fn forwarded(target: &Target) -> Outcome {
     };
     m["request"] = as_json(&plain);
     m["request_spoofed"] = as_json(&spoofed);
-    m["spoofed_sent"] = json!({"x-forwarded-for": SPOOFED_FOR, "x-forwarded-proto": spoofed_proto(target)});
+    m["spoofed_sent"] =
+        json!({"x-forwarded-for": SPOOFED_FOR, "x-forwarded-proto": spoofed_proto(target)});
     m["upgrade"] = upgrade.as_ref().map(as_json).unwrap_or(Value::Null);
     m["notes"] = json!(f.notes);
     let grade = if !f.problems.is_empty() {

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{
-    describe_frame, ms_since, WS_OVER_H2, secs, text_json, ws_close, ws_connect, ws_next, ws_send, Ws,
-    EXCHANGE_TIMEOUT, NO_FRAME,
+    describe_frame, ms_since, secs, text_json, ws_close, ws_connect, ws_next, ws_send, Ws,
+    EXCHANGE_TIMEOUT, NO_FRAME, WS_OVER_H2,
 };
 use super::timeouts::idle_deadline;
 use super::{CheckInfo, Outcome, Target};

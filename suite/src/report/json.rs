@@ -58,7 +58,7 @@ pub fn matrix_document(run: &MatrixRun) -> Value {
 
 /// One run's fields, shared by both documents.
 fn run_value(result: &RunResult) -> Value {
-    json!({
+    let mut value = json!({
         "proxy": {"name": result.proxy, "version": result.version, "source": result.source},
         "config": result.config,
         "profile": result.profile,
@@ -74,5 +74,10 @@ fn run_value(result: &RunResult) -> Value {
             "measurements": c.measurements,
             "elapsed_ms": c.elapsed_ms,
         })).collect::<Vec<_>>(),
-    })
+    });
+    // Plain-HTTP runs read as before transports existed.
+    if result.transport != crate::tls::Transport::H1 {
+        value["transport"] = json!(result.transport);
+    }
+    value
 }

@@ -127,7 +127,7 @@ fn status_line(r: &RunResult) -> String {
             format!("{} pass, {} warn, {} fail, {} skip", count(Pass), count(Warn), count(Fail), count(Skip))
         }
     };
-    format!("done {:<11} {:<40} {:<12} {grades}", r.proxy, r.config, r.profile)
+    format!("done {:<11} {:<40} {:<12} {:<6} {grades}", r.proxy, r.config, r.profile, r.transport)
 }
 
 /// The machine the run happened on, for the published results.

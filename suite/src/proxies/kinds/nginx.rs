@@ -196,7 +196,7 @@ const CERTBOT_FILES: [(&str, &str); 2] = [
 /// (`include /etc/letsencrypt/options-ssl-nginx.conf;`, `ssl_dhparam
 /// /etc/letsencrypt/ssl-dhparams.pem;`) copied from Debian's certbot packages. Each is reported.
 fn distribution_files(site: &str, prefix: &Path, r: &mut Rewriter) -> Result<String, String> {
-    let include = Regex::new(r"(?m)^(\s*)(include|ssl_dhparam)\s+([^;\s]+)\s*;").expect("static regex");
+    let include = Regex::new(r"(?m)(^\s*|[{;]\s*)(include|ssl_dhparam)\s+([^;\s]+)\s*;").expect("static regex");
     let mut failure = None;
     let mut notes = Vec::new();
     let out = include.replace_all(site, |c: &Captures| {
@@ -290,6 +290,7 @@ fn context_around(root: &Path, name: &str, prefix: &Path, site: &Path, r: &mut R
 mod tests {
     use super::*;
     use crate::proxies::render::tests::rewriter;
+    use crate::tls::Transport;
 
     #[test]
     fn listeners_move_to_loopback_and_ipv6_is_dropped() {
@@ -298,6 +299,43 @@ mod tests {
         assert!(out.contains("listen 127.0.0.1:4000 default_server;"), "{out}");
         assert!(out.contains("# [proxy-suite] listen [::]:80;"), "{out}");
         assert!(out.contains("proxy_pass http://127.0.0.1:5001;"), "{out}");
+    }
+
+    #[test]
+    fn tls_listeners_and_certificates_go_to_the_runs_files() {
+        let site = "server {\n  listen 80;\n  return 301 https://$host$request_uri;\n}\nserver {\n  listen 443 ssl http2;\n  listen [::]:443 ssl;\n  server_name a.example.com b.example.com;\n  ssl_certificate /etc/letsencrypt/live/a.example.com/fullchain.pem;\n  ssl_certificate_key /etc/letsencrypt/live/a.example.com/privkey.pem;\n  location / { proxy_pass http://127.0.0.1:3000; }\n}\n";
+        let (_dir, rendered) = crate::proxies::kinds::tests::render("nginx", &[("a.conf", site)]);
+        let out = std::fs::read_to_string(&rendered.user_files[0]).unwrap();
+        let tls = rendered.tls.as_ref().expect("a TLS listener");
+        assert!(out.contains("listen 127.0.0.1:4000;"), "{out}");
+        assert!(out.contains("listen 127.0.0.1:4443 ssl http2;"), "{out}");
+        assert!(out.contains(&format!("ssl_certificate {};", tls.files.cert.display())), "{out}");
+        assert!(out.contains(&format!("ssl_certificate_key {};", tls.files.key.display())), "{out}");
+        assert!(tls.files.names.contains(&"b.example.com".to_string()), "{:?}", tls.files.names);
+        assert_eq!(rendered.transports(), vec![Transport::H1, Transport::H1Tls, Transport::H2]);
+    }
+
+    #[test]
+    fn a_tls_only_site_offers_no_plain_transport() {
+        let site = "server {\n  listen 443 ssl;\n  server_name a.example.com;\n  ssl_certificate /x.pem;\n  ssl_certificate_key /y.pem;\n  location / { proxy_pass http://127.0.0.1:3000; }\n}\n";
+        let (_dir, rendered) = crate::proxies::kinds::tests::render("nginx", &[("a.conf", site)]);
+        assert_eq!(rendered.transports(), vec![Transport::H1Tls]);
+    }
+
+    #[test]
+    fn debian_and_certbot_includes_are_copied_into_the_prefix() {
+        if !Path::new(CERTBOT_FILES[0].1).exists() || !Path::new("/etc/nginx/proxy_params").exists() {
+            return; // scripts/setup.sh installs them; proxies.rs fails when they are missing
+        }
+        let site = "server {\n  listen 443 ssl;\n  ssl_certificate /etc/letsencrypt/live/a/fullchain.pem;\n  ssl_certificate_key /etc/letsencrypt/live/a/privkey.pem;\n  include /etc/letsencrypt/options-ssl-nginx.conf;\n  ssl_dhparam /etc/letsencrypt/ssl-dhparams.pem;\n  location / { include proxy_params; proxy_pass http://127.0.0.1:3000; }\n}\n";
+        let (dir, rendered) = crate::proxies::kinds::tests::render("nginx", &[("a.conf", site)]);
+        let out = std::fs::read_to_string(&rendered.user_files[0]).unwrap();
+        let prefix = dir.path().join("prefix");
+        for file in ["proxy_params", "letsencrypt/options-ssl-nginx.conf", "letsencrypt/ssl-dhparams.pem"] {
+            assert!(prefix.join(file).exists(), "{file}");
+            assert!(out.contains(&prefix.join(file).display().to_string()), "{out}");
+        }
+        assert!(!out.contains("/etc/letsencrypt"), "{out}");
     }
 
     #[test]
