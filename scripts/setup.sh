@@ -123,6 +123,13 @@ for row in ${debian_rows[@]+"${debian_rows[@]}"}; do
   IFS='|' read -r name version package binary version_args <<<"$row"
   [ -x "$binary" ] || missing_pkgs+=("$package")
 done
+# A certbot-edited nginx site includes /etc/letsencrypt/options-ssl-nginx.conf and
+# ssl-dhparams.pem: the suite copies them from Debian's certbot packages (python3-certbot-nginx
+# pulls python3-certbot, which ships ssl-dhparams.pem), installed here only when missing.
+certbot_nginx=/usr/lib/python3/dist-packages/certbot_nginx/_internal/tls_configs/options-ssl-nginx.conf
+if [ "$have_apt" = 1 ] && [ ! -f "$certbot_nginx" ]; then
+  missing_pkgs+=(python3-certbot-nginx)
+fi
 browser_pkg=()
 if [ "$with_browser" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   browser_pkg=(chromium)

@@ -2,7 +2,7 @@
 //! suite measures on it, with the reason in one line (after rustls's BoGo runner: known
 //! deviations in one file, stale entries flagged).
 //!
-//! Format, one entry a line: `<check-id|setup> <grade|setup-kind> [profile=P] [proxy=NAME] # reason`.
+//! Format, one entry a line: `<check-id|setup> <grade|setup-kind> [profile=P] [proxy=NAME] [transport=h1|h1-tls|h2] # reason`.
 //! `setup invalid-config` says the proxy must refuse the config. A grade without qualifiers
 //! applies to every proxy and profile the config runs under.
 
@@ -19,6 +19,8 @@ pub struct Expectation {
     pub outcome: String,
     pub profile: Option<String>,
     pub proxy: Option<String>,
+    /// The transport it applies to (`h1`, `h1-tls`, `h2`); none: every one the config offers.
+    pub transport: Option<String>,
     pub reason: String,
     pub line: usize,
 }
@@ -27,6 +29,7 @@ impl Expectation {
     fn applies(&self, result: &RunResult) -> bool {
         self.profile.as_deref().is_none_or(|p| p == result.profile.to_string())
             && self.proxy.as_deref().is_none_or(|p| p == result.proxy)
+            && self.transport.as_deref().is_none_or(|t| t == result.transport.as_str())
     }
 }
 
@@ -48,6 +51,7 @@ pub fn load(path: &Path) -> Result<Vec<Expectation>, String> {
             outcome: words[1].to_string(),
             profile: None,
             proxy: None,
+            transport: None,
             reason: reason.trim().to_string(),
             line: i + 1,
         };
@@ -55,6 +59,7 @@ pub fn load(path: &Path) -> Result<Vec<Expectation>, String> {
             match q.split_once('=') {
                 Some(("profile", v)) => e.profile = Some(v.to_string()),
                 Some(("proxy", v)) => e.proxy = Some(v.to_string()),
+                Some(("transport", v)) if crate::tls::Transport::parse(v).is_some() => e.transport = Some(v.to_string()),
                 _ => return Err(format!("{}:{}: unknown qualifier `{q}`", path.display(), i + 1)),
             }
         }

@@ -20,3 +20,4 @@ pub mod report;
 pub mod run;
 pub mod runtimes;
 pub mod strict;
+pub mod tls;

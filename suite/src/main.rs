@@ -13,6 +13,7 @@ use suite::proxies::{self, catalogue, Availability, ConfigFile};
 use suite::report::{self, merge, MatrixRun, Shard};
 use suite::runtimes::{self, DockerRuntime, NativeRuntime, Runtime};
 use suite::run::{self, RunRequest, RunResult};
+use suite::tls::Transport;
 
 #[derive(Parser)]
 #[command(name = "proxy-suite", version, about = "Does your reverse proxy really work in front of a real-time web app? Runs real proxies in front of a mock OpenChamber/DorkOS backend and grades every requirement of the reverse-proxy guides.")]
@@ -46,6 +47,10 @@ enum Cmd {
         /// Run only these check ids (repeatable).
         #[arg(long = "only")]
         only: Vec<String>,
+        /// Transport of the checks' client: `h1` (plain HTTP/1.1), `h1-tls`, `h2` (TLS, ALPN
+        /// h2) or `all` (each the config offers). Default: the first the config offers.
+        #[arg(long)]
+        transport: Option<String>,
         /// Print JSON (schema 1) instead of a table.
         #[arg(long)]
         json: bool,
@@ -157,12 +162,12 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
         Cmd::List { json } => list(json),
-        Cmd::Check { proxy, config, profile, idle, only, json, junit, runtime: r } => {
+        Cmd::Check { proxy, config, profile, idle, only, transport, json, junit, runtime: r } => {
             let proxy_runtime = match make_runtime(r.runtime, r.host_gateway, r.rewrite_loopback, false) {
                 Ok(p) => p,
                 Err(e) => return setup_failure(&e),
             };
-            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, json, junit, proxy_runtime))
+            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime))
         }
         Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence, runtime: kind } => {
             let proxy_runtime = match make_runtime(kind, true, true, true) {
@@ -251,12 +256,14 @@ fn list(json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn check(
     proxy: String,
     config: PathBuf,
     profile: Option<Profile>,
     idle: Duration,
     only: Vec<String>,
+    transport: Option<String>,
     json: bool,
     junit: Option<PathBuf>,
     runtime: Arc<dyn Runtime>,
@@ -276,25 +283,43 @@ async fn check(
         Err(e) => return setup_failure(&e),
     };
     let profile = profile.unwrap_or_else(|| run::profiles_for(&config)[0]);
-    let req = RunRequest { spec, config, profile, idle, only, keep_on_fail: true };
-    if !json {
-        eprintln!("running {} checks on {} with {} ({}, profile {profile}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, runtime.name(), idle.as_secs());
+    let offered = run::transports_for(&config, &proxies::config::default_root());
+    let transports = match transport.as_deref() {
+        None => vec![offered[0]],
+        Some("all") => offered.clone(),
+        Some(name) => match Transport::parse(name) {
+            Some(t) => vec![t],
+            None => return setup_failure(&format!("unknown transport `{name}`; known: h1, h1-tls, h2, all")),
+        },
+    };
+    let mut results = Vec::new();
+    for transport in transports {
+        let req = RunRequest { spec: spec.clone(), config: config.clone(), profile, idle, only: only.clone(), keep_on_fail: true, transport };
+        if !json {
+            eprintln!("running {} checks on {} with {} ({}, profile {profile}, transport {transport}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, runtime.name(), idle.as_secs());
+        }
+        let result = run::run_proxy(runtime.clone(), req, &run::Schedule::single()).await;
+        if !json {
+            print_result(&result);
+        }
+        results.push(result);
     }
-    let result = run::run_proxy(runtime, req, &run::Schedule::single()).await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report::json::check_document(&result)).unwrap());
-    } else {
-        print_result(&result);
+        let docs: Vec<_> = results.iter().map(suite::report::json::check_document).collect();
+        let out = if docs.len() == 1 { serde_json::to_string_pretty(&docs[0]) } else { serde_json::to_string_pretty(&docs) };
+        println!("{}", out.unwrap());
     }
     if let Some(path) = &junit {
-        if let Err(e) = report::junit::write(path, &report::junit::check_report(&result)) {
+        if let Err(e) = report::junit::write(path, &report::junit::check_report(&results)) {
             return setup_failure(&format!("cannot write {}: {e}", path.display()));
         }
     }
-    match (&result.setup_error, result.failed()) {
-        (Some(_), _) => ExitCode::from(2),
-        (None, true) => ExitCode::from(1),
-        (None, false) => ExitCode::SUCCESS,
+    if results.iter().any(|r| r.setup_error.is_some()) {
+        ExitCode::from(2)
+    } else if results.iter().any(RunResult::failed) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -304,7 +329,7 @@ fn setup_failure(message: &str) -> ExitCode {
 }
 
 fn print_result(result: &RunResult) {
-    println!("{} {} / {} / profile {}", result.proxy, result.version.as_deref().unwrap_or("?"), result.config, result.profile);
+    println!("{} {} / {} / profile {} / transport {}", result.proxy, result.version.as_deref().unwrap_or("?"), result.config, result.profile, result.transport);
     for r in &result.rewrites {
         println!("  rewrote: {r}");
     }

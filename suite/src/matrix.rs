@@ -51,8 +51,11 @@ pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), Strin
             if !plan.configs.is_empty() && !plan.configs.contains(&config.id) {
                 continue;
             }
+            let transports = run::transports_for(config, &proxies::config::default_root());
             for profile in run::profiles_for(config) {
-                requests.push(request(&spec, config, profile, plan));
+                for transport in &transports {
+                    requests.push(request(&spec, config, profile, *transport, plan));
+                }
             }
         }
     }
@@ -64,12 +67,12 @@ pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), Strin
 }
 
 /// The stable key a shard slices by.
-fn request_key(r: &RunRequest) -> (String, String, &'static str) {
-    (r.spec.name.clone(), r.config.id.clone(), r.profile.as_str())
+fn request_key(r: &RunRequest) -> (String, String, &'static str, &'static str) {
+    (r.spec.name.clone(), r.config.id.clone(), r.profile.as_str(), r.transport.as_str())
 }
 
-fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, plan: &Plan) -> RunRequest {
-    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false }
+fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, transport: crate::tls::Transport, plan: &Plan) -> RunRequest {
+    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false, transport }
 }
 
 fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {
@@ -148,7 +151,7 @@ fn status_line(r: &RunResult) -> String {
             format!("{} pass, {} warn, {} fail, {} skip, {} error", count(Pass), count(Warn), count(Fail), count(Skip), count(Error))
         }
     };
-    format!("done {:<11} {:<40} {:<12} {grades}", r.proxy, r.config, r.profile)
+    format!("done {:<11} {:<40} {:<12} {:<6} {grades}", r.proxy, r.config, r.profile, r.transport)
 }
 
 /// The machine the run happened on, for the published results.

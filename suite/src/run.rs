@@ -15,6 +15,7 @@ use crate::checks::{self, Grade, Outcome, Target};
 use crate::proxies::config::Role;
 use crate::proxies::{render, Availability, ConfigFile, Kind, ProxySpec};
 use crate::runtimes::{Runtime, SetupError};
+use crate::tls::{Transport, Trust};
 
 /// The password the backends take while `auth.origin` runs.
 const UI_PASSWORD: &str = "proxy-suite-ui-password";
@@ -30,6 +31,9 @@ pub struct RunRequest {
     pub only: Vec<String>,
     /// Keep the proxy's prefix when a check fails (for a user debugging their config).
     pub keep_on_fail: bool,
+    /// How the checks' client reaches the proxy ([`transports_for`] says which the config
+    /// offers).
+    pub transport: Transport,
 }
 
 /// The result of one proxy x config x profile.
@@ -52,6 +56,9 @@ pub struct RunResult {
     #[serde(default)]
     pub negative_control: Vec<String>,
     pub profile: Profile,
+    /// How the client reached the proxy; results written before transports read as `h1`.
+    #[serde(default)]
+    pub transport: Transport,
     /// Set when the proxy could not be brought up: not a check result.
     pub setup_error: Option<SetupIssue>,
     /// What the suite rewrote in the config.
@@ -98,6 +105,24 @@ pub fn profiles_for(config: &ConfigFile) -> Vec<Profile> {
         vec![Profile::Dorkos]
     } else {
         vec![Profile::Openchamber, Profile::Bare]
+    }
+}
+
+/// The transports a config offers a browser, found by rendering it as a run would (into a
+/// scratch prefix, with placeholder ports): plain HTTP/1.1 where it listens without TLS,
+/// HTTP/1.1 over TLS and (when its TLS listener enables it) HTTP/2 where it has TLS. A config
+/// that does not render offers `h1`, so its run reports the render error.
+pub fn transports_for(config: &ConfigFile, root: &std::path::Path) -> Vec<Transport> {
+    let Ok(prefix) = tempfile::tempdir() else { return vec![Transport::H1] };
+    let ports = render::Ports {
+        listen: ([127, 0, 0, 1], 1).into(),
+        tls_listen: ([127, 0, 0, 1], 2).into(),
+        backends: vec![([127, 0, 0, 1], 3).into(); config.backends.max(1)],
+        spare: 4,
+    };
+    match render::render(config, prefix.path(), &ports, root, None) {
+        Ok(rendered) if !rendered.transports().is_empty() => rendered.transports(),
+        _ => vec![Transport::H1],
     }
 }
 
@@ -272,6 +297,7 @@ impl RunResult {
             role: None,
             negative_control: Vec::new(),
             profile,
+            transport: Transport::H1,
             setup_error: None,
             rewrites: Vec::new(),
             checks: Vec::new(),
@@ -322,6 +348,8 @@ pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration,
         client_ip: checks::CLIENT_IP,
         direct: true,
         ui_password: None,
+        transport: Transport::H1,
+        trust: None,
     };
     result.checks = grade(&target, &backends, only, &mut arrival).await;
     backends.shutdown().await;
@@ -335,6 +363,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     let started = std::time::Instant::now();
     let mut result = RunResult::new(req.spec.name.clone(), req.spec.source.describe(), req.config.id.clone(), req.profile);
     result.role = Some(req.config.role);
+    result.transport = req.transport;
     result.negative_control = req.config.negative_control.clone();
     result.runtime = runtime.name().to_string();
     let Some(backends) = start_backends(&mut result, req.config.backends).await else {
@@ -358,9 +387,22 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     };
     result.version = Some(instance.version().to_string());
     result.rewrites = instance.rewrites().to_vec();
+    let addr = match req.transport {
+        Transport::H1 if instance.transports().contains(&Transport::H1) => Some(instance.addr()),
+        t if instance.transports().contains(&t) => instance.tls().map(|tls| tls.addr),
+        _ => None,
+    };
+    let Some(addr) = addr else {
+        let offered: Vec<&str> = instance.transports().iter().map(|t| t.as_str()).collect();
+        result.set_setup_error("invalid-config", format!("the config does not offer the {} transport (it offers {})", req.transport, offered.join(", ")));
+        tokio::task::spawn_blocking(move || instance.stop()).await.ok();
+        backends.shutdown().await;
+        result.elapsed_ms = started.elapsed().as_millis() as u64;
+        return result;
+    };
     let target = Target {
         label: format!("{}/{}", req.spec.name, req.config.id),
-        addr: instance.addr(),
+        addr,
         host: instance.host().to_string(),
         profile: req.profile,
         backends: backends.instance_ids(),
@@ -368,6 +410,8 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         client_ip: checks::CLIENT_IP,
         direct: false,
         ui_password: None,
+        transport: req.transport,
+        trust: instance.tls().map(|tls| Trust { ca_pem: tls.files.ca_pem.clone() }),
     };
     result.checks = grade(&target, &backends, &req.only, &mut arrival).await;
     advise(req.spec.kind, &mut result.checks);

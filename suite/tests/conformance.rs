@@ -13,6 +13,7 @@ use suite::checks::Grade;
 use suite::proxies::{self, ConfigFile};
 use suite::matrix::{self, Plan};
 use suite::run::RunResult;
+use suite::tls::Transport;
 
 fn idle() -> Duration {
     let secs = std::env::var("PROXY_SUITE_IDLE").ok().and_then(|v| v.parse().ok()).unwrap_or(75);
@@ -22,13 +23,18 @@ fn idle() -> Duration {
 /// The snapshot of one run: grades only (timings, versions and evidence are volatile).
 fn snapshot(run: &RunResult) -> serde_json::Value {
     let grades: BTreeMap<&str, String> = run.checks.iter().map(|c| (c.id.as_str(), c.grade.to_string())).collect();
-    serde_json::json!({
+    let mut snap = serde_json::json!({
         "proxy": run.proxy,
         "config": run.config,
         "profile": run.profile,
         "setup_error": run.setup_error.as_ref().map(|s| s.kind.clone()),
         "grades": grades,
-    })
+    });
+    // Plain-HTTP runs keep the snapshots they had before transports existed.
+    if run.transport != Transport::H1 {
+        snap["transport"] = serde_json::json!(run.transport);
+    }
+    snap
 }
 
 /// Snapshots no run produced, expected-outcomes files without their config, and entries that
@@ -64,7 +70,9 @@ fn stale_files(runs: &[RunResult], configs: &BTreeMap<String, ConfigFile>) -> Ve
 }
 
 fn snapshot_name(run: &RunResult) -> String {
-    format!("{}__{}__{}", run.proxy, run.config, run.profile).replace(['@', '/', '.'], "-")
+    let name = format!("{}__{}__{}", run.proxy, run.config, run.profile);
+    let name = if run.transport == Transport::H1 { name } else { format!("{name}__{}", run.transport) };
+    name.replace(['@', '/', '.'], "-")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +119,7 @@ async fn every_proxy_config_and_profile_graded_as_expected() {
         .collect();
     for r in &run.runs {
         let config = &configs[&r.config];
-        let label = format!("{} {} {}", r.proxy, r.config, r.profile);
+        let label = format!("{} {} {} {}", r.proxy, r.config, r.profile, r.transport);
         // Expected outcomes: every non-pass listed with its reason, no stale entries.
         let expectations = suite::expected::load(&config.expected_path()).unwrap_or_else(|e| panic!("{e}"));
         for p in suite::expected::compare(&expectations, r) {

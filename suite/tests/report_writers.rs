@@ -49,6 +49,7 @@ fn run(proxy: &str, version: Option<&str>, config: &str, checks: Vec<Outcome>) -
         negative_control: Vec::new(),
         config: config.into(),
         profile: Profile::Openchamber,
+        transport: suite::tls::Transport::H1,
         setup_error: None,
         rewrites: vec!["listen 80 -> 127.0.0.1:40001".into()],
         checks,

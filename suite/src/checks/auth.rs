@@ -40,7 +40,9 @@ pub async fn origin(target: &Target) -> Outcome {
     let Some(password) = target.ui_password.as_deref() else {
         return info.skip("the backends are not in UI-password mode for this run");
     };
-    let origin = format!("http://{}", target.host);
+    // The Origin a browser sends: https:// behind TLS, which the backend compares with the
+    // X-Forwarded-Proto the proxy sets.
+    let origin = format!("{}://{}", target.transport.scheme(), target.host);
     let token: String = url::form_urlencoded::byte_serialize(password.as_bytes()).collect();
     let query = format!("oc_url_token={token}&mock_silent=1");
     let headers = [

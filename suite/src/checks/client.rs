@@ -17,6 +17,7 @@ use futures::{SinkExt, StreamExt};
 use mock_server::now_us;
 use reqwest::header::{HeaderMap, ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, HOST};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,6 +26,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::Target;
+use crate::tls::Transport;
 
 /// Opening a TCP connection to a proxy on loopback takes microseconds; ten seconds is a dead
 /// proxy, not a slow one.
@@ -36,18 +38,33 @@ pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A fresh client for one check, connecting from the target's client address: no automatic
 /// decompression (checks need the bytes and the `Content-Encoding` as the proxy sent them), no
 /// connection kept between requests (each request opens its own connection, as separate browser
-/// tabs would), no system proxy, HTTP/1.1 only.
+/// tabs would), no system proxy. HTTP/1.1 only on `h1` and `h1-tls`; on `h2` the client offers
+/// `h2` and `http/1.1` by ALPN as a browser does. Over TLS it trusts the run's authority alone
+/// and resolves the site's name to the target's address, so SNI and Host are the site's.
 pub(crate) fn http_client(target: &Target) -> reqwest::Client {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .no_gzip()
         .no_proxy()
         .pool_max_idle_per_host(0)
         .connect_timeout(CONNECT_TIMEOUT)
-        .http1_only()
         .local_address(source_address(target))
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    if target.transport != Transport::H2 {
+        builder = builder.http1_only();
+    }
+    if let (true, Some(trust)) = (target.transport.is_tls(), &target.trust) {
+        let ca = reqwest::Certificate::from_pem(trust.ca_pem.as_bytes())
+            .expect("the run's authority is PEM the suite itself wrote");
+        builder = builder
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .https_only(true)
+            .resolve(&target.host, target.addr);
+    }
+    builder
         .build()
-        .expect("a client without TLS or proxy settings always builds")
+        .expect("a client with the run's own authority always builds")
 }
 
 /// The local address the client binds: the target's client address when it can reach the
@@ -71,13 +88,18 @@ async fn connect(target: &Target) -> io::Result<TcpStream> {
     socket.connect(target.addr).await
 }
 
-/// A request to `path` (with its query) on the target, carrying the site's `Host`.
+/// A request to `path` (with its query) on the target, carrying the site's `Host`. Over TLS
+/// the URL names the site itself (the client resolves it to the target), so Host, or HTTP/2's
+/// `:authority`, is the site's name without a port, as a browser on port 443 sends it.
 pub(crate) fn request(
     client: &reqwest::Client,
     method: reqwest::Method,
     target: &Target,
     path: &str,
 ) -> reqwest::RequestBuilder {
+    if target.transport.is_tls() {
+        return client.request(method, format!("https://{}{}", target.host, path));
+    }
     client
         .request(method, format!("http://{}{}", target.addr, path))
         .header(HOST, &target.host)
@@ -193,7 +215,33 @@ pub(crate) fn snippet(body: &[u8], max: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // WebSocket
 
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+/// A byte stream a WebSocket runs on: TCP, or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub(crate) type Ws = WebSocketStream<Box<dyn Io>>;
+
+/// What a WebSocket over the `h2` transport is: a browser opens it as HTTP/1.1 over TLS unless
+/// the proxy advertises extended CONNECT (RFC 8441), which nginx never does; evidence says so.
+pub(crate) const WS_OVER_H2: &str = "WebSocket over HTTP/1.1 on TLS (a browser falls back to it on an h2 site unless the proxy advertises extended CONNECT)";
+
+/// The TLS session of a WebSocket: ALPN `http/1.1` (the Upgrade handshake is HTTP/1.1), SNI the
+/// site's name, the run's authority trusted alone.
+async fn tls_for_ws(target: &Target, tcp: TcpStream) -> Result<Box<dyn Io>, String> {
+    let Some(trust) = &target.trust else {
+        return Err("a TLS transport without the run's authority".into());
+    };
+    let config = trust.client_config(&[b"http/1.1"])?;
+    let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+        .map_err(|e| format!("{} is not a server name: {e}", target.host))?;
+    let tls = within(
+        EXCHANGE_TIMEOUT,
+        "TLS handshake",
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await?;
+    Ok(Box::new(tls))
+}
 
 /// What [`ws_next`] says when the deadline passed without a frame (and without a close).
 pub(crate) const NO_FRAME: &str = "no frame before the deadline";
@@ -239,7 +287,12 @@ pub(crate) async fn ws_connect(
         .await
         .map_err(refused)?;
     let _ = tcp.set_nodelay(true);
-    let mut request = format!("ws://{}{}", target.host, path)
+    let stream: Box<dyn Io> = if target.transport.is_tls() {
+        tls_for_ws(target, tcp).await.map_err(refused)?
+    } else {
+        Box::new(tcp)
+    };
+    let mut request = format!("{}://{}{}", target.transport.ws_scheme(), target.host, path)
         .into_client_request()
         .map_err(|e| refused(format!("invalid request: {e}")))?;
     for (name, value) in extra {
@@ -251,7 +304,7 @@ pub(crate) async fn ws_connect(
     }
     match tokio::time::timeout(
         EXCHANGE_TIMEOUT,
-        tokio_tungstenite::client_async(request, tcp),
+        tokio_tungstenite::client_async(request, stream),
     )
     .await
     {

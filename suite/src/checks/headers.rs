@@ -18,6 +18,7 @@ use super::client::{
     EXCHANGE_TIMEOUT,
 };
 use super::{CheckInfo, Grade, Outcome, Target};
+use crate::tls::Transport;
 
 pub const HEADERS_FORWARDED: CheckInfo = CheckInfo {
     id: "headers.forwarded",
@@ -31,7 +32,14 @@ pub const HEADERS_FORWARDED: CheckInfo = CheckInfo {
 
 /// Values a client sends itself, to see whether the proxy passes them on unverified.
 const SPOOFED_FOR: &str = "203.0.113.7";
-const SPOOFED_PROTO: &str = "https";
+/// The X-Forwarded-Proto a client sends itself: the scheme it did not use.
+fn spoofed_proto(target: &Target) -> &'static str {
+    if target.transport.is_tls() {
+        "http"
+    } else {
+        "https"
+    }
+}
 
 /// All values of a header in a mock report (`"headers": [[name, value], ...]`).
 pub(crate) fn seen(report: &Value, name: &str) -> Vec<String> {
@@ -92,15 +100,20 @@ async fn report_http(target: &Target, spoof: bool) -> Result<Value, String> {
     if spoof {
         request = request
             .header("x-forwarded-for", SPOOFED_FOR)
-            .header("x-forwarded-proto", SPOOFED_PROTO);
+            .header("x-forwarded-proto", spoofed_proto(target));
     }
     let response = within(EXCHANGE_TIMEOUT, "request", request.send()).await?;
     let status = response.status();
+    let version = format!("{:?}", response.version());
     let body = body_bytes(response, EXCHANGE_TIMEOUT).await?;
     if !status.is_success() {
         return Err(format!("status {status}"));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("report is not JSON: {e}"))
+    let mut report: Value =
+        serde_json::from_slice(&body).map_err(|e| format!("report is not JSON: {e}"))?;
+    // The protocol the client spoke with the proxy (ALPN's choice over TLS).
+    report["client_http_version"] = json!(version);
+    Ok(report)
 }
 
 /// The report of a WebSocket upgrade (the first text frame on `/api/mock/request/ws`).
@@ -168,8 +181,9 @@ fn judge(report: &Value, target: &Target, client: IpAddr, label: &str, f: &mut F
     }
     match items(report, "x-forwarded-proto").first() {
         None => f.problems.push(format!("{label}: no X-Forwarded-Proto")),
-        Some(p) if !p.eq_ignore_ascii_case("http") => f.problems.push(format!(
-            "{label}: X-Forwarded-Proto {p:?}, the client used http"
+        Some(p) if !p.eq_ignore_ascii_case(target.transport.scheme()) => f.problems.push(format!(
+            "{label}: X-Forwarded-Proto {p:?}, the client used {}",
+            target.transport.scheme()
         )),
         Some(_) => {}
     }
@@ -196,7 +210,8 @@ fn judge(report: &Value, target: &Target, client: IpAddr, label: &str, f: &mut F
 }
 
 /// Notes what became of the forwarded headers the client sent itself.
-fn judge_spoofed(report: &Value, f: &mut Findings) {
+fn judge_spoofed(report: &Value, target: &Target, f: &mut Findings) {
+    let spoofed = spoofed_proto(target);
     let xff = items(report, "x-forwarded-for");
     if xff.iter().any(|v| v == SPOOFED_FOR) {
         f.notes.push(format!(
@@ -206,10 +221,10 @@ fn judge_spoofed(report: &Value, f: &mut Findings) {
     }
     if items(report, "x-forwarded-proto")
         .first()
-        .is_some_and(|p| p.eq_ignore_ascii_case(SPOOFED_PROTO))
+        .is_some_and(|p| p.eq_ignore_ascii_case(spoofed))
     {
         f.notes.push(format!(
-            "a client-sent X-Forwarded-Proto: {SPOOFED_PROTO} reaches the backend unverified (it marks cookies Secure and builds an https origin)"
+            "a client-sent X-Forwarded-Proto: {spoofed} reaches the backend unverified (the backend builds its origin and cookies' Secure flag from it)"
         ));
     }
 }
@@ -236,13 +251,18 @@ pub async fn forwarded(target: &Target) -> Outcome {
         )
     } else {
         format!(
-            "on a request and a WebSocket upgrade from the client {client} (not the proxy's 127.0.0.1), the backend sees Host {:?} (host name; port noted), X-Forwarded-For ending with exactly {client}, X-Forwarded-Proto http; X-Real-IP equal to {client} and X-Forwarded-Host present (warn when missing)",
-            target.host
+            "on a request and a WebSocket upgrade from the client {client} (not the proxy's 127.0.0.1), the backend sees Host {:?} (host name; port noted), X-Forwarded-For ending with exactly {client}, X-Forwarded-Proto {}; X-Real-IP equal to {client} and X-Forwarded-Host present (warn when missing)",
+            target.host,
+            target.transport.scheme()
         )
     };
     let mut f = Findings::default();
     let mut m = json!({"client_ip": client.to_string(), "client_host": target.host, "direct": target.direct});
     match &plain {
+        Ok(r) if target.transport == Transport::H2 && r["client_http_version"] != "HTTP/2.0" => f.problems.push(format!(
+            "the client offered h2 by ALPN and the proxy answered over {} (its TLS listener does not speak HTTP/2 as configured)",
+            r["client_http_version"].as_str().unwrap_or("?")
+        )),
         Ok(r) => judge(r, target, client, "request", &mut f),
         Err(e) => f
             .problems
@@ -258,7 +278,7 @@ pub async fn forwarded(target: &Target) -> Outcome {
             .push("no WebSocket on the DorkOS backend: upgrade not checked".to_string()),
     }
     match &spoofed {
-        Ok(r) if !target.direct => judge_spoofed(r, &mut f),
+        Ok(r) if !target.direct => judge_spoofed(r, target, &mut f),
         Ok(_) => {}
         Err(e) => f.notes.push(format!(
             "request with client-sent X-Forwarded-* failed: {e}"
@@ -270,7 +290,8 @@ pub async fn forwarded(target: &Target) -> Outcome {
     };
     m["request"] = as_json(&plain);
     m["request_spoofed"] = as_json(&spoofed);
-    m["spoofed_sent"] = json!({"x-forwarded-for": SPOOFED_FOR, "x-forwarded-proto": SPOOFED_PROTO});
+    m["spoofed_sent"] =
+        json!({"x-forwarded-for": SPOOFED_FOR, "x-forwarded-proto": spoofed_proto(target)});
     m["upgrade"] = upgrade.as_ref().map(as_json).unwrap_or(Value::Null);
     m["notes"] = json!(f.notes);
     let grade = if !f.problems.is_empty() {

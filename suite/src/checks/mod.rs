@@ -18,6 +18,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mock_server::Profile;
+
+use crate::tls::{Transport, Trust};
 use serde::{Deserialize, Serialize};
 
 /// How a check ended, after Autobahn and Http11Probe.
@@ -111,6 +113,11 @@ pub struct Target {
     /// The UI password when the backends behind the target run in auth mode (only while
     /// `auth.origin` runs); `None` otherwise.
     pub ui_password: Option<String>,
+    /// How the client reaches the target: plain HTTP/1.1, HTTP/1.1 over TLS or HTTP/2.
+    pub transport: Transport,
+    /// The run's certificate authority, the only one a TLS client trusts (set for TLS
+    /// transports; `host` resolves to `addr`, so SNI and Host are the site's name).
+    pub trust: Option<Trust>,
 }
 
 impl CheckInfo {

@@ -12,10 +12,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{
     describe_frame, ms_since, secs, text_json, ws_close, ws_connect, ws_next, ws_send, Ws,
-    EXCHANGE_TIMEOUT, NO_FRAME,
+    EXCHANGE_TIMEOUT, NO_FRAME, WS_OVER_H2,
 };
 use super::timeouts::idle_deadline;
 use super::{CheckInfo, Outcome, Target};
+use crate::tls::Transport;
 
 pub const WS_UPGRADE: CheckInfo = CheckInfo {
     id: "ws.upgrade",
@@ -142,6 +143,9 @@ pub(crate) async fn open(
                 "handshake",
                 format!("{} after {} ms", up.status, up.handshake_ms),
             );
+            if target.transport == Transport::H2 {
+                probe.extra.insert("transport".into(), json!(WS_OVER_H2));
+            }
             if let Some(instance) = up.headers.get("x-mock-instance") {
                 probe.extra.insert(
                     "instance".into(),

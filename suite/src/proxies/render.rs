@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use regex::{Captures, Regex};
 
 use super::config::ConfigFile;
+use crate::tls::{TlsFiles, Transport};
 use super::kinds::RenderInput;
 
 /// Ports the guides and users give their backend: OpenChamber's 3000 (and 3001.. for extra
@@ -35,12 +36,50 @@ pub struct Rendered {
     pub admin_port: Option<u16>,
     /// The rendered files that came from the user's config (not the contexts around it).
     pub user_files: Vec<PathBuf>,
+    /// Whether the config has a plain-HTTP listener (at `Ports::listen`).
+    pub plain: bool,
+    /// The TLS listener, when the config has one (at `Ports::tls_listen`).
+    pub tls: Option<TlsEndpoint>,
+}
+
+/// A TLS listener of a rendered config.
+#[derive(Debug, Clone)]
+pub struct TlsEndpoint {
+    pub addr: SocketAddr,
+    /// The run's certificate files, in the prefix.
+    pub files: TlsFiles,
+    /// Whether the listener offers HTTP/2 (ALPN `h2`) as configured.
+    pub h2: bool,
+}
+
+impl Rendered {
+    /// The transports the rendered config offers a browser, in order.
+    pub fn transports(&self) -> Vec<Transport> {
+        let mut out = Vec::new();
+        if self.plain {
+            out.push(Transport::H1);
+        }
+        if let Some(tls) = &self.tls {
+            out.push(Transport::H1Tls);
+            if tls.h2 {
+                out.push(Transport::H2);
+            }
+        }
+        out
+    }
+
+    /// Where a client of `transport` connects, when the config offers it.
+    pub fn addr_for(&self, transport: Transport, plain: SocketAddr) -> Option<SocketAddr> {
+        self.transports().contains(&transport).then(|| if transport.is_tls() { self.tls.as_ref().map(|t| t.addr) } else { Some(plain) }).flatten()
+    }
 }
 
 /// The ports a rendering may use.
 #[derive(Debug, Clone)]
 pub struct Ports {
     pub listen: SocketAddr,
+    /// Where a TLS listener of the config goes (a config with both keeps both).
+    pub tls_listen: SocketAddr,
     pub backends: Vec<SocketAddr>,
     /// A spare free port for admin listeners.
     pub spare: u16,
@@ -55,10 +94,16 @@ pub fn render(config: &ConfigFile, prefix: &Path, ports: &Ports, context_root: &
     let text = std::fs::read_to_string(&config.path)
         .map_err(|e| format!("cannot read {}: {e}", config.path.display()))?;
     let mut r = Rewriter::new(ports.clone());
+    r.tls_dir = prefix.join("tls");
+    r.site_names = config.host.iter().cloned().collect();
     let default_host = config.host.clone().unwrap_or_else(|| "proxy-suite.test".to_string());
     let input = RenderInput { config, text: &text, prefix, context_root, default_host, distribution };
     let site = config.kind.render(&input, &mut r)?;
-    Ok(Rendered { main: site.main, rewrites: r.rewrites, host: site.host, admin_port: site.admin_port, user_files: site.user_files })
+    let tls = match r.tls.take() {
+        Some(files) => Some(TlsEndpoint { addr: ports.tls_listen, files, h2: r.h2 }),
+        None => None,
+    };
+    Ok(Rendered { main: site.main, rewrites: r.rewrites, host: site.host, admin_port: site.admin_port, user_files: site.user_files, plain: !r.no_plain, tls })
 }
 
 /// The backend addresses a config names (`127.0.0.1:3000`, `localhost:4242`, `[::1]:3001`),
@@ -84,11 +129,21 @@ pub struct Rewriter {
     /// Backend port as written -> mock address, in order of first appearance.
     upstreams: BTreeMap<u16, SocketAddr>,
     ports: Ports,
+    /// Where the run's certificate goes (`<prefix>/tls`).
+    tls_dir: PathBuf,
+    /// The run's certificate, once a TLS listener asked for it.
+    tls: Option<TlsFiles>,
+    /// Whether the TLS listener offers HTTP/2.
+    h2: bool,
+    /// Names the certificate covers besides the ones a kind finds (the config's `# host:`).
+    site_names: Vec<String>,
+    /// Set by a kind whose config has a TLS listener only.
+    no_plain: bool,
 }
 
 impl Rewriter {
     pub fn new(ports: Ports) -> Rewriter {
-        Rewriter { rewrites: Vec::new(), upstreams: BTreeMap::new(), ports }
+        Rewriter { rewrites: Vec::new(), upstreams: BTreeMap::new(), ports, tls_dir: PathBuf::from("tls"), tls: None, h2: false, site_names: Vec::new(), no_plain: false }
     }
 
     pub fn note(&mut self, what: String) {
@@ -126,6 +181,27 @@ impl Rewriter {
     /// The loopback address the proxy listens on.
     pub fn listen(&self) -> SocketAddr {
         self.ports.listen
+    }
+
+    /// The loopback address a TLS listener moves to, with the run's certificate for `names`
+    /// (issued on the first call; the suite's test name is always covered).
+    pub fn tls_listen(&mut self, names: &[String]) -> Result<(SocketAddr, TlsFiles), String> {
+        if self.tls.is_none() {
+            let all: Vec<String> = self.site_names.iter().chain(names).cloned().collect();
+            self.tls = Some(crate::tls::issue(&all, &self.tls_dir)?);
+        }
+        let files = self.tls.clone().expect("issued above");
+        Ok((self.ports.tls_listen, files))
+    }
+
+    /// The TLS listener offers HTTP/2 (ALPN `h2`).
+    pub fn offer_h2(&mut self) {
+        self.h2 = true;
+    }
+
+    /// The config has no plain-HTTP listener: only its TLS listener serves.
+    pub fn tls_only(&mut self) {
+        self.no_plain = true;
     }
 
     /// A spare free port (for admin listeners).
@@ -170,7 +246,7 @@ pub(crate) mod tests {
     /// A rewriter with listener 127.0.0.1:4000 and mocks 127.0.0.1:5001, :5002 (for the
     /// kinds' unit tests too).
     pub fn rewriter() -> Rewriter {
-        Rewriter::new(Ports { listen: "127.0.0.1:4000".parse().unwrap(), backends: vec!["127.0.0.1:5001".parse().unwrap(), "127.0.0.1:5002".parse().unwrap()], spare: 4001 })
+        Rewriter::new(Ports { listen: "127.0.0.1:4000".parse().unwrap(), tls_listen: "127.0.0.1:4443".parse().unwrap(), backends: vec!["127.0.0.1:5001".parse().unwrap(), "127.0.0.1:5002".parse().unwrap()], spare: 4001 })
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
     let profile_rank = |p: Profile| Profile::ALL.iter().position(|x| *x == p).unwrap_or(usize::MAX);
     let mut keyed: Vec<_> = std::mem::take(&mut run.runs)
         .into_iter()
-        .map(|r| ((proxy_rank(&r.proxy), r.proxy.clone(), r.config.clone(), profile_rank(r.profile)), r))
+        .map(|r| ((proxy_rank(&r.proxy), r.proxy.clone(), r.config.clone(), profile_rank(r.profile), r.transport), r))
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     run.runs = keyed.into_iter().map(|(_, r)| r).collect();
@@ -186,6 +186,7 @@ fn ordered(fields: &[(&str, Value)]) -> String {
 fn run_fields(result: &RunResult) -> Vec<(&'static str, Value)> {
     vec![
         ("proxy", json!({"name": result.proxy, "version": result.version, "source": result.source, "runtime": result.runtime})),
+        ("transport", json!(result.transport)),
         ("config", json!(result.config)),
         ("profile", json!(result.profile)),
         ("role", json!(result.role)),
@@ -269,6 +270,7 @@ fn run_from_value(v: &Value) -> Result<RunResult, String> {
         version: text("/proxy/version"),
         source: text("/proxy/source").unwrap_or_default(),
         runtime: text("/proxy/runtime").unwrap_or_else(|| "native".into()),
+        transport: or_default("transport").map(serde_json::from_value).transpose().map_err(|e| fail("transport", e))?.unwrap_or_default(),
         config: text("/config").ok_or_else(|| format!("run {label}: no config"))?,
         role: serde_json::from_value(field("role")).map_err(|e| fail("role", e))?,
         negative_control: or_default("negative_control").map(serde_json::from_value).transpose().map_err(|e| fail("negative_control", e))?.unwrap_or_default(),

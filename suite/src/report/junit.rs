@@ -35,11 +35,11 @@ pub fn matrix_report(run: &MatrixRun) -> Report {
     report
 }
 
-/// The report of `proxy-suite check`: one run.
-pub fn check_report(result: &RunResult) -> Report {
+/// The report of `proxy-suite check`: one run per transport it covered.
+pub fn check_report(results: &[RunResult]) -> Report {
     let mut report = Report::new("proxy-suite check");
-    report.set_time(Duration::from_millis(result.elapsed_ms));
-    report.add_test_suite(suite(result));
+    report.set_time(Duration::from_millis(results.iter().map(|r| r.elapsed_ms).sum()));
+    report.add_test_suites(results.iter().map(suite));
     report
 }
 

@@ -77,7 +77,9 @@ impl Row<'_> {
 
     /// The row in one line: `nginx@1.22 1.22.1 · nginx/first-try.conf · openchamber`.
     pub fn label(&self) -> String {
-        format!("{} · {} · {}", self.proxy_label(), self.run.config, self.run.profile.as_str())
+        let label = format!("{} · {} · {}", self.proxy_label(), self.run.config, self.run.profile.as_str());
+        // Plain-HTTP rows read as before transports existed.
+        if self.run.transport == crate::tls::Transport::H1 { label } else { format!("{label} · {}", self.run.transport) }
     }
 }
 

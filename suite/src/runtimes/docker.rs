@@ -667,6 +667,8 @@ impl DockerRuntime {
             listen: SocketAddr::from(([0, 0, 0, 0], CONTAINER_PORT)),
             backends: if plan.render_backends.is_empty() { vec![SocketAddr::from(([127, 0, 0, 1], 3000))] } else { plan.render_backends.clone() },
             spare: CONTAINER_PORT + 1,
+            // TLS listeners render, but are not published yet: container runs are plain HTTP.
+            tls_listen: SocketAddr::from(([0, 0, 0, 0], CONTAINER_PORT + 2)),
         };
         let distribution = spec.kind.distribution(&spec.source);
         let rendered = render::render(config, &prefix, &ports, &self.configs_root, distribution)

@@ -10,7 +10,9 @@ pub mod native;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::proxies::render::TlsEndpoint;
 use crate::proxies::{ConfigFile, ProxySpec};
+use crate::tls::Transport;
 
 pub use docker::{DockerRuntime, Loopback};
 pub use native::{stop_on_interrupt, NativeRuntime};
@@ -74,6 +76,14 @@ pub trait ProxyInstance: Send + std::fmt::Debug {
     fn version(&self) -> &str;
     /// What rendering rewrote in the config.
     fn rewrites(&self) -> &[String];
+    /// The transports the config offers a browser (plain HTTP/1.1 unless it has TLS).
+    fn transports(&self) -> Vec<Transport> {
+        vec![Transport::H1]
+    }
+    /// The config's TLS listener and the run's certificate, when it has one.
+    fn tls(&self) -> Option<&TlsEndpoint> {
+        None
+    }
     /// The command line that started it.
     fn command(&self) -> &str;
     /// The last lines of the proxy's logs.

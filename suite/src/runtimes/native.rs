@@ -19,7 +19,8 @@ use super::{ProxyInstance, Runtime, SetupError};
 use crate::proxies::catalogue::{Availability, ProxySpec};
 use crate::proxies::config::ConfigFile;
 use crate::proxies::kinds::Mode;
-use crate::proxies::render::{self, Ports, Rendered};
+use crate::proxies::render::{self, Ports, Rendered, TlsEndpoint};
+use crate::tls::{Transport, Trust};
 
 /// Starts the proxy binaries installed on this machine.
 #[derive(Debug, Clone, Default)]
@@ -118,6 +119,9 @@ pub struct NativeInstance {
     pub host: String,
     /// What rendering rewrote.
     pub rewrites: Vec<String>,
+    /// The transports the config offers, and its TLS listener.
+    pub transports: Vec<Transport>,
+    pub tls: Option<TlsEndpoint>,
     /// The command line that started it.
     pub command: String,
     child: Option<Child>,
@@ -140,6 +144,14 @@ impl ProxyInstance for NativeInstance {
 
     fn rewrites(&self) -> &[String] {
         &self.rewrites
+    }
+
+    fn transports(&self) -> Vec<Transport> {
+        self.transports.clone()
+    }
+
+    fn tls(&self) -> Option<&TlsEndpoint> {
+        self.tls.as_ref()
     }
 
     fn command(&self) -> &str {
@@ -272,6 +284,7 @@ impl NativeRuntime {
             .map_err(|e| SetupError::Io(format!("cannot create a prefix: {e}")))?;
         let ports = Ports {
             listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             backends: backends.to_vec(),
             spare: free_port()?,
         };
@@ -331,6 +344,8 @@ impl NativeRuntime {
             addr: ports.listen,
             host: rendered.host.clone(),
             rewrites: rendered.rewrites.clone(),
+            transports: rendered.transports(),
+            tls: rendered.tls.clone(),
             command,
             child: Some(child),
             prefix: Some(prefix),
@@ -405,7 +420,12 @@ fn wait_ready(instance: &mut NativeInstance, bound: Duration) -> Result<(), Stri
                 return Err(format!("the process exited with {status}"));
             }
         }
-        match probe(instance.addr, &instance.host) {
+        let answer = match &instance.tls {
+            // A config with TLS is probed there: its plain listener may only redirect to it.
+            Some(tls) => probe_tls(tls, &instance.host),
+            None => probe(instance.addr, &instance.host),
+        };
+        match answer {
             Ok(head) if head.to_ascii_lowercase().contains("\nx-mock-instance:") => {
                 // A proxy that lost its port to another exits at once; make sure the answer
                 // came from a process that is still ours.
@@ -440,6 +460,33 @@ pub(super) fn probe(addr: SocketAddr, host: &str) -> Result<String, String> {
     }
     if buf.is_empty() {
         return Err("connection closed without an answer".into());
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// One HTTP/1.1 request over TLS, as a browser sends it (SNI and Host the site's name, the
+/// run's authority trusted alone); returns the response head.
+fn probe_tls(tls: &TlsEndpoint, host: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let config = Trust { ca_pem: tls.files.ca_pem.clone() }.client_config(&[b"http/1.1"])?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host} is not a server name: {e}"))?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect_timeout(&tls.addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    tcp.set_write_timeout(Some(Duration::from_secs(2))).ok();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    write!(stream, "GET /api/mock/request HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| format!("TLS: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("TLS: {e}")),
+        }
+    }
+    if buf.is_empty() {
+        return Err("TLS connection closed without an answer".into());
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }

@@ -50,6 +50,8 @@ fn target(
         client_ip: checks::CLIENT_IP,
         direct,
         ui_password: None,
+        transport: suite::tls::Transport::H1,
+        trust: None,
     }
 }
 

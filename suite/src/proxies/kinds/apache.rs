@@ -6,7 +6,7 @@ use std::path::Path;
 
 use regex::{Captures, Regex};
 
-use super::{capture, has_directive, ImageLayout, Mode, ProxyKind, RenderInput, Site, user_code};
+use super::{capture, code_of, has_directive, ImageLayout, Mode, ProxyKind, RenderInput, Site, user_code};
 use crate::proxies::render::{fill, read_context, write, Rendered, Rewriter};
 
 pub static KIND: Apache = Apache;
@@ -25,15 +25,55 @@ impl ProxyKind for Apache {
     fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
         let text = r.upstreams(input.text);
         let listen = r.listen();
-        let vhost = Regex::new(r"(?i)<VirtualHost\s+[^>]*>").expect("static regex");
+        // Each <VirtualHost> to the run's plain port, or to its TLS port when it says
+        // `SSLEngine on` (its certificate lines then name the run's files).
+        let vhost = Regex::new(r"(?is)(<VirtualHost\s+[^>]*>)(.*?</VirtualHost>)").expect("static regex");
+        let ssl_engine = Regex::new(r"(?im)^\s*SSLEngine\s+on\b").expect("static regex");
+        let cert_line = Regex::new(r"(?im)^(\s*)(SSLCertificateFile|SSLCertificateKeyFile|SSLCertificateChainFile)\s+(.*)$").expect("static regex");
+        let server_names = Regex::new(r"(?im)^\s*Server(?:Name|Alias)\s+(.+)$").expect("static regex");
+        let names: Vec<String> = server_names.captures_iter(&code_of(&text)).flat_map(|c| c[1].split_whitespace().map(String::from).collect::<Vec<_>>()).filter(|n| n.contains('.') && !n.contains('*')).collect();
         let mut notes = Vec::new();
+        let (mut plain, mut tls) = (false, false);
+        let mut failure = None;
         let text = vhost.replace_all(&text, |c: &Captures| {
-            notes.push(format!("{} -> <VirtualHost {listen}>", &c[0]));
-            format!("<VirtualHost {listen}>")
+            if !ssl_engine.is_match(&c[2]) {
+                plain = true;
+                notes.push(format!("{} -> <VirtualHost {listen}>", &c[1]));
+                return format!("<VirtualHost {listen}>{}", &c[2]);
+            }
+            tls = true;
+            let (addr, files) = match r.tls_listen(&names) {
+                Ok(t) => t,
+                Err(e) => {
+                    failure = Some(e);
+                    return c[0].to_string();
+                }
+            };
+            notes.push(format!("{} (SSLEngine on) -> <VirtualHost {addr}>", &c[1]));
+            let body = cert_line.replace_all(&c[2], |l: &Captures| {
+                notes.push(format!("{} {} -> the run's {}", &l[2], l[3].trim(), if l[2].eq_ignore_ascii_case("SSLCertificateKeyFile") { "key" } else { "certificate" }));
+                match l[2].to_ascii_lowercase().as_str() {
+                    "sslcertificatekeyfile" => format!("{}{} {}", &l[1], &l[2], files.key.display()),
+                    "sslcertificatefile" => format!("{}{} {}", &l[1], &l[2], files.cert.display()),
+                    _ => format!("{}# [proxy-suite] {} {} (the run's certificate needs no chain)", &l[1], &l[2], l[3].trim()),
+                }
+            });
+            format!("<VirtualHost {addr}>{body}")
         });
+        if let Some(e) = failure {
+            return Err(e);
+        }
         for n in notes {
             r.note(n);
         }
+        if tls && !plain {
+            r.tls_only();
+        }
+        let protocols = Regex::new(r"(?im)^\s*Protocols\s+.*\bh2\b").expect("static regex");
+        if tls && protocols.is_match(&code_of(&text)) {
+            r.offer_h2();
+        }
+        let tls_listen = tls.then(|| r.tls_listen(&[]).map(|(a, _)| a.to_string())).transpose()?;
         let listen_re = Regex::new(r"(?im)^(\s*)(Listen\s+.*)$").expect("static regex");
         let text = listen_re.replace_all(&text, "$1# [proxy-suite] $2").into_owned();
         let server_name = Regex::new(r"(?im)^\s*ServerName\s+(\S+)").expect("static regex");
@@ -44,6 +84,7 @@ impl ProxyKind for Apache {
         let vars = minijinja::context! {
             prefix => input.prefix.display().to_string(),
             listen => listen.to_string(),
+            tls_listen => tls_listen,
             site => site.display().to_string(),
         };
         let main = input.prefix.join("apache2.conf");

@@ -1,5 +1,9 @@
-//! Caddy: a Caddyfile. Every site address becomes `http://<host>:<port>` bound to loopback; the
-//! global options turn off the admin API and automatic HTTPS (no certificates here).
+//! Caddy: a Caddyfile. Every site address becomes `http://<host>:<port>` bound to loopback; a
+//! site Caddy would serve over HTTPS as deployed (a domain name without `http://`, or
+//! `https://`) is also served at the run's TLS port with the run's certificate (`tls cert
+//! key`) instead of ACME. The global options turn off the admin API and automatic HTTPS (the
+//! certificate is the run's, and the plain listener keeps serving the site for the `h1` run
+//! where Caddy would redirect it to HTTPS).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -27,6 +31,9 @@ impl ProxyKind for Caddy {
         let mut depth: i32 = 0;
         let mut saw_global = false;
         let mut host: Option<String> = None;
+        // A site served over HTTPS too is written twice: Caddy refuses one block whose
+        // addresses mix a plain and a TLS listener. `twin` is the TLS copy being collected.
+        let mut twin: Option<String> = None;
         for line in text.lines() {
             let trimmed = line.trim();
             let code = trimmed.split(" #").next().unwrap_or("").trim();
@@ -41,6 +48,7 @@ impl ProxyKind for Caddy {
                     return Err(format!("Caddyfile line `{code}`: put the site's directives in a block (`address {{ ... }}`)"));
                 };
                 let mut new = Vec::new();
+                let mut tls_names = Vec::new();
                 for addr in addresses.split([',', ' ']).filter(|a| !a.is_empty()) {
                     let bare = addr.trim_start_matches("https://").trim_start_matches("http://");
                     let name = bare.rsplit_once(':').map(|(h, _)| h).unwrap_or(bare).to_string();
@@ -49,14 +57,39 @@ impl ProxyKind for Caddy {
                     }
                     new.push(format!("http://{name}:{}", listen.port()));
                     r.note(format!("site {addr} -> http://{name}:{} bound to {}", listen.port(), listen.ip()));
+                    if serves_https(addr, &name) {
+                        tls_names.push(name);
+                    }
                 }
-                out.push_str(&format!("{} {{\n\tbind {}\n", new.join(", "), listen.ip()));
+                let mut tls_line = String::new();
+                if !tls_names.is_empty() {
+                    let (tls_addr, files) = r.tls_listen(&tls_names)?;
+                    r.offer_h2();
+                    for name in &tls_names {
+                        new.push(format!("https://{name}:{}", tls_addr.port()));
+                        r.note(format!("site {name} (automatic HTTPS) -> https://{name}:{} with the run's certificate instead of ACME", tls_addr.port()));
+                    }
+                    tls_line = format!("\ttls {} {}\n", files.cert.display(), files.key.display());
+                }
+                let (plain, https): (Vec<String>, Vec<String>) = new.into_iter().partition(|a| a.starts_with("http://"));
+                out.push_str(&format!("{} {{\n\tbind {}\n", plain.join(", "), listen.ip()));
+                if !https.is_empty() {
+                    twin = Some(format!("{} {{\n\tbind {}\n{tls_line}", https.join(", "), listen.ip()));
+                }
                 depth += 1;
                 continue;
             }
             depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
             out.push_str(line);
             out.push('\n');
+            if let Some(copy) = twin.as_mut() {
+                copy.push_str(line);
+                copy.push('\n');
+                if depth == 0 {
+                    out.push('\n');
+                    out.push_str(&twin.take().unwrap_or_default());
+                }
+            }
         }
         if !saw_global {
             out = format!("{{\n\tadmin off\n\tauto_https off\n}}\n\n{out}");
@@ -69,6 +102,7 @@ impl ProxyKind for Caddy {
     }
 
     fn missing_route(&self, rendered: &Rendered) -> Option<String> {
+        // (Caddy's `tls` line of a served-over-HTTPS site is the suite's, not a route.)
         let code = user_code(rendered);
         if !code.lines().any(|l| l.trim_start().starts_with("bind ")) {
             return Some("no site block: the Caddyfile defines no address to serve (e.g. `:80 { reverse_proxy 127.0.0.1:3000 }`)".into());
@@ -109,6 +143,19 @@ impl ProxyKind for Caddy {
     fn smoke_config(&self) -> &'static str {
         "caddy/first-try.Caddyfile"
     }
+}
+
+/// Whether Caddy serves a site address over HTTPS as deployed: `https://...`, or a host name
+/// (not an IP, not `localhost`, not a bare `:port`) without `http://` and without port 80.
+fn serves_https(addr: &str, name: &str) -> bool {
+    if addr.starts_with("https://") {
+        return true;
+    }
+    if addr.starts_with("http://") || name.is_empty() || name == "localhost" || name.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    let port = addr.rsplit_once(':').map(|(_, p)| p);
+    name.contains('.') && port.is_none_or(|p| p == "443")
 }
 
 #[cfg(test)]

@@ -27,12 +27,17 @@ impl ProxyKind for Envoy {
         let spare = r.spare();
         let port_re = Regex::new(r"^(\s*(?:-\s*)?port_value:\s*)(\d+)(.*)$").expect("static regex");
         let addr_re = Regex::new(r#"^(\s*(?:-\s*)?address:\s*)["']?(0\.0\.0\.0|::|localhost|127\.0\.0\.1|"::")["']?\s*$"#).expect("static regex");
+        let filename_re = Regex::new(r#"^(\s*(?:-\s*)?filename:\s*)(.*)$"#).expect("static regex");
+        let tls_context = input.text.contains("DownstreamTlsContext");
         // Lines, so an `address:` line can take the IP of the port that follows it: the
         // listener's (0.0.0.0 in a container), the backend's, or loopback for the admin.
         let mut out: Vec<String> = Vec::new();
         let mut pending_address: Option<usize> = None;
         let mut in_admin = false;
         let mut admin_port = None;
+        let (mut plain, mut tls) = (false, false);
+        // The key a `filename:` belongs to (`certificate_chain`, `private_key`).
+        let mut last_key = String::new();
         for line in input.text.lines() {
             if !line.starts_with(char::is_whitespace) && !line.trim().is_empty() && !line.starts_with('#') {
                 in_admin = line.starts_with("admin:");
@@ -47,20 +52,41 @@ impl ProxyKind for Envoy {
                     let addr = r.backend_for(port);
                     r.note(format!("backend port {port} -> mock {addr}"));
                     (addr.ip(), addr.port())
+                } else if tls_context && (port == 443 || port == 8443) {
+                    // The deployment's TLS listener (its filter chain has a DownstreamTlsContext).
+                    let (addr, _) = r.tls_listen(&[])?;
+                    r.note(format!("listener port {port} -> {addr} (TLS)"));
+                    tls = true;
+                    (addr.ip(), addr.port())
                 } else {
                     r.note(format!("listener port {port} -> {listen}"));
+                    plain = true;
                     (listen.ip(), listen.port())
                 };
                 if let Some(i) = pending_address.take() {
                     out[i] = out[i].replace("127.0.0.1", &ip.to_string());
                 }
                 out.push(format!("{}{new}{}", &c[1], &c[3]));
+            } else if let (Some(c), true) = (filename_re.captures(line), matches!(last_key.as_str(), "certificate_chain" | "private_key")) {
+                let (_, files) = r.tls_listen(&[])?;
+                let path = if last_key == "private_key" { &files.key } else { &files.cert };
+                r.note(format!("{last_key} {} -> the run's {}", c[2].trim(), if last_key == "private_key" { "key" } else { "certificate" }));
+                out.push(format!("{}\"{}\"", &c[1], path.display()));
             } else if let Some(c) = addr_re.captures(line) {
                 pending_address = Some(out.len());
                 out.push(format!("{}127.0.0.1", &c[1]));
             } else {
                 out.push(line.to_string());
             }
+            if line.contains("alpn_protocols") && line.contains("h2") {
+                r.offer_h2();
+            }
+            if let Some(key) = line.trim().trim_start_matches("- ").strip_suffix(':') {
+                last_key = key.to_string();
+            }
+        }
+        if tls && !plain {
+            r.tls_only();
         }
         let out = out.join("\n") + "\n";
         let main = input.prefix.join("envoy.yaml");

@@ -25,12 +25,15 @@ impl ProxyKind for Haproxy {
         let listen = r.listen();
         let mut out = String::new();
         let mut bound_in_section = false;
+        let mut tls_in_section = false;
+        let (mut plain, mut tls) = (false, false);
         for line in text.lines() {
             let trimmed = line.trim_start();
             let word = trimmed.split_whitespace().next().unwrap_or("");
             let indent = &line[..line.len() - trimmed.len()];
             if !line.starts_with(char::is_whitespace) && !word.is_empty() {
                 bound_in_section = false;
+                tls_in_section = false;
             }
             let system = matches!(word, "chroot" | "user" | "group" | "daemon")
                 || trimmed.starts_with("stats socket")
@@ -39,7 +42,38 @@ impl ProxyKind for Haproxy {
             if system {
                 r.note(format!("`{trimmed}` commented out (system path or privilege)"));
                 out.push_str(&format!("{indent}# [proxy-suite] {trimmed}\n"));
+            } else if word == "bind" && trimmed.split_whitespace().any(|w| w == "ssl") {
+                // `bind :443 ssl crt <pem> [alpn h2,http/1.1] ...`: to the run's TLS port, with
+                // the run's certificate and key in one PEM; every other option as written.
+                if tls_in_section {
+                    r.note(format!("`{trimmed}` commented out (one TLS listener per run)"));
+                    out.push_str(&format!("{indent}# [proxy-suite] {trimmed}\n"));
+                    continue;
+                }
+                let (addr, files) = r.tls_listen(&[])?;
+                let words: Vec<&str> = trimmed.split_whitespace().skip(2).collect();
+                let mut options = Vec::new();
+                let mut i = 0;
+                while i < words.len() {
+                    if matches!(words[i], "crt" | "crt-list" | "ca-file" | "crl-file") {
+                        i += 2;
+                        continue;
+                    }
+                    if words[i] == "alpn" && words.get(i + 1).is_some_and(|a| a.split(',').any(|p| p == "h2")) {
+                        r.offer_h2();
+                    }
+                    options.push(words[i]);
+                    i += 1;
+                }
+                let ssl = options.iter().position(|w| *w == "ssl").map_or(0, |p| p + 1);
+                let crt = format!("crt {}", files.combined.display());
+                options.insert(ssl, &crt);
+                r.note(format!("`{trimmed}` -> bind {addr} {}", options.join(" ").replace(&crt, "crt <the run's certificate and key>")));
+                out.push_str(&format!("{indent}bind {addr} {}\n", options.join(" ")));
+                tls_in_section = true;
+                tls = true;
             } else if word == "bind" {
+                plain = true;
                 if bound_in_section {
                     r.note(format!("`{trimmed}` commented out (one listener per run)"));
                     out.push_str(&format!("{indent}# [proxy-suite] {trimmed}\n"));
@@ -52,6 +86,9 @@ impl ProxyKind for Haproxy {
                 out.push_str(line);
                 out.push('\n');
             }
+        }
+        if tls && !plain {
+            r.tls_only();
         }
         let main = input.prefix.join("haproxy.cfg");
         write(&main, &out)?;

@@ -251,6 +251,7 @@ pub(crate) mod tests {
         let prefix = dir.path().join("prefix");
         let ports = crate::proxies::render::Ports {
             listen: "127.0.0.1:4000".parse().unwrap(),
+            tls_listen: "127.0.0.1:4443".parse().unwrap(),
             backends: vec!["127.0.0.1:5001".parse().unwrap()],
             spare: 4001,
         };
@@ -272,6 +273,7 @@ pub(crate) mod tests {
             let prefix = tempfile::tempdir().unwrap();
             let ports = crate::proxies::render::Ports {
                 listen: "127.0.0.1:4000".parse().unwrap(),
+            tls_listen: "127.0.0.1:4443".parse().unwrap(),
                 backends: vec!["127.0.0.1:5001".parse().unwrap(), "127.0.0.1:5002".parse().unwrap(), "127.0.0.1:5003".parse().unwrap()],
                 spare: 4001,
             };

@@ -32,7 +32,8 @@ impl ProxyKind for Nginx {
     }
 
     fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
-        let site = site(input.text, r);
+        let site = site(input.text, r)?;
+        let site = distribution_files(&site, input.prefix, r)?;
         let host = input.config.host.clone().or_else(|| server_name(&site)).unwrap_or_else(|| input.default_host.clone());
         let site_path = input.prefix.join("site.conf");
         write(&site_path, &site)?;
@@ -107,11 +108,16 @@ pub(super) fn args(mode: Mode, rendered: &Rendered, prefix: &Path) -> Vec<OsStri
     args
 }
 
-/// Rewrites listeners and backends of an nginx server-level text.
-fn site(text: &str, r: &mut Rewriter) -> String {
+/// Rewrites listeners, certificates and backends of an nginx server-level text. A plain
+/// `listen` moves to the run's loopback port, a `listen ... ssl` to its TLS port (with `http2`
+/// kept, as is `http2 on;`), and every `ssl_certificate`/`ssl_certificate_key` to the run's
+/// certificate for the site's names. IPv6 listeners are dropped (the suite listens on loopback).
+fn site(text: &str, r: &mut Rewriter) -> Result<String, String> {
     let listen_re = Regex::new(r"(?m)^(\s*)listen\s+([^;]+);").expect("static regex");
-    let listen = r.listen();
+    let names = server_names(text);
     let mut notes = Vec::new();
+    let (mut plain, mut tls) = (false, false);
+    let mut failure = None;
     let text = listen_re
         .replace_all(text, |c: &Captures| {
             let args = &c[2];
@@ -119,23 +125,146 @@ fn site(text: &str, r: &mut Rewriter) -> String {
                 notes.push(format!("listen {args} -> removed (IPv6; the suite listens on loopback)"));
                 return format!("{}# [proxy-suite] listen {args}; (IPv6 listener removed)", &c[1]);
             }
-            let keep: Vec<&str> = args.split_whitespace().skip(1).filter(|a| *a == "default_server").collect();
-            notes.push(format!("listen {args} -> {listen}"));
-            format!("{}listen {listen}{}{};", &c[1], if keep.is_empty() { "" } else { " " }, keep.join(" "))
+            let flags: Vec<&str> = args.split_whitespace().skip(1).collect();
+            let keep: Vec<&str> = flags.iter().copied().filter(|a| matches!(*a, "default_server" | "ssl" | "http2")).collect();
+            let addr = if flags.contains(&"ssl") {
+                tls = true;
+                if flags.contains(&"http2") {
+                    r.offer_h2();
+                }
+                match r.tls_listen(&names) {
+                    Ok((addr, _)) => addr,
+                    Err(e) => {
+                        failure = Some(e);
+                        r.listen()
+                    }
+                }
+            } else {
+                plain = true;
+                r.listen()
+            };
+            notes.push(format!("listen {args} -> {addr}{}", if keep.is_empty() { String::new() } else { format!(" {}", keep.join(" ")) }));
+            format!("{}listen {addr}{}{};", &c[1], if keep.is_empty() { "" } else { " " }, keep.join(" "))
         })
         .into_owned();
+    if let Some(e) = failure {
+        return Err(e);
+    }
     for n in notes {
         r.note(n);
     }
-    // TLS is not covered: certificate lines of a copied HTTPS example cannot load here.
-    let ssl_re = Regex::new(r"(?m)^(\s*)(ssl_certificate(?:_key)?\s[^;]*;)").expect("static regex");
-    let text = if ssl_re.is_match(&text) {
-        r.note("ssl_certificate lines commented out (TLS front ends are not covered)".into());
-        ssl_re.replace_all(&text, "$1# [proxy-suite] $2").into_owned()
+    if tls && !plain {
+        r.tls_only();
+    }
+    if Regex::new(r"(?m)^\s*http2\s+on\s*;").expect("static regex").is_match(&text) {
+        r.offer_h2();
+    }
+    // Certificates: the run's, wherever the config (or certbot) said they are.
+    let cert_re = Regex::new(r"(?m)^(\s*)(ssl_certificate(_key)?)\s+([^;]*);").expect("static regex");
+    let text = if cert_re.is_match(&text) {
+        let (_, files) = r.tls_listen(&names)?;
+        let mut notes = Vec::new();
+        let out = cert_re
+            .replace_all(&text, |c: &Captures| {
+                let path = if c.get(3).is_some() { &files.key } else { &files.cert };
+                notes.push(format!("{} {} -> the run's {}", &c[2], c[4].trim(), if c.get(3).is_some() { "key" } else { "certificate" }));
+                format!("{}{} {};", &c[1], &c[2], path.display())
+            })
+            .into_owned();
+        for n in notes {
+            r.note(n);
+        }
+        out
     } else {
         text
     };
-    r.upstreams(&text)
+    Ok(r.upstreams(&text))
+}
+
+/// Where Debian's nginx-common keeps the files a site file includes (`proxy_params`,
+/// `snippets/`, `fastcgi_params`, `mime.types`).
+const DEBIAN_NGINX: &str = "/etc/nginx";
+/// Where Debian's certbot packages keep what `certbot --nginx` copies to /etc/letsencrypt.
+const CERTBOT_FILES: [(&str, &str); 2] = [
+    ("options-ssl-nginx.conf", "/usr/lib/python3/dist-packages/certbot_nginx/_internal/tls_configs/options-ssl-nginx.conf"),
+    ("ssl-dhparams.pem", "/usr/lib/python3/dist-packages/certbot/ssl-dhparams.pem"),
+];
+
+/// A site file as a distribution runs it: what it includes from Debian's nginx-common
+/// (`include proxy_params;`, `include snippets/...;`, `fastcgi_params`, `mime.types`, relative or
+/// under /etc/nginx) copied from the installed package into the prefix, and what certbot added
+/// (`include /etc/letsencrypt/options-ssl-nginx.conf;`, `ssl_dhparam
+/// /etc/letsencrypt/ssl-dhparams.pem;`) copied from Debian's certbot packages. Each is reported.
+fn distribution_files(site: &str, prefix: &Path, r: &mut Rewriter) -> Result<String, String> {
+    let include = Regex::new(r"(?m)(^\s*|[{;]\s*)(include|ssl_dhparam)\s+([^;\s]+)\s*;").expect("static regex");
+    let mut failure = None;
+    let mut notes = Vec::new();
+    let out = include.replace_all(site, |c: &Captures| {
+        let path = &c[3];
+        let copy = |from: &Path, rel: &str| -> Result<std::path::PathBuf, String> {
+            let to = prefix.join(rel);
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            std::fs::copy(from, &to).map_err(|e| format!("`{} {path};` needs {} (install its package): {e}", &c[2], from.display()))?;
+            Ok(to)
+        };
+        let letsencrypt = path.strip_prefix("/etc/letsencrypt/");
+        let result = if let Some(name) = letsencrypt.filter(|n| !n.starts_with("live/")) {
+            match CERTBOT_FILES.iter().find(|(n, _)| *n == name) {
+                Some((n, from)) => copy(Path::new(from), &format!("letsencrypt/{n}")).map(|to| {
+                    notes.push(format!("{} {path} -> {} (copied from Debian's certbot package: {from})", &c[2], to.display()));
+                    Some(to)
+                }),
+                None => Ok(None),
+            }
+        } else if &c[2] == "include" && !path.contains('*') && (path.starts_with("/etc/nginx/") || !path.starts_with('/')) {
+            let rel = path.strip_prefix("/etc/nginx/").unwrap_or(path);
+            let from = Path::new(DEBIAN_NGINX).join(rel);
+            // mime.types is already in the prefix (the context's); every other file from Debian.
+            if rel == "mime.types" && !path.starts_with('/') {
+                Ok(None)
+            } else {
+                copy(&from, rel).map(|to| {
+                    notes.push(format!("include {path} -> {} (copied from Debian's nginx-common: {})", to.display(), from.display()));
+                    Some(to)
+                })
+            }
+        } else {
+            Ok(None)
+        };
+        match result {
+            Ok(Some(to)) => format!("{}{} {};", &c[1], &c[2], to.display()),
+            Ok(None) => c[0].to_string(),
+            Err(e) => {
+                failure.get_or_insert(e);
+                c[0].to_string()
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    for n in notes {
+        r.note(n);
+    }
+    Ok(out.into_owned())
+}
+
+/// Every name of every `server_name` (the certificate covers them all), without `_`,
+/// `localhost`, regexes and wildcards.
+fn server_names(text: &str) -> Vec<String> {
+    let re = Regex::new(r"(?m)^\s*server_name\s+([^;]+);").expect("static regex");
+    let mut names = Vec::new();
+    for c in re.captures_iter(&super::code_of(text)) {
+        for n in c[1].split_whitespace() {
+            let ok = n != "_" && n != "localhost" && !n.starts_with('~') && !n.contains('*') && n.contains('.');
+            if ok && !names.iter().any(|m: &String| m == n) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    names
 }
 
 fn server_name(site: &str) -> Option<String> {
@@ -161,14 +290,52 @@ fn context_around(root: &Path, name: &str, prefix: &Path, site: &Path, r: &mut R
 mod tests {
     use super::*;
     use crate::proxies::render::tests::rewriter;
+    use crate::tls::Transport;
 
     #[test]
     fn listeners_move_to_loopback_and_ipv6_is_dropped() {
         let mut r = rewriter();
-        let out = site("server {\n  listen 80 default_server;\n  listen [::]:80;\n  location / { proxy_pass http://localhost:4242; }\n}\n", &mut r);
+        let out = site("server {\n  listen 80 default_server;\n  listen [::]:80;\n  location / { proxy_pass http://localhost:4242; }\n}\n", &mut r).unwrap();
         assert!(out.contains("listen 127.0.0.1:4000 default_server;"), "{out}");
         assert!(out.contains("# [proxy-suite] listen [::]:80;"), "{out}");
         assert!(out.contains("proxy_pass http://127.0.0.1:5001;"), "{out}");
+    }
+
+    #[test]
+    fn tls_listeners_and_certificates_go_to_the_runs_files() {
+        let site = "server {\n  listen 80;\n  return 301 https://$host$request_uri;\n}\nserver {\n  listen 443 ssl http2;\n  listen [::]:443 ssl;\n  server_name a.example.com b.example.com;\n  ssl_certificate /etc/letsencrypt/live/a.example.com/fullchain.pem;\n  ssl_certificate_key /etc/letsencrypt/live/a.example.com/privkey.pem;\n  location / { proxy_pass http://127.0.0.1:3000; }\n}\n";
+        let (_dir, rendered) = crate::proxies::kinds::tests::render("nginx", &[("a.conf", site)]);
+        let out = std::fs::read_to_string(&rendered.user_files[0]).unwrap();
+        let tls = rendered.tls.as_ref().expect("a TLS listener");
+        assert!(out.contains("listen 127.0.0.1:4000;"), "{out}");
+        assert!(out.contains("listen 127.0.0.1:4443 ssl http2;"), "{out}");
+        assert!(out.contains(&format!("ssl_certificate {};", tls.files.cert.display())), "{out}");
+        assert!(out.contains(&format!("ssl_certificate_key {};", tls.files.key.display())), "{out}");
+        assert!(tls.files.names.contains(&"b.example.com".to_string()), "{:?}", tls.files.names);
+        assert_eq!(rendered.transports(), vec![Transport::H1, Transport::H1Tls, Transport::H2]);
+    }
+
+    #[test]
+    fn a_tls_only_site_offers_no_plain_transport() {
+        let site = "server {\n  listen 443 ssl;\n  server_name a.example.com;\n  ssl_certificate /x.pem;\n  ssl_certificate_key /y.pem;\n  location / { proxy_pass http://127.0.0.1:3000; }\n}\n";
+        let (_dir, rendered) = crate::proxies::kinds::tests::render("nginx", &[("a.conf", site)]);
+        assert_eq!(rendered.transports(), vec![Transport::H1Tls]);
+    }
+
+    #[test]
+    fn debian_and_certbot_includes_are_copied_into_the_prefix() {
+        if !Path::new(CERTBOT_FILES[0].1).exists() || !Path::new("/etc/nginx/proxy_params").exists() {
+            return; // scripts/setup.sh installs them; proxies.rs fails when they are missing
+        }
+        let site = "server {\n  listen 443 ssl;\n  ssl_certificate /etc/letsencrypt/live/a/fullchain.pem;\n  ssl_certificate_key /etc/letsencrypt/live/a/privkey.pem;\n  include /etc/letsencrypt/options-ssl-nginx.conf;\n  ssl_dhparam /etc/letsencrypt/ssl-dhparams.pem;\n  location / { include proxy_params; proxy_pass http://127.0.0.1:3000; }\n}\n";
+        let (dir, rendered) = crate::proxies::kinds::tests::render("nginx", &[("a.conf", site)]);
+        let out = std::fs::read_to_string(&rendered.user_files[0]).unwrap();
+        let prefix = dir.path().join("prefix");
+        for file in ["proxy_params", "letsencrypt/options-ssl-nginx.conf", "letsencrypt/ssl-dhparams.pem"] {
+            assert!(prefix.join(file).exists(), "{file}");
+            assert!(out.contains(&prefix.join(file).display().to_string()), "{out}");
+        }
+        assert!(!out.contains("/etc/letsencrypt"), "{out}");
     }
 
     #[test]

@@ -34,22 +34,53 @@ impl ProxyKind for Traefik {
     fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
         let listen = r.listen();
         let address = Regex::new(r#"(?m)^(\s*address:\s*)["']?[^"'\n]*:(\d+)["']?\s*$"#).expect("static regex");
+        // An entry point on :443 is the deployment's TLS one (its routers say `tls`): it moves
+        // to the run's TLS port, and the file provider gets the run's certificate.
+        let names: Vec<String> = Regex::new(r"Host\(`([^`]+)`\)").expect("static regex")
+            .captures_iter(&self.companions(&input.config.path).iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<String>())
+            .map(|c| c[1].to_string())
+            .collect();
         let mut notes = Vec::new();
+        let (mut plain, mut tls) = (false, None);
+        let mut failure = None;
         let mut text = address
             .replace_all(input.text, |c: &Captures| {
+                if &c[2] == "443" {
+                    match r.tls_listen(&names) {
+                        Ok((addr, files)) => {
+                            notes.push(format!("entry point :443 -> {addr} (TLS, the run's certificate in the file provider)"));
+                            tls = Some(files);
+                            return format!("{}\"{addr}\"", &c[1]);
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                plain = true;
                 notes.push(format!("entry point :{} -> {listen}", &c[2]));
                 format!("{}\"{listen}\"", &c[1])
             })
             .into_owned();
+        if let Some(e) = failure {
+            return Err(e);
+        }
         for n in notes {
             r.note(n);
+        }
+        if tls.is_some() {
+            r.offer_h2();
+            if !plain {
+                r.tls_only();
+            }
         }
         let mut host = input.default_host.clone();
         let mut user_files = Vec::new();
         let rule_host = Regex::new(r"Host\(`([^`]+)`\)").expect("static regex");
         for companion in self.companions(&input.config.path) {
             let name = companion.file_name().and_then(|n| n.to_str()).unwrap_or("dynamic.yml").to_string();
-            let dynamic = r.upstreams(&std::fs::read_to_string(&companion).map_err(|e| format!("cannot read {}: {e}", companion.display()))?);
+            let mut dynamic = r.upstreams(&std::fs::read_to_string(&companion).map_err(|e| format!("cannot read {}: {e}", companion.display()))?);
+            if let Some(files) = &tls {
+                dynamic = with_certificate(&dynamic, files, r)?;
+            }
             if let Some(c) = rule_host.captures(&dynamic) {
                 host = c[1].to_string();
             }
@@ -67,6 +98,7 @@ impl ProxyKind for Traefik {
     }
 
     fn missing_route(&self, rendered: &Rendered) -> Option<String> {
+        // (The `tls.certificates` of the dynamic file may be the suite's; they are no route.)
         let Some((_, dynamic)) = rendered.user_files.split_first() else { return Some("nothing rendered".into()) };
         if dynamic.is_empty() {
             return Some("no dynamic file: routers and services live in the file provider's file, `<name>.dynamic.yml` beside the static `<name>.yml`".into());
@@ -111,6 +143,24 @@ impl ProxyKind for Traefik {
     fn smoke_config(&self) -> &'static str {
         "traefik/known-good.yml"
     }
+}
+
+/// The dynamic file serving the run's certificate: the `certFile`/`keyFile` it names point at
+/// the run's files, or (when it names none) a `tls.certificates` entry is added.
+fn with_certificate(dynamic: &str, files: &crate::tls::TlsFiles, r: &mut Rewriter) -> Result<String, String> {
+    let cert = Regex::new(r#"(?m)^(\s*(?:-\s*)?certFile:\s*).*$"#).expect("static regex");
+    let key = Regex::new(r#"(?m)^(\s*keyFile:\s*).*$"#).expect("static regex");
+    if cert.is_match(dynamic) {
+        let out = cert.replace_all(dynamic, |c: &Captures| format!("{}\"{}\"", &c[1], files.cert.display())).into_owned();
+        let out = key.replace_all(&out, |c: &Captures| format!("{}\"{}\"", &c[1], files.key.display())).into_owned();
+        r.note("tls certFile/keyFile -> the run's certificate and key".into());
+        return Ok(out);
+    }
+    if Regex::new(r"(?m)^tls:").expect("static regex").is_match(dynamic) {
+        return Err("the dynamic file has a top-level `tls:` without `certFile`: add the certificate there".into());
+    }
+    r.note("tls.certificates: the run's certificate added to the file provider".into());
+    Ok(format!("{dynamic}\n# [proxy-suite] the run's certificate\ntls:\n  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n", files.cert.display(), files.key.display()))
 }
 
 #[cfg(test)]
