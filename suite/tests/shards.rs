@@ -55,7 +55,7 @@ fn grades(doc: &Value) -> BTreeMap<String, BTreeMap<String, String>> {
         .unwrap()
         .iter()
         .map(|r| {
-            let key = format!("{} {} {}", r["proxy"]["name"].as_str().unwrap(), r["config"].as_str().unwrap(), r["profile"].as_str().unwrap());
+            let key = format!("{} {} {} {}", r["proxy"]["name"].as_str().unwrap(), r["config"].as_str().unwrap(), r["profile"].as_str().unwrap(), r["transport"].as_str().unwrap_or("h1"));
             let mut cells: BTreeMap<String, String> =
                 r["checks"].as_array().unwrap().iter().map(|c| (c["id"].as_str().unwrap().to_string(), c["grade"].as_str().unwrap().to_string())).collect();
             if let Some(kind) = r["setup_error"]["kind"].as_str() {
