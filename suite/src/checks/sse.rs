@@ -123,10 +123,12 @@ pub(crate) fn tick_plan() -> Value {
 const TOGETHER_US: u64 = INTERVAL_MS * 1000 / 10;
 /// A tick held this long (two tick intervals) waited while later ticks were emitted.
 const HELD_MS: f64 = 2.0 * INTERVAL_MS as f64;
-/// Batches a route needs before it is graded batched: one stall of a loaded machine can bunch
-/// ticks once; a proxy that batches on a timer does it every period (at least twice in the two
-/// seconds of ticks for any period under the 1 s budget).
-const BATCHES_TO_WARN: usize = 2;
+/// Batches a route needs before it is graded batched: a stall of a loaded machine bunches ticks
+/// once or twice in a row (measured: the first four ticks of an Apache stream as #0+#1, #2+#3
+/// while 186 runs shared two cores); a proxy that batches on a timer does it every period, at
+/// least three times in the two seconds of ticks for any period up to 900 ms (a 500 ms timer:
+/// four batches).
+const BATCHES_TO_WARN: usize = 3;
 /// The guide's failure sign for ticks that arrive on time but bunched.
 pub const BATCH_SIGN: &str = "SSE events arrive in batches instead of real-time";
 
@@ -497,5 +499,22 @@ mod tests {
         }));
         assert_eq!(found.len(), 1);
         assert!(found.len() < BATCHES_TO_WARN);
+    }
+
+    #[test]
+    fn two_stalls_at_the_start_are_not_a_timer() {
+        // As measured on a loaded machine: ticks 0+1 and 2+3 arrive together, 400 and 300 ms late.
+        let found = batches(&ticks(|seq, e| match seq {
+            0 | 1 => 1_000_000 + 400_000,
+            2 | 3 => 1_000_000 + 500_000,
+            _ => e + 300,
+        }));
+        assert!(found.len() < BATCHES_TO_WARN, "{found:?}");
+    }
+
+    #[test]
+    fn a_timer_flush_every_900_ms_is_batched() {
+        let found = batches(&ticks(|_, e| (e / 900_000 + 1) * 900_000));
+        assert!(found.len() >= BATCHES_TO_WARN, "{found:?}");
     }
 }
