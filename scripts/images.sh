@@ -257,6 +257,12 @@ in_rootfs() { # cmd...
 make_rootfs() { # sources
   local sources="$1" mirror log="$WORK/debootstrap.log"
   mirror="$(awk '/^URIs:/ { print $2; exit }' <<<"$sources")"
+  if ! command -v debootstrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    # A fresh machine: install it as setup.sh installs the proxies (apt-get update first).
+    run_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$log" 2>&1 &&
+      run_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >>"$log" 2>&1 ||
+      { echo "cannot install debootstrap with apt-get: $(tail -n 2 "$log" | tr '\n' ' ')" >&2; return 1; }
+  fi
   command -v debootstrap >/dev/null 2>&1 || { echo "debootstrap is missing (apt-get install debootstrap)" >&2; return 1; }
   run_root rm -rf "$ROOTFS" "$ROOTFS.partial"
   if ! run_root debootstrap --variant=minbase bookworm "$ROOTFS.partial" "$mirror" >"$log" 2>&1; then
