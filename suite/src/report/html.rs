@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::markdown::{self, mark, Row, Table, SETUP_MARK};
+use super::markdown::profile_label;
 use super::performance::{planned_ticks, sse_paths, PathTicks};
 use super::{Evidence as Kept, MatrixRun};
 use crate::checks::{self, Grade, Outcome};
@@ -49,7 +50,7 @@ struct PageRow {
     /// The row in one line, for the panel of a passing cell.
     label: String,
     config: String,
-    profile: &'static str,
+    profile: String,
     setup: Option<SetupIssue>,
     cells: Vec<Cell>,
 }
@@ -101,7 +102,7 @@ struct ChartCard {
     id: String,
     proxy: String,
     config: String,
-    profile: &'static str,
+    profile: String,
     grade: String,
     mark: &'static str,
     evidence: String,
@@ -405,7 +406,7 @@ fn rows(table: &Table, kept: Kept) -> Page {
                     id: chart_id.clone(),
                     proxy: row.proxy_label(),
                     config: row.run.config.clone(),
-                    profile: row.run.profile.as_str(),
+                    profile: profile_label(row.run),
                     grade: outcome.grade.to_string(),
                     mark: mark(outcome.grade),
                     evidence: id.clone(),
@@ -449,7 +450,7 @@ fn rows(table: &Table, kept: Kept) -> Page {
         let page_row = PageRow {
             label: row.label(),
             config: row.run.config.clone(),
-            profile: row.run.profile.as_str(),
+            profile: profile_label(row.run),
             setup: row.run.setup_error.clone(),
             cells,
         };

@@ -84,6 +84,15 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
                 cell.measurements = summary_measurements(&cell.id, &cell.measurements);
             }
         }
+        // A passing proxy cell draws no chart: its lags (for performance.md) are enough. The
+        // controls keep their sampled ticks, the line every failing cell's chart is drawn against.
+        for cell in run.runs.iter_mut().flat_map(|r| r.checks.iter_mut()).filter(|c| c.grade == Grade::Pass) {
+            for route in cell.measurements.get_mut("paths").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(route) = route.as_object_mut() {
+                    route.remove("ticks");
+                }
+            }
+        }
     }
     run
 }

@@ -77,7 +77,7 @@ impl Row<'_> {
 
     /// The row in one line: `nginx@1.22 1.22.1 · nginx/first-try.conf · openchamber`.
     pub fn label(&self) -> String {
-        let label = format!("{} · {} · {}", self.proxy_label(), self.run.config, self.run.profile.as_str());
+        let label = format!("{} · {} · {}", self.proxy_label(), self.run.config, profile_label(self.run));
         // Plain-HTTP rows read as before transports existed.
         if self.run.transport == crate::tls::Transport::H1 { label } else { format!("{label} · {}", self.run.transport) }
     }
@@ -86,7 +86,7 @@ impl Row<'_> {
 /// How one config did under one profile.
 #[derive(Serialize)]
 pub struct ProfileVerdict {
-    pub profile: &'static str,
+    pub profile: String,
     /// `pass` (every check passes or is skipped), `warn`, `fail` (a fail or an error), `setup`.
     pub grade: &'static str,
     pub mark: &'static str,
@@ -115,8 +115,17 @@ pub struct ProxyVerdict {
     pub known_good: Vec<ConfigVerdict>,
 }
 
+/// The backend profile of a run, with its transport when it is not plain HTTP/1.1
+/// (`openchamber · h2`): the same config runs once per transport it offers.
+pub fn profile_label(run: &RunResult) -> String {
+    match run.transport {
+        crate::tls::Transport::H1 => run.profile.as_str().to_string(),
+        other => format!("{} · {}", run.profile.as_str(), other.as_str()),
+    }
+}
+
 fn profile_verdict(run: &RunResult) -> ProfileVerdict {
-    let profile = run.profile.as_str();
+    let profile = profile_label(run);
     if let Some(issue) = &run.setup_error {
         return ProfileVerdict { profile, grade: "setup", mark: SETUP_MARK, problems: vec![format!("setup error ({})", issue.kind)] };
     }
@@ -286,7 +295,7 @@ struct Note {
 struct MdRow {
     proxy: String,
     config: String,
-    profile: &'static str,
+    profile: String,
     cells: Vec<Cell>,
     negative: bool,
 }
@@ -355,7 +364,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         .map(|row| MdRow {
             proxy: row.proxy_label(),
             config: row.run.config.clone(),
-            profile: row.run.profile.as_str(),
+            profile: profile_label(row.run),
             cells: cells(row, &mut notes),
             negative: row.negative,
         })
