@@ -121,8 +121,12 @@ pub(crate) fn tick_plan() -> Value {
 /// wrote back to back): a tenth of the tick interval, far below the 100 ms between ticks that
 /// are passed one by one.
 const TOGETHER_US: u64 = INTERVAL_MS * 1000 / 10;
-/// A tick held this long (two tick intervals) waited while later ticks were emitted.
-const HELD_MS: f64 = 2.0 * INTERVAL_MS as f64;
+/// A tick held this long (three tick intervals) waited while later ticks were emitted. Not two:
+/// HAProxy without `http-no-delay` holds the oldest tick of each group about 205 ms, and on a
+/// loaded machine the next one crossed 200 ms too (measured in a full matrix run), so a
+/// two-interval rule graded the same config pass or warn by chance. Timers of 500 ms and more
+/// still show (lags 500, 400 ms each period).
+const HELD_MS: f64 = 3.0 * INTERVAL_MS as f64;
 /// Batches a route needs before it is graded batched: a stall of a loaded machine bunches ticks
 /// once or twice in a row (measured: the first four ticks of an Apache stream as #0+#1, #2+#3
 /// while 186 runs shared two cores); a proxy that batches on a timer does it every period, at
@@ -480,7 +484,7 @@ mod tests {
     #[test]
     fn a_200_ms_cork_holds_one_tick_at_a_time() {
         // As HAProxy's first-try measured: deliveries of three ticks lagging ~205, ~105, ~6 ms;
-        // only the oldest was held over two intervals.
+        // none was held over three intervals.
         let found = batches(&ticks(|seq, e| {
             e + [205_000, 105_000, 6_000][seq as usize % 3]
         }));
@@ -497,7 +501,7 @@ mod tests {
                 e + 300
             }
         }));
-        assert_eq!(found.len(), 1);
+        assert!(found.len() <= 1, "{found:?}");
         assert!(found.len() < BATCHES_TO_WARN);
     }
 
