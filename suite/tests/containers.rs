@@ -63,7 +63,8 @@ fn explained(check: &str, native: Grade, docker: &suite::checks::Outcome) -> Opt
     // Docker publishes a port through its userland proxy (docker-proxy): a connection to
     // 127.0.0.1:<published> reaches the container from the network's gateway, so the proxy
     // forwards that address as the client's. Users see the same (X-Forwarded-For 172.x.0.1).
-    let gateway_as_client = docker.actual.contains("is not the client 127.0.0.1") || docker.actual.contains("does not end with the client 127.0.0.1");
+    let client = suite::checks::CLIENT_IP;
+    let gateway_as_client = docker.actual.contains(&format!("is not the client {client}")) || docker.actual.contains(&format!("does not end with the client {client}"));
     (check == "headers.forwarded" && native != Grade::Fail && docker.grade != Grade::Pass && gateway_as_client)
         .then_some("the published port goes through docker-proxy: the proxy sees the network's gateway as the client")
 }
