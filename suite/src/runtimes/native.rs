@@ -445,21 +445,24 @@ fn wait_ready(instance: &mut NativeInstance, bound: Duration) -> Result<(), Stri
 
 /// One plain HTTP/1.1 request; returns the response head.
 pub(super) fn probe(addr: SocketAddr, host: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    write!(stream, "GET /api/mock/request HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    request_head(&mut stream, host).map_err(|e| e.to_string())
+}
+
+/// Sends the readiness request on `stream` and reads the response head.
+fn request_head(stream: &mut (impl std::io::Read + std::io::Write), host: &str) -> Result<String, std::io::Error> {
+    write!(stream, "GET /api/mock/request HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(e.to_string()),
+        match stream.read(&mut chunk)? {
+            0 => break,
+            n => buf.extend_from_slice(&chunk[..n]),
         }
     }
     if buf.is_empty() {
-        return Err("connection closed without an answer".into());
+        return Err(std::io::Error::other("connection closed without an answer"));
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
@@ -467,7 +470,6 @@ pub(super) fn probe(addr: SocketAddr, host: &str) -> Result<String, String> {
 /// One HTTP/1.1 request over TLS, as a browser sends it (SNI and Host the site's name, the
 /// run's authority trusted alone); returns the response head.
 fn probe_tls(tls: &TlsEndpoint, host: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
     let config = Trust { ca_pem: tls.files.ca_pem.clone() }.client_config(&[b"http/1.1"])?;
     let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host} is not a server name: {e}"))?;
     let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
@@ -475,20 +477,7 @@ fn probe_tls(tls: &TlsEndpoint, host: &str) -> Result<String, String> {
     tcp.set_read_timeout(Some(Duration::from_secs(2))).ok();
     tcp.set_write_timeout(Some(Duration::from_secs(2))).ok();
     let mut stream = rustls::StreamOwned::new(conn, tcp);
-    write!(stream, "GET /api/mock/request HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| format!("TLS: {e}"))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("TLS: {e}")),
-        }
-    }
-    if buf.is_empty() {
-        return Err("TLS connection closed without an answer".into());
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    request_head(&mut stream, host).map_err(|e| format!("TLS: {e}"))
 }
 
 /// Last lines of every `*.log` in the prefix's `logs/`.
