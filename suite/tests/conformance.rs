@@ -146,6 +146,11 @@ async fn every_proxy_config_and_profile_graded_as_expected() {
         problems.extend(stale_files(&run.runs, &configs));
     }
 
+    // Said before the snapshots, which stop at the first difference: a grade that changed is
+    // listed here with what was measured (a snapshot holds grades only).
+    if !problems.is_empty() {
+        eprintln!("{} problems:\n{}", problems.len(), problems.join("\n"));
+    }
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path("snapshots");
     settings.set_prepend_module_to_snapshot(false);

@@ -1,5 +1,5 @@
 //! The report writers on a small hand-built matrix run: every file is written, the JSON is the
-//! schema-2 contract (one cell per line, summary evidence for passing cells), every non-pass cell has its note, the HTML page needs no network and
+//! schema-3 contract (one cell per line, summary evidence for passing cells), every non-pass cell has its note, the HTML page needs no network and
 //! escapes evidence text, the performance figures compare each proxy with the control.
 
 use std::path::Path;
@@ -140,11 +140,11 @@ fn every_file_is_written_and_nothing_else() {
 }
 
 #[test]
-fn json_is_the_schema_2_contract() {
+fn json_is_the_schema_3_contract() {
     let (dir, m) = written();
     let text = read(dir.path(), "matrix.json");
     let doc: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(doc["schema"], 2);
+    assert_eq!(doc["schema"], 3);
     assert_eq!(doc["evidence"], "summary");
     assert_eq!(doc["shard"], Value::Null);
     // One cell per line: every cell's line parses on its own (without the separating comma).
@@ -175,7 +175,11 @@ fn json_is_the_schema_2_contract() {
     let cell = &doc["runs"][0]["checks"][1];
     assert_eq!(cell["id"], "sse.stream");
     assert_eq!(cell["grade"], "fail");
-    assert_eq!(cell["sign"], checks::info("sse.stream").unwrap().sign);
+    // The catalogue's sign and the shared Expected are said once in the document, not per cell,
+    // and read back into every cell.
+    assert!(cell.get("sign").is_none() && cell.get("expected").is_none(), "{cell}");
+    let key = format!("sse.stream {} h1", doc["runs"][0]["profile"].as_str().unwrap());
+    assert!(doc["expected"][&key].is_string(), "no {key} in {}", doc["expected"]);
     assert!(cell["actual"].as_str().unwrap().contains(SCRIPT));
     assert_eq!(cell["measurements"]["paths"][0]["ticks"].as_array().unwrap().len(), 20);
     assert_eq!(doc["runs"][2]["setup_error"]["kind"], "invalid-config");
@@ -185,6 +189,13 @@ fn json_is_the_schema_2_contract() {
     assert!(cell.get("elapsed_ms").is_none());
     let back = report::json::read_matrix(&text).unwrap();
     assert_eq!(back.run.runs[0].checks[1].elapsed_ms, 42);
+    assert_eq!(back.run.runs[0].checks[1].sign, checks::info("sse.stream").unwrap().sign);
+    let published = report::json::with_evidence(&m, report::Evidence::Summary);
+    for (read, written) in back.run.runs.iter().zip(&published.runs) {
+        for (a, b) in read.checks.iter().zip(&written.checks) {
+            assert_eq!((&a.expected, &a.sign, &a.fix, &a.actual), (&b.expected, &b.sign, &b.fix, &b.actual), "{} {}", written.config, b.id);
+        }
+    }
 }
 
 #[test]
@@ -230,7 +241,7 @@ fn markdown_has_a_note_for_every_non_pass_cell() {
 
 #[test]
 fn html_is_self_contained_and_escapes_evidence() {
-    let (dir, _) = written();
+    let (dir, m) = written();
     let html = read(dir.path(), "index.html");
     let external = Regex::new(r#"(?i)(src|href|action)\s*=\s*["']?\s*(https?:)?//|url\(\s*["']?(https?:)?//|@import"#).unwrap();
     assert!(external.find(&html).is_none(), "external reference: {:?}", external.find(&html));
@@ -242,9 +253,12 @@ fn html_is_self_contained_and_escapes_evidence() {
     let id = Regex::new(r##"<a class="cell g-fail" href="#(ev-\d+-\d+)""##).unwrap().captures(&html).expect("fail cell")[1].to_string();
     let section = &html[html.find(&format!("<section class=\"evidence\" id=\"{id}\"")).expect("evidence section")..];
     let section = &section[..section.find("</section>").unwrap()];
-    for part in ["what sse.stream requires", "15 late", "\"emitted_at_us\"", "<svg class=\"chart\""] {
+    // Long measurements are in matrix.json; the page says so (all of them with full evidence).
+    for part in ["what sse.stream requires", "15 late", "bytes of measurements: this cell in matrix.json", "<svg class=\"chart\""] {
         assert!(section.contains(part), "evidence lacks {part:?}");
     }
+    let full = report::html::render_with(&m, report::Evidence::Full).unwrap();
+    assert!(full.contains("\"emitted_at_us\""), "full evidence shows every measurement");
     assert!(section.contains(&minijinja::HtmlEscape(sse.sign).to_string()));
     // The chart, drawn once in the overview: the control's ticks and the proxy's, 40 each.
     let chart = Regex::new(r##"<use href="#(chart-\d+-\d+)"/>"##).unwrap().captures(section).expect("chart reference")[1].to_string();
@@ -437,7 +451,7 @@ fn merge_joins_shards_and_refuses_what_is_not_one_matrix() {
     assert!(err.contains("idle"), "{err}");
     // Another schema.
     let e = dir.path().join("e.json");
-    let old = std::fs::read_to_string(b.join("matrix.json")).unwrap().replacen("\"schema\":2", "\"schema\":1", 1);
+    let old = std::fs::read_to_string(b.join("matrix.json")).unwrap().replacen("\"schema\":3", "\"schema\":1", 1);
     std::fs::write(&e, old).unwrap();
     let err = merge::merge(inputs(&[&a, &e]), false).err().unwrap();
     assert!(err.contains("schema"), "{err}");

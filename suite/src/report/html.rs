@@ -12,6 +12,8 @@
 //! Rendered from `templates/index.html` with HTML auto-escaping; this module only computes what
 //! the template shows (labels, evidence text, chart coordinates).
 
+use std::collections::BTreeMap;
+
 use minijinja::{context, AutoEscape, Environment};
 use serde::Serialize;
 use serde_json::Value;
@@ -19,7 +21,7 @@ use serde_json::Value;
 use super::markdown::{self, mark, Row, Table, SETUP_MARK};
 use super::markdown::profile_label;
 use super::performance::{planned_ticks, sse_paths, PathTicks};
-use super::{Evidence as Kept, MatrixRun};
+use super::{json, Evidence as Kept, MatrixRun};
 use crate::checks::{self, Grade, Outcome};
 use crate::run::{RunResult, SetupIssue};
 
@@ -49,6 +51,9 @@ struct Group {
 struct PageRow {
     /// The row in one line, for the panel of a passing cell.
     label: String,
+    /// Profile and transport: with a column's check id and the grade, the key of the `actual`
+    /// table of `matrix.json`.
+    key: String,
     config: String,
     profile: String,
     setup: Option<SetupIssue>,
@@ -62,7 +67,8 @@ struct Cell {
     mark: &'static str,
     /// The evidence section the cell opens.
     evidence: Option<String>,
-    /// One line for the tooltip.
+    /// One line for the tooltip; empty for a pass whose Actual is the usual one (the page's
+    /// script shows that one).
     actual: String,
     /// A pass through a proxy: no section of its own; the page's script shows the check, the
     /// row, `actual` and `took_ms` in one shared panel.
@@ -71,7 +77,6 @@ struct Cell {
 
 #[derive(Serialize)]
 struct Brief {
-    check: String,
     took_ms: u64,
 }
 
@@ -385,7 +390,7 @@ struct Page {
 }
 
 /// The page's rows grouped by proxy, the evidence of every cell, and the SSE charts.
-fn rows(table: &Table, kept: Kept) -> Page {
+fn rows(table: &Table, kept: Kept, usual: &BTreeMap<String, String>) -> Page {
     let (mut evidence, mut cards) = (Vec::new(), Vec::new());
     let (mut groups, mut negative) = (Vec::<Group>::new(), Vec::<Group>::new());
     for (r, row) in table.rows.iter().enumerate() {
@@ -415,12 +420,13 @@ fn rows(table: &Table, kept: Kept) -> Page {
                 chart_id
             });
             if brief {
+                let usual = usual.get(&json::actual_key(outcome, row.run));
                 cells.push(Cell {
                     grade: outcome.grade.to_string(),
                     mark: mark(outcome.grade),
                     evidence: None,
-                    actual: outcome.actual.clone(),
-                    brief: Some(Brief { check: outcome.id.clone(), took_ms: outcome.elapsed_ms }),
+                    actual: if usual == Some(&outcome.actual) { String::new() } else { outcome.actual.clone() },
+                    brief: Some(Brief { took_ms: outcome.elapsed_ms }),
                 });
                 continue;
             }
@@ -428,7 +434,8 @@ fn rows(table: &Table, kept: Kept) -> Page {
                 grade: outcome.grade.to_string(),
                 mark: mark(outcome.grade),
                 evidence: Some(id.clone()),
-                actual: outcome.actual.clone(),
+                // The whole Actual is in the evidence the cell opens; the tooltip is a glance.
+                actual: cut(&outcome.actual, TOOLTIP_CHARS),
                 brief: None,
             });
             evidence.push(Evidence {
@@ -443,12 +450,13 @@ fn rows(table: &Table, kept: Kept) -> Page {
                 sign: outcome.sign.clone(),
                 fix: outcome.fix.clone(),
                 elapsed_ms: outcome.elapsed_ms,
-                measurements: (!outcome.measurements.is_null()).then(|| text_content(&pretty_json(&outcome.measurements))),
+                measurements: (!outcome.measurements.is_null()).then(|| text_content(&page_measurements(&outcome.measurements, kept))),
                 chart: chart_id,
             });
         }
         let page_row = PageRow {
             label: row.label(),
+            key: format!("{} {}", row.run.profile, row.run.transport),
             config: row.run.config.clone(),
             profile: profile_label(row.run),
             setup: row.run.setup_error.clone(),
@@ -462,6 +470,30 @@ fn rows(table: &Table, kept: Kept) -> Page {
         }
     }
     Page { groups, negative, evidence, cards }
+}
+
+/// Characters of a non-pass cell's Actual shown in its tooltip.
+const TOOLTIP_CHARS: usize = 160;
+/// Longest measurements the published page shows inline; longer ones are in `matrix.json`
+/// (the page is for reading the verdicts and the charts, the JSON for tools and debugging).
+const PAGE_MEASUREMENTS_CHARS: usize = 600;
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// A cell's measurements as the page shows them: whole with `--full-evidence` or when short,
+/// else where to find them.
+fn page_measurements(m: &Value, kept: Kept) -> String {
+    let text = pretty_json(m);
+    if kept == Kept::Full || text.chars().count() <= PAGE_MEASUREMENTS_CHARS {
+        return text;
+    }
+    format!("{} bytes of measurements: this cell in matrix.json (or the whole page with --full-evidence)", text.len())
 }
 
 /// Escapes like minijinja's HTML auto-escape but for `/`, which needs no escaping in HTML and
@@ -520,7 +552,9 @@ pub fn render_with(matrix: &MatrixRun, kept: Kept) -> Result<String, minijinja::
             }
         })
         .collect();
-    let page = rows(&table, kept);
+    // Only passes are shown from the table (other cells have their own evidence section).
+    let usual: BTreeMap<String, String> = json::actual_table(matrix).into_iter().filter(|(k, _)| k.ends_with(" pass")).collect();
+    let page = rows(&table, kept, &usual);
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);
     env.set_formatter(formatter);
@@ -542,6 +576,7 @@ pub fn render_with(matrix: &MatrixRun, kept: Kept) -> Result<String, minijinja::
         chart_size => [CHART_W, CHART_H],
         evidence => page.evidence,
         charts => page.cards,
+        usual => serde_json::to_string(&usual).unwrap_or_default().replace("</", "<\\/"),
     })
 }
 

@@ -4,7 +4,7 @@
 //! with `"schema": 1` (schema 2 only added fields to a run). `results/matrix.json` is
 //! [`matrix_text`]:
 //!
-//! - `schema`: `2`; bumped on any incompatible change (fields may be added within a schema).
+//! - `schema`: `3`; bumped on any incompatible change (fields may be added within a schema).
 //! - `generated_at`: UTC start of the run that produced the document, RFC 3339 (the start, not
 //!   the time of writing, so the same run always gives the same document; a merge of shards
 //!   takes the earliest start).
@@ -18,6 +18,10 @@
 //! - `proxies`: every proxy of the catalogue, `{name, version, source, runs_on, missing}`:
 //!   the exact version and source that ran, or (`missing`) why it did not, with an install hint.
 //! - `checks`: the catalogue in order, `{id, requirement, sign, fix, long, ...}`.
+//! - `expected`: `{"<check id> <profile> <transport>": text}`, the Expected most cells of that
+//!   check, profile and transport share; a cell whose Expected is that text leaves it out.
+//! - `actual`: `{"<check id> <profile> <transport> <grade>": text}`, the same for the Actual;
+//!   a cell whose Actual is that text leaves it out.
 //! - `direct`: the control (the checks against the mock itself), one run per profile.
 //! - `runs`: every proxy x config x profile, ordered by proxy (catalogue order), config id and
 //!   profile. A run (also in `direct`) is `{proxy: {name, version, source}, config, profile,
@@ -26,7 +30,10 @@
 //!   `direct`), `negative_control` the checks a negative control is built to fail;
 //!   `setup_error` (`{kind, message}`, kind `missing`, `invalid-config`, `not-ready` or
 //!   `error`) means the run has no grades and is not a result; each of `checks` (one cell of
-//!   the matrix) is `{id, grade, expected, actual, sign, fix, measurements}` (its time is in
+//!   the matrix) is `{id, grade, expected, actual, sign, fix, measurements}`, where `expected`
+//!   is left out when it is the `expected` table's, `actual` when it is the `actual` table's,
+//!   and `sign` and `fix` when they are the
+//!   catalogue's for a `warn` or `fail` or empty for another grade (its time is in
 //!   the run's `check_ms`, `{id: ms}`, so that a cell's line changes only with what it
 //!   measured), with
 //!   `grade` one of `pass`, `warn`, `fail`, `skip`, `error` (the check itself broke: counted as
@@ -36,10 +43,17 @@
 //! per line, so a republish without a change in behaviour differs only in the lines that carry
 //! the date, versions and timings.
 //!
+//! Changes from schema 2: the `expected` and `actual` tables and the cells' left-out fields above; published
+//! (summary) evidence of a cell that is not a pass drops what changes on every run whatever the
+//! proxy does and cuts long strings ([`published_measurements`]); rewrites show the run's
+//! prefix and ports as `<prefix>` and `<port>`. Schemas 1 and 2 are still read.
+//!
 //! Changes from schema 1: `evidence`, `shard`, `role` and `negative_control` added; passing
 //! cells keep summary measurements unless `evidence` is `full`; a cell's `elapsed_ms` moved to
 //! its run's `check_ms`; runs in a fixed order; the line layout above (schema 1 was indented
 //! JSON). `check --json` keeps schema 1: a run with `elapsed_ms` in each cell.
+
+use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
@@ -49,7 +63,7 @@ use crate::run::RunResult;
 use mock_server::Profile;
 
 /// Schema of `matrix.json`, bumped on any incompatible change.
-pub const SCHEMA: u32 = 2;
+pub const SCHEMA: u32 = 3;
 
 /// Schema of `check --json`, bumped on any incompatible change.
 pub const CHECK_SCHEMA: u32 = 1;
@@ -83,6 +97,16 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
             if cell.grade == Grade::Pass {
                 cell.measurements = summary_measurements(&cell.id, &cell.measurements);
             }
+        }
+        // A cell that is not a pass keeps its evidence, less what changes on every run without
+        // saying anything (dates, socket keys, ephemeral ports) and what no report reads.
+        for cell in run.direct.iter_mut().chain(run.runs.iter_mut()).flat_map(|r| r.checks.iter_mut()) {
+            if cell.grade != Grade::Pass {
+                cell.measurements = published_measurements(&cell.id, &cell.measurements);
+            }
+        }
+        for r in run.direct.iter_mut().chain(run.runs.iter_mut()) {
+            r.rewrites = r.rewrites.iter().map(|w| stable_rewrite(w)).collect();
         }
         // A passing proxy cell draws no chart: its lags (for performance.md) are enough. The
         // controls keep their sampled ticks, the line every failing cell's chart is drawn against.
@@ -130,6 +154,59 @@ pub fn summary_measurements(id: &str, m: &Value) -> Value {
     out
 }
 
+/// Longest string a published cell keeps whole; a response body or an error chain beyond it is
+/// cut (`--full-evidence` keeps it).
+const PUBLISHED_TEXT: usize = 96;
+
+/// Evidence of a cell that is not a pass, as published: every field kept, except headers and
+/// fields that differ on every run whatever the proxy does (`date`, the WebSocket key and
+/// accept, the client's ephemeral `peer` port), per-tick stamps outside `sse.stream` (only its
+/// chart reads them; `lag_us` stays), and long strings cut to [`PUBLISHED_TEXT`]. Idempotent.
+pub fn published_measurements(id: &str, m: &Value) -> Value {
+    fn volatile_header(pair: &Value) -> bool {
+        let name = pair.get(0).and_then(Value::as_str).unwrap_or_default();
+        ["date", "sec-websocket-key", "sec-websocket-accept"].iter().any(|v| name.eq_ignore_ascii_case(v))
+    }
+    fn walk(v: &Value, keep_ticks: bool) -> Value {
+        match v {
+            Value::String(text) if text.chars().count() > PUBLISHED_TEXT => {
+                let cut: String = text.chars().take(PUBLISHED_TEXT).collect();
+                Value::String(format!("{cut}… ({} bytes in all)", text.len()))
+            }
+            Value::Array(items) => Value::Array(
+                items.iter().filter(|item| !volatile_header(item)).map(|item| walk(item, keep_ticks)).collect(),
+            ),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "peer")
+                    .filter(|(k, _)| keep_ticks || k.as_str() != "ticks" || !fields.contains_key("lag_us"))
+                    .map(|(k, v)| (k.clone(), walk(v, keep_ticks)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    walk(m, id == "sse.stream")
+}
+
+/// A rewrite as published: the run's own temporary prefix and the ports it was given are the
+/// same placeholders on every run, so a republish changes a rewrite only when the rewrite does.
+pub fn stable_rewrite(rewrite: &str) -> String {
+    static PREFIX: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"/[^\s]*?/proxy-suite-[^/\s]+").expect("valid regex"));
+    static PORT: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"(127\.0\.0\.1|\[::1\]|localhost):\d{4,5}\b").expect("valid regex"));
+    // Only what the suite chose (right of the arrow); the config's own side stays as written.
+    match rewrite.split_once(" -> ") {
+        Some((from, to)) => {
+            let to = PREFIX.replace_all(to, "<prefix>");
+            format!("{from} -> {}", PORT.replace_all(&to, "$1:<port>"))
+        }
+        None => rewrite.to_string(),
+    }
+}
+
 /// At most `n` items spread evenly, the first and the last included.
 fn sample(items: &[Value], n: usize) -> Vec<Value> {
     if items.len() <= n || n < 2 {
@@ -156,19 +233,105 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
     let entry = |v: Result<String, serde_json::Error>| v.unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
     fields.push(format!("\"proxies\":{}", list(run.proxies.iter().map(|p| entry(serde_json::to_string(p))).collect())));
     fields.push(format!("\"checks\":{}", list(checks::catalogue().iter().map(|c| entry(serde_json::to_string(c))).collect())));
-    fields.push(format!("\"direct\":{}", list(run.direct.iter().map(run_text).collect())));
-    fields.push(format!("\"runs\":{}", list(run.runs.iter().map(run_text).collect())));
+    let tables = Tables { expected: expected_table(run), actual: actual_table(run) };
+    let object = |table: &BTreeMap<String, String>| {
+        let entries = table.iter().map(|(key, text)| format!("{}:{}", json!(key), json!(text))).collect::<Vec<_>>();
+        format!("{{\n{}\n}}", entries.join(",\n"))
+    };
+    fields.push(format!("\"expected\":{}", object(&tables.expected)));
+    fields.push(format!("\"actual\":{}", object(&tables.actual)));
+    fields.push(format!("\"direct\":{}", list(run.direct.iter().map(|r| run_text(r, &tables)).collect())));
+    fields.push(format!("\"runs\":{}", list(run.runs.iter().map(|r| run_text(r, &tables)).collect())));
     format!("{{{}}}\n", fields.join(",\n"))
 }
 
-/// One run: its header on one line, then one cell per line.
-fn run_text(result: &RunResult) -> String {
+/// What cells leave out because the document says it once (see [`run_text`]).
+struct Tables {
+    expected: BTreeMap<String, String>,
+    actual: BTreeMap<String, String>,
+}
+
+/// The key of a cell's Expected in the document's `expected` table: the same check, profile and
+/// transport ask the same of every proxy.
+pub(crate) fn expected_key(id: &str, profile: Profile, transport: crate::tls::Transport) -> String {
+    format!("{id} {profile} {transport}")
+}
+
+/// Per check, profile and transport, the Expected most cells share (the first in text order on
+/// a tie, so the table is the same for the same cells).
+fn expected_table(run: &MatrixRun) -> BTreeMap<String, String> {
+    usual_text(run, |c, r| expected_key(&c.id, r.profile, r.transport), |c| &c.expected)
+}
+
+/// Per check, profile, transport and grade, the Actual most cells share: what a pass measured
+/// when no number in it changes from run to run, the reason of a skip.
+pub(crate) fn actual_table(run: &MatrixRun) -> BTreeMap<String, String> {
+    usual_text(run, |c, r| actual_key(c, r), |c| &c.actual)
+}
+
+/// The key of a cell's Actual in the `actual` table.
+pub(crate) fn actual_key(c: &Outcome, run: &RunResult) -> String {
+    format!("{} {}", expected_key(&c.id, run.profile, run.transport), c.grade)
+}
+
+/// Per `key` of a cell, the `text` most cells share.
+fn usual_text(run: &MatrixRun, key: impl Fn(&Outcome, &RunResult) -> String, text: impl Fn(&Outcome) -> &String) -> BTreeMap<String, String> {
+    let mut counts: BTreeMap<String, BTreeMap<&str, usize>> = BTreeMap::new();
+    for r in run.direct.iter().chain(&run.runs) {
+        for c in &r.checks {
+            *counts.entry(key(c, r)).or_default().entry(text(c).as_str()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .filter_map(|(key, texts)| {
+            // A text no other cell shares stays in its cell: the table would only add a line.
+            let best = texts.iter().filter(|(_, n)| **n >= 2).max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))?;
+            Some((key, best.0.to_string())).filter(|(_, text)| !text.is_empty())
+        })
+        .collect()
+}
+
+/// The Failure sign and Fix a cell has unless it says otherwise: the catalogue's for a `warn`
+/// or `fail`, none for the other grades.
+fn default_sign_and_fix<'a>(catalogue: &'a [Value], id: &str, grade: Grade) -> (&'a str, &'a str) {
+    if !matches!(grade, Grade::Warn | Grade::Fail) {
+        return ("", "");
+    }
+    let entry = catalogue.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(id));
+    let text = |k: &str| entry.and_then(|c| c.get(k)).and_then(Value::as_str).unwrap_or_default();
+    (text("sign"), text("fix"))
+}
+
+fn catalogue_values() -> Vec<Value> {
+    checks::catalogue().iter().filter_map(|c| serde_json::to_value(c).ok()).collect()
+}
+
+/// One run: its header on one line, then one cell per line. A cell leaves out what the document
+/// already says: its Expected when it is the `expected` table's, its sign and fix when they are
+/// the catalogue's.
+fn run_text(result: &RunResult, tables: &Tables) -> String {
+    let catalogue = catalogue_values();
     // Every cell's time on the header line: a cell's line changes only when what it measured
     // does, not on every republish.
     let cells: Vec<String> = result
         .checks
         .iter()
-        .map(|c| ordered(&cell_fields(c).into_iter().filter(|(k, _)| *k != "elapsed_ms").collect::<Vec<_>>()))
+        .map(|c| {
+            let key = expected_key(&c.id, result.profile, result.transport);
+            let shared = tables.expected.get(&key).map(String::as_str).unwrap_or_default();
+            let usual = tables.actual.get(&actual_key(c, result)).map(String::as_str);
+            let (sign, fix) = default_sign_and_fix(&catalogue, &c.id, c.grade);
+            let said = |k: &str, v: &Value| match k {
+                "elapsed_ms" => false,
+                "expected" => v.as_str() != Some(shared),
+                "actual" => usual.is_none() || v.as_str() != usual,
+                "sign" => v.as_str() != Some(sign),
+                "fix" => v.as_str() != Some(fix),
+                _ => true,
+            };
+            ordered(&cell_fields(c).into_iter().filter(|(k, v)| said(k, v)).collect::<Vec<_>>())
+        })
         .collect();
     let mut header = run_fields(result);
     let times: Map<String, Value> = result.checks.iter().map(|c| (c.id.clone(), json!(c.elapsed_ms))).collect();
@@ -239,12 +402,26 @@ pub struct Document {
 pub fn read_matrix(text: &str) -> Result<Document, String> {
     let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let schema = doc.get("schema").and_then(Value::as_u64).ok_or("no `schema` field: not a matrix.json")? as u32;
-    if schema != 1 && schema != SCHEMA {
-        return Err(format!("schema {schema}, this proxy-suite reads schema 1 and {SCHEMA}"));
+    if !(1..=SCHEMA).contains(&schema) {
+        return Err(format!("schema {schema}, this proxy-suite reads schemas 1 to {SCHEMA}"));
     }
     let parse = |k: &str| doc.get(k).cloned().ok_or_else(|| format!("no `{k}` field"));
+    // What cells leave out (schema 3): the document's own catalogue and Expected table.
+    let catalogue = doc.get("checks").and_then(Value::as_array).cloned().unwrap_or_else(catalogue_values);
+    let table = |k: &str| -> Result<BTreeMap<String, String>, String> {
+        match doc.get(k) {
+            Some(t) => serde_json::from_value(t.clone()).map_err(|e| format!("`{k}`: {e}")),
+            None => Ok(BTreeMap::new()),
+        }
+    };
+    let tables = Tables { expected: table("expected")?, actual: table("actual")? };
     let runs = |k: &str| -> Result<Vec<RunResult>, String> {
-        parse(k)?.as_array().ok_or_else(|| format!("`{k}` is not a list"))?.iter().map(run_from_value).collect()
+        parse(k)?
+            .as_array()
+            .ok_or_else(|| format!("`{k}` is not a list"))?
+            .iter()
+            .map(|v| run_from_value(v, &catalogue, &tables))
+            .collect()
     };
     let evidence = match doc.get("evidence") {
         Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("`evidence`: {e}"))?,
@@ -267,26 +444,44 @@ pub fn read_matrix(text: &str) -> Result<Document, String> {
     Ok(Document { schema, evidence, run })
 }
 
-/// One run of `direct` or `runs` back into a [`RunResult`].
-fn run_from_value(v: &Value) -> Result<RunResult, String> {
+/// One run of `direct` or `runs` back into a [`RunResult`], each cell completed with what it
+/// left out (see [`run_text`]).
+fn run_from_value(v: &Value, catalogue: &[Value], tables: &Tables) -> Result<RunResult, String> {
     let label = format!("{} {}", v.pointer("/proxy/name").unwrap_or(&Value::Null), v.get("config").unwrap_or(&Value::Null));
     let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
     let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
     let or_default = |k: &str| v.get(k).filter(|x| !x.is_null()).cloned();
     let fail = |k: &str, e: serde_json::Error| format!("run {label}: `{k}`: {e}");
+    let profile: Profile = serde_json::from_value(field("profile")).map_err(|e| fail("profile", e))?;
+    let transport: crate::tls::Transport =
+        or_default("transport").map(serde_json::from_value).transpose().map_err(|e| fail("transport", e))?.unwrap_or_default();
+    let mut cells = with_times(field("checks"), v.get("check_ms"));
+    for cell in cells.as_array_mut().into_iter().flatten() {
+        let id = cell.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let grade: Grade = serde_json::from_value(cell.get("grade").cloned().unwrap_or(Value::Null)).map_err(|e| fail("grade", e))?;
+        let (sign, fix) = default_sign_and_fix(catalogue, &id, grade);
+        let key = expected_key(&id, profile, transport);
+        let shared = tables.expected.get(&key).cloned().unwrap_or_default();
+        let usual = tables.actual.get(&format!("{key} {grade}")).cloned().unwrap_or_default();
+        for (k, default) in [("expected", shared.as_str()), ("actual", usual.as_str()), ("sign", sign), ("fix", fix)] {
+            if cell.get(k).is_none() {
+                cell[k] = json!(default);
+            }
+        }
+    }
     Ok(RunResult {
         proxy: text("/proxy/name").ok_or_else(|| format!("run {label}: no proxy name"))?,
         version: text("/proxy/version"),
         source: text("/proxy/source").unwrap_or_default(),
         runtime: text("/proxy/runtime").unwrap_or_else(|| "native".into()),
-        transport: or_default("transport").map(serde_json::from_value).transpose().map_err(|e| fail("transport", e))?.unwrap_or_default(),
+        transport,
         config: text("/config").ok_or_else(|| format!("run {label}: no config"))?,
         role: serde_json::from_value(field("role")).map_err(|e| fail("role", e))?,
         negative_control: or_default("negative_control").map(serde_json::from_value).transpose().map_err(|e| fail("negative_control", e))?.unwrap_or_default(),
-        profile: serde_json::from_value(field("profile")).map_err(|e| fail("profile", e))?,
+        profile,
         setup_error: serde_json::from_value(field("setup_error")).map_err(|e| fail("setup_error", e))?,
         rewrites: or_default("rewrites").map(serde_json::from_value).transpose().map_err(|e| fail("rewrites", e))?.unwrap_or_default(),
-        checks: serde_json::from_value(with_times(field("checks"), v.get("check_ms"))).map_err(|e| fail("checks", e))?,
+        checks: serde_json::from_value(cells).map_err(|e| fail("checks", e))?,
         elapsed_ms: v.get("elapsed_ms").and_then(Value::as_u64).unwrap_or(0),
     })
 }
