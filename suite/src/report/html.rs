@@ -402,7 +402,9 @@ fn rows(table: &Table, kept: Kept, usual: &BTreeMap<String, String>) -> Page {
                 continue;
             };
             let id = format!("ev-{r}-{c}");
-            let brief = outcome.grade == Grade::Pass && !row.control && kept == Kept::Summary;
+            // A pass or a skip says all in one line: it shares the page's one panel instead of a
+            // section of its own (a summary page only).
+            let brief = matches!(outcome.grade, Grade::Pass | Grade::Skip) && !row.control && kept == Kept::Summary;
             let direct = control.and_then(|d| d.checks.iter().find(|o| o.id == outcome.id));
             let chart = (outcome.id == "sse.stream" && !brief).then(|| sse_chart(outcome, row.control, direct)).flatten();
             let chart_id = chart.map(|chart| {
@@ -552,8 +554,9 @@ pub fn render_with(matrix: &MatrixRun, kept: Kept) -> Result<String, minijinja::
             }
         })
         .collect();
-    // Only passes are shown from the table (other cells have their own evidence section).
-    let usual: BTreeMap<String, String> = json::actual_table(matrix).into_iter().filter(|(k, _)| k.ends_with(" pass")).collect();
+    // Only passes and skips are shown from the table (other cells have their own section).
+    let usual: BTreeMap<String, String> =
+        json::actual_table(matrix).into_iter().filter(|(k, _)| k.ends_with(" pass") || k.ends_with(" skip")).collect();
     let page = rows(&table, kept, &usual);
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);

@@ -108,12 +108,23 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
         for r in run.direct.iter_mut().chain(run.runs.iter_mut()) {
             r.rewrites = r.rewrites.iter().map(|w| stable_rewrite(w)).collect();
         }
-        // A passing proxy cell draws no chart: its lags (for performance.md) are enough. The
-        // controls keep their sampled ticks, the line every failing cell's chart is drawn against.
-        for cell in run.runs.iter_mut().flat_map(|r| r.checks.iter_mut()).filter(|c| c.grade == Grade::Pass) {
-            for route in cell.measurements.get_mut("paths").and_then(Value::as_array_mut).into_iter().flatten() {
-                if let Some(route) = route.as_object_mut() {
-                    route.remove("ticks");
+        // A passing proxy cell draws no chart: its lags are enough, and only under the profile
+        // performance.md compares. The controls keep their sampled ticks, the line every
+        // failing cell's chart is drawn against.
+        for r in run.runs.iter_mut() {
+            let compared = r.profile == super::performance::PROFILE;
+            for cell in r.checks.iter_mut().filter(|c| c.grade == Grade::Pass) {
+                for route in cell.measurements.get_mut("paths").and_then(Value::as_array_mut).into_iter().flatten() {
+                    if let Some(route) = route.as_object_mut() {
+                        route.remove("ticks");
+                        if !compared {
+                            route.remove("lag_us");
+                            route.remove("echo_rtt_us");
+                        }
+                    }
+                }
+                if let (false, Some(m)) = (compared, cell.measurements.as_object_mut()) {
+                    m.remove("echo_rtt_us");
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::run::RunResult;
 const TEMPLATE: &str = include_str!("../../templates/performance.md.j2");
 
 /// The profile whose runs are compared: the real OpenChamber backend.
-const PROFILE: Profile = Profile::Openchamber;
+pub(crate) const PROFILE: Profile = Profile::Openchamber;
 
 /// The ticks read on one SSE route.
 #[derive(Debug, Clone)]
