@@ -1,5 +1,7 @@
-//! Apache httpd: a site file (`<VirtualHost *:80>`), run inside Debian 12's `apache2.conf` with
-//! the modules the file needs; `<VirtualHost>` moves to the loopback listener.
+//! Apache httpd: a site file (`<VirtualHost *:80>`), run inside a copy of Debian 12's
+//! `/etc/apache2` as the package installs it (apache2.conf, mods-enabled, conf-enabled), with the
+//! modules a proxy site needs enabled as `a2enmod` does; `<VirtualHost>` moves to the loopback
+//! listener.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -7,7 +9,7 @@ use std::path::Path;
 use regex::{Captures, Regex};
 
 use super::{capture, code_of, has_directive, ImageLayout, Mode, ProxyKind, RenderInput, Site, user_code};
-use crate::proxies::render::{fill, read_context, write, Rendered, Rewriter};
+use crate::proxies::render::{write, Rendered, Rewriter};
 
 pub static KIND: Apache = Apache;
 
@@ -78,18 +80,26 @@ impl ProxyKind for Apache {
         let text = listen_re.replace_all(&text, "$1# [proxy-suite] $2").into_owned();
         let server_name = Regex::new(r"(?im)^\s*ServerName\s+(\S+)").expect("static regex");
         let host = server_name.captures(&text).map(|c| c[1].to_string()).unwrap_or_else(|| input.default_host.clone());
-        let site = input.prefix.join("site.conf");
+        let root = input.prefix.join(SERVER_ROOT);
+        let mut modules = vec!["proxy", "proxy_http", "proxy_wstunnel", "headers", "rewrite"];
+        if tls {
+            modules.extend(["ssl", "http2"]);
+        }
+        debian_tree(Path::new(DEBIAN_ETC), &root, &modules)?;
+        let site = root.join("sites-enabled").join("site.conf");
         write(&site, &text)?;
-        let template = read_context(&input.context_root.join("apache/_context/apache2.conf"))?;
-        let vars = minijinja::context! {
-            prefix => input.prefix.display().to_string(),
-            listen => listen.to_string(),
-            tls_listen => tls_listen,
-            site => site.display().to_string(),
-        };
-        let main = input.prefix.join("apache2.conf");
-        write(&main, &fill(&template, &vars)?)?;
-        r.note("wrapped in context apache/_context/apache2.conf".into());
+        let mut ports = format!("# proxy-suite: was `Listen 80` (and `Listen 443` with mod_ssl): the run's addresses\nListen {listen}\n");
+        if let Some(tls_listen) = &tls_listen {
+            ports.push_str(&format!("Listen {tls_listen}\n"));
+        }
+        write(&root.join("ports.conf"), &ports)?;
+        let logs = input.prefix.join("logs");
+        let main = root.join("proxy-suite.conf");
+        write(&main, &envvars(&logs))?;
+        r.note(format!(
+            "wrapped in Debian's {DEBIAN_ETC} (apache2.conf, mods-enabled, conf-enabled as installed; `a2enmod {}`; ports.conf -> the run's Listen; sites-enabled -> the site under test; envvars -> the prefix)",
+            modules.join(" ")
+        ));
         Ok(Site { main, host, admin_port: None, user_files: vec![site] })
     }
 
@@ -102,7 +112,7 @@ impl ProxyKind for Apache {
 
     fn args(&self, mode: Mode, rendered: &Rendered, prefix: &Path) -> Option<Vec<OsString>> {
         let switch = if mode == Mode::Validate { "-t" } else { "-DFOREGROUND" };
-        Some(vec![switch.into(), "-f".into(), rendered.main.clone().into_os_string(), "-d".into(), prefix.as_os_str().to_owned()])
+        Some(vec![switch.into(), "-f".into(), rendered.main.clone().into_os_string(), "-d".into(), prefix.join(SERVER_ROOT).into_os_string()])
     }
 
     fn image(&self) -> ImageLayout {
@@ -131,6 +141,70 @@ impl ProxyKind for Apache {
     fn smoke_config(&self) -> &'static str {
         "apache/known-good.conf"
     }
+}
+
+/// Where Debian's apache2 package installs its configuration: the outer context of every site.
+const DEBIAN_ETC: &str = "/etc/apache2";
+/// The copy of it in a run's prefix (the server root, as /etc/apache2 is Debian's).
+const SERVER_ROOT: &str = "apache2";
+
+/// Copies Debian's configuration tree as installed into `root`: `apache2.conf`, `magic`, and the
+/// modules and confs the package enables (`mods-enabled`, `conf-enabled`, their links followed),
+/// then enables `modules` as `a2enmod` does (with the modules each `.load` says it depends on).
+/// `sites-enabled` starts empty (Debian's 000-default disabled, as `a2dissite` does): the site
+/// under test is the only one.
+fn debian_tree(etc: &Path, root: &Path, modules: &[&str]) -> Result<(), String> {
+    let copy = |from: &Path, to: &Path| {
+        std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("cannot copy {} (Debian's apache2 package): {e}", from.display()))
+    };
+    for dir in ["mods-enabled", "conf-enabled", "sites-enabled"] {
+        std::fs::create_dir_all(root.join(dir)).map_err(|e| format!("cannot create {}: {e}", root.join(dir).display()))?;
+    }
+    for file in ["apache2.conf", "magic"] {
+        copy(&etc.join(file), &root.join(file))?;
+    }
+    for dir in ["mods-enabled", "conf-enabled"] {
+        let entries = std::fs::read_dir(etc.join(dir)).map_err(|e| format!("cannot read {}: {e} (is Debian's apache2 installed?)", etc.join(dir).display()))?;
+        for entry in entries.flatten() {
+            copy(&entry.path(), &root.join(dir).join(entry.file_name()))?;
+        }
+    }
+    let depends = Regex::new(r"(?m)^#\s*Depends:\s*(.+)$").expect("static regex");
+    let mut wanted: Vec<String> = modules.iter().map(|m| m.to_string()).collect();
+    while let Some(module) = wanted.pop() {
+        let load = root.join("mods-enabled").join(format!("{module}.load"));
+        if load.exists() {
+            continue;
+        }
+        let available = etc.join("mods-available");
+        let text = std::fs::read_to_string(available.join(format!("{module}.load")))
+            .map_err(|e| format!("cannot enable module {module}: {}: {e}", available.join(format!("{module}.load")).display()))?;
+        write(&load, &text)?;
+        let conf = available.join(format!("{module}.conf"));
+        if conf.exists() {
+            copy(&conf, &root.join("mods-enabled").join(format!("{module}.conf")))?;
+        }
+        if let Some(c) = depends.captures(&text) {
+            wanted.extend(c[1].split_whitespace().map(String::from));
+        }
+    }
+    Ok(())
+}
+
+/// The run's main file: what `/etc/apache2/envvars` exports (apache2ctl reads it; `apache2 -f`
+/// does not), pointed into the run's prefix, then Debian's `apache2.conf` unchanged.
+fn envvars(logs: &Path) -> String {
+    let logs = logs.display();
+    format!(
+        "# proxy-suite: /etc/apache2/envvars, with the run, lock and log directories in the prefix\n\
+         Define APACHE_RUN_USER www-data\n\
+         Define APACHE_RUN_GROUP www-data\n\
+         Define APACHE_PID_FILE {logs}/apache2.pid\n\
+         Define APACHE_RUN_DIR {logs}\n\
+         Define APACHE_LOCK_DIR {logs}\n\
+         Define APACHE_LOG_DIR {logs}\n\
+         Include apache2.conf\n"
+    )
 }
 
 #[cfg(test)]

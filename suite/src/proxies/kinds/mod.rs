@@ -21,6 +21,28 @@ use super::render::{Rendered, Rewriter};
 
 include!(concat!(env!("OUT_DIR"), "/kinds.rs"));
 
+/// Whether two strings are equal, in a constant.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+// A registry generated in another checkout would compile that checkout's kind files.
+const _: () = assert!(
+    same(GENERATED_FOR, env!("CARGO_MANIFEST_DIR")),
+    "the proxy-kind registry was generated for another checkout (a target dir copied between worktrees): run `cargo clean -p suite`"
+);
+
 /// Whether a command line checks the config or serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
