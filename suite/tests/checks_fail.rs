@@ -40,6 +40,7 @@ fault_cases!(
     body_cap_dorkos,
     round_robin,
     first_only,
+    h2_connection_header,
 );
 
 #[test]
