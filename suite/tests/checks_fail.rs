@@ -41,6 +41,7 @@ fault_cases!(
     round_robin,
     first_only,
     h2_connection_header,
+    h2_idle_reset,
 );
 
 #[test]

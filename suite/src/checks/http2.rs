@@ -42,7 +42,9 @@ pub const CHROME_H2_ERROR: &str = "net::ERR_HTTP2_PROTOCOL_ERROR";
 /// Chrome's error for an HTTP/1.1 chunked body cut before its last chunk.
 pub const CHROME_CHUNKED_ERROR: &str = "net::ERR_INCOMPLETE_CHUNKED_ENCODING";
 
-/// What hyper says of an HTTP/1.1 body whose connection ended before the body did.
+/// What hyper says of an HTTP/1.1 chunked body whose connection ended before its last chunk.
+const H1_CHUNKED_CUT: &str = "unexpected EOF during chunk";
+/// What hyper says of an HTTP/1.1 body whose connection ended before its length was reached.
 const H1_BODY_CUT: &str = "end of file before message length reached";
 
 /// The failure sign of a failed outcome as a browser shows it on `transport`: where the
@@ -60,7 +62,16 @@ pub fn browser_sign(outcome: &Outcome, transport: Transport) -> Option<String> {
             outcome.sign
         ));
     }
-    if transport != Transport::H2 && actual.contains(H1_BODY_CUT) {
+    if transport == Transport::H2 {
+        return None;
+    }
+    if actual.contains(H1_CHUNKED_CUT) {
+        return Some(format!(
+            "{CHROME_CHUNKED_ERROR} in the browser (the proxy closed the connection before the last chunk); {}",
+            outcome.sign
+        ));
+    }
+    if actual.contains(H1_BODY_CUT) {
         return Some(format!(
             "{CHROME_CHUNKED_ERROR} in the browser (net::ERR_CONTENT_LENGTH_MISMATCH for a body with a length: the proxy closed the connection mid-body); {}",
             outcome.sign
@@ -579,6 +590,21 @@ mod tests {
         assert_eq!(frame.fragment().unwrap(), b"abc");
         let short = wire::Frame { payload: vec![9, 1], ..frame };
         assert!(short.fragment().is_err());
+    }
+
+    fn failed(actual: &str) -> Outcome {
+        super::super::sse::SSE_IDLE.outcome(Grade::Fail, "the tick arrives", actual, Value::Null)
+    }
+
+    #[test]
+    fn a_reset_over_h2_and_a_cut_chunked_body_over_h1_name_chromes_errors() {
+        let reset = failed("stream broke: stream error received: unexpected internal error encountered [HTTP/2 RST_STREAM INTERNAL_ERROR (0x2) received from the proxy]");
+        let sign = browser_sign(&reset, Transport::H2).unwrap();
+        assert!(sign.starts_with(CHROME_H2_ERROR) && sign.ends_with(super::super::sse::SSE_IDLE.sign), "{sign}");
+        let cut = failed("stream broke: error reading a body from connection: unexpected EOF during chunk size line");
+        assert!(browser_sign(&cut, Transport::H1Tls).unwrap().starts_with(CHROME_CHUNKED_ERROR));
+        assert!(browser_sign(&cut, Transport::H2).is_none());
+        assert!(browser_sign(&failed("504 Gateway Timeout after 75 s"), Transport::H2).is_none());
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The faulty proxy's HTTP/2 face, for `h2.headers`: TLS (a certificate from the suite's own
 //! per-run authority) with ALPN `h2` in front of one mock, each request passed on over
-//! HTTP/1.1 and its response sent back as HEADERS and DATA frames, plus the one [`H2Fault`].
+//! HTTP/1.1 and its response sent back as HEADERS and DATA frames, plus the one [`H2Fault`]:
+//! a leaked connection-specific header (`h2.headers`), or a stream reset on an idle timeout
+//! (the RST_STREAM evidence and Chrome's sign of the idle checks over HTTP/2).
 //!
 //! It speaks the frame layer itself (the suite's `checks::http2::wire`, HPACK from
 //! `loona-hpack`) because h2, hence hyper, refuses to send a connection-specific header: the
-//! very fault this proxy must be able to commit. It serves what `h2.headers` asks, GETs with
-//! small bodies, one stream at a time; a body above the client's initial flow-control window
+//! very fault this proxy must be able to commit. It serves what its cases ask, GETs with
+//! small bodies, one stream at a time per connection; a body above the client's initial flow-control window
 //! (64 KiB) is cut with RST_STREAM rather than sent against the protocol.
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +32,20 @@ pub enum H2Fault {
     /// Adds this header to every response, as `add_header Connection "keep-alive";` does in
     /// nginx.
     AddHeader(&'static str, &'static str),
+    /// Answers 504 when the backend sends no response headers for this long, and resets the
+    /// stream (RST_STREAM INTERNAL_ERROR) when a body stalls this long: nginx's short
+    /// `proxy_read_timeout` over HTTP/2, as measured.
+    CutIdleAfter(Duration),
+}
+
+impl H2Fault {
+    /// How long the backend may stay silent.
+    fn patience(self) -> Duration {
+        match self {
+            H2Fault::CutIdleAfter(limit) => limit,
+            _ => UPSTREAM_TIMEOUT,
+        }
+    }
 }
 
 /// Response headers of HTTP/1.1 that mean nothing on an HTTP/2 connection.
@@ -175,12 +191,11 @@ async fn respond<S: AsyncWrite + Unpin>(
         .header("x-forwarded-host", host)
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = match tokio::time::timeout(UPSTREAM_TIMEOUT, exchange(backend, upstream)).await {
+    let io_err = |e: std::io::Error| e.to_string();
+    let response = match tokio::time::timeout(fault.patience(), exchange(backend, upstream)).await {
         Ok(Ok(r)) => r,
-        _ => {
-            let code = 2u32.to_be_bytes(); // INTERNAL_ERROR: the upstream failed
-            return wire::write_frame(io, wire::RST_STREAM, 0, stream, &code).await.map_err(|e| e.to_string());
-        }
+        Ok(Err(_)) => return answer(io, encoder, stream, "502", "upstream failed\n").await,
+        Err(_) => return answer(io, encoder, stream, "504", "upstream timed out\n").await,
     };
     let status = response.status().as_str().to_string();
     let mut out: Vec<(String, String)> = vec![(":status".into(), status)];
@@ -193,15 +208,14 @@ async fn respond<S: AsyncWrite + Unpin>(
         out.push((name.to_ascii_lowercase(), value.to_string()));
     }
     let block = encoder.encode(out.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
-    let io_err = |e: std::io::Error| e.to_string();
     wire::write_frame(io, wire::HEADERS, wire::END_HEADERS, stream, &block).await.map_err(io_err)?;
     let mut body = response.into_body();
     loop {
-        let frame = match tokio::time::timeout(UPSTREAM_TIMEOUT, body.frame()).await {
+        let frame = match tokio::time::timeout(fault.patience(), body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
             Ok(None) => break,
             _ => {
-                let code = 2u32.to_be_bytes();
+                let code = 2u32.to_be_bytes(); // INTERNAL_ERROR, as nginx sends
                 return wire::write_frame(io, wire::RST_STREAM, 0, stream, &code).await.map_err(io_err);
             }
         };
@@ -216,6 +230,22 @@ async fn respond<S: AsyncWrite + Unpin>(
         }
     }
     wire::write_frame(io, wire::DATA, wire::END_STREAM, stream, &[]).await.map_err(io_err)
+}
+
+/// A short plain-text answer of the proxy itself (502, 504).
+async fn answer<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    encoder: &mut loona_hpack::Encoder<'_>,
+    stream: u32,
+    status: &str,
+    text: &str,
+) -> Result<(), String> {
+    let length = text.len().to_string();
+    let fields = [(":status", status), ("content-type", "text/plain"), ("content-length", length.as_str())];
+    let block = encoder.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+    let io_err = |e: std::io::Error| e.to_string();
+    wire::write_frame(io, wire::HEADERS, wire::END_HEADERS, stream, &block).await.map_err(io_err)?;
+    wire::write_frame(io, wire::DATA, wire::END_STREAM, stream, text.as_bytes()).await.map_err(io_err)
 }
 
 async fn exchange(backend: SocketAddr, req: Request<Empty<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, String> {

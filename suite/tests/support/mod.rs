@@ -230,6 +230,7 @@ pub const FAULT_CASES: &[FaultCase] = {
         },
         balanced("first_only", Balance::FirstOnly, &[("lb.sticky", Fail)]),
         h2_case("h2_connection_header", H2Fault::AddHeader("Connection", "keep-alive"), &[("h2.headers", Fail)], &["connection: keep-alive"]),
+        h2_case("h2_idle_reset", H2Fault::CutIdleAfter(Duration::from_secs(1)), &[("sse.idle", Fail)], &["RST_STREAM INTERNAL_ERROR (0x2)"]),
     ]
 };
 
@@ -268,6 +269,15 @@ pub async fn run_fault_case(name: &str) {
     for (outcome, (id, want)) in outcomes.iter().zip(others.into_iter().chain(auth)) {
         assert_eq!(outcome.id, *id);
         assert_grade(outcome, want, &context);
+        // Over HTTP/2 a reset stream is what Chrome reports as a protocol error.
+        if case.h2_fault.is_some() && outcome.actual.contains("RST_STREAM") {
+            assert!(
+                outcome.sign.starts_with(suite::checks::http2::CHROME_H2_ERROR),
+                "{context}: {id}'s sign does not name {}: {}",
+                suite::checks::http2::CHROME_H2_ERROR,
+                outcome.sign
+            );
+        }
         for word in case.evidence {
             assert!(
                 outcome.actual.contains(word),
