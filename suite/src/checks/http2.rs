@@ -42,6 +42,8 @@ pub const CHROME_H2_ERROR: &str = "net::ERR_HTTP2_PROTOCOL_ERROR";
 /// Chrome's error for an HTTP/1.1 chunked body cut before its last chunk.
 pub const CHROME_CHUNKED_ERROR: &str = "net::ERR_INCOMPLETE_CHUNKED_ENCODING";
 
+/// How [`h2_frame_of`] says that the proxy sent the frame.
+const FROM_PROXY: &str = "received from the proxy";
 /// What hyper says of an HTTP/1.1 chunked body whose connection ended before its last chunk.
 const H1_CHUNKED_CUT: &str = "unexpected EOF during chunk";
 /// What hyper says of an HTTP/1.1 body whose connection ended before its length was reached.
@@ -57,10 +59,12 @@ pub fn browser_sign(outcome: &Outcome, transport: Transport) -> Option<String> {
     }
     let actual = &outcome.actual;
     if transport == Transport::H2 && (actual.contains("RST_STREAM") || actual.contains("GOAWAY")) {
-        return Some(format!(
-            "{CHROME_H2_ERROR} in the browser (the proxy reset the HTTP/2 stream); {}",
-            outcome.sign
-        ));
+        let why = if actual.contains(FROM_PROXY) {
+            "the proxy reset the HTTP/2 stream or ended the connection"
+        } else {
+            "the proxy's response broke HTTP/2, so the client reset the stream"
+        };
+        return Some(format!("{CHROME_H2_ERROR} in the browser ({why}); {}", outcome.sign));
     }
     if transport == Transport::H2 {
         return None;
@@ -93,7 +97,7 @@ pub(crate) fn h2_frame_of(e: &(dyn std::error::Error + 'static)) -> Option<Strin
     } else {
         return None;
     };
-    let side = if h2.is_remote() { "received from the proxy" } else { "sent by the client" };
+    let side = if h2.is_remote() { FROM_PROXY } else { "sent by the client" };
     Some(format!("HTTP/2 {frame} {} {side}", wire::error_name(u32::from(reason))))
 }
 
