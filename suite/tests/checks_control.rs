@@ -185,7 +185,8 @@ fn catalogue_is_complete_and_ordered() {
             "compress.sse",
             "headers.forwarded",
             "auth.origin",
-            "lb.sticky"
+            "lb.sticky",
+            "h2.headers"
         ]
     );
     for c in checks::catalogue() {
