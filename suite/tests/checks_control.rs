@@ -14,7 +14,9 @@ use support::{assert_grade, direct, lb_sticky_through, mock, run_auth_origin, vi
 fn control_grade(profile: Profile, id: &str) -> Grade {
     let no_websocket = profile == Profile::Dorkos
         && (id.starts_with("ws.") || id == "compress.single" || id == "auth.origin");
-    if id == "lb.sticky" || no_websocket {
+    // The control paths are plain HTTP/1.1: HTTP/2-only checks skip there.
+    let not_h2 = !checks::http2::applies(id, suite::tls::Transport::H1);
+    if id == "lb.sticky" || no_websocket || not_h2 {
         Grade::Skip
     } else {
         Grade::Pass
@@ -183,7 +185,8 @@ fn catalogue_is_complete_and_ordered() {
             "compress.sse",
             "headers.forwarded",
             "auth.origin",
-            "lb.sticky"
+            "lb.sticky",
+            "h2.headers"
         ]
     );
     for c in checks::catalogue() {
@@ -209,4 +212,24 @@ async fn unknown_check_is_a_skip_with_reason() {
     let outcome = checks::run("no.such", &direct(&m, Profile::Openchamber)).await;
     assert_eq!(outcome.grade, Grade::Skip);
     assert!(outcome.actual.contains("unknown"));
+}
+
+/// `h2.headers` through a faithful HTTP/2 proxy: every response's header block read from the
+/// frames, none connection-specific (the backend's Transfer-Encoding on the event stream is
+/// dropped, as RFC 9113 asks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_headers_pass_through_a_faithful_http2_proxy() {
+    use support::faulty_h2::{FaultyH2Proxy, H2Fault};
+    let m = mock(Profile::Openchamber, "mock-a").await;
+    let proxy = FaultyH2Proxy::start(H2Fault::None, m.addr(), support::HOST).await;
+    let target = support::via_h2(&proxy, &m, Profile::Openchamber);
+    let o = checks::run("h2.headers", &target).await;
+    assert_grade(&o, Grade::Pass, "faithful HTTP/2 proxy");
+    assert_eq!(o.measurements["alpn"], "h2");
+    let streams = o.measurements["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 3);
+    for s in streams {
+        let blocks = s["header_blocks"].as_array().expect("header blocks");
+        assert_eq!(blocks.last().and_then(|b| b[0][0].as_str()), Some(":status"), "{s}");
+    }
 }

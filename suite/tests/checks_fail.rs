@@ -40,6 +40,8 @@ fault_cases!(
     body_cap_dorkos,
     round_robin,
     first_only,
+    h2_connection_header,
+    h2_idle_reset,
 );
 
 #[test]

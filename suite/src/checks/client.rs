@@ -74,7 +74,7 @@ fn source_address(target: &Target) -> Option<IpAddr> {
 }
 
 /// A TCP connection to the target from its client address.
-async fn connect(target: &Target) -> io::Result<TcpStream> {
+pub(crate) async fn connect(target: &Target) -> io::Result<TcpStream> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -130,9 +130,12 @@ where
     }
 }
 
-/// An error with its causes, `outer: inner: root`.
+/// An error with its causes, `outer: inner: root`, and the HTTP/2 frame behind it where there
+/// is one (`[HTTP/2 RST_STREAM INTERNAL_ERROR (0x2) received from the proxy]`), which reqwest's
+/// words do not name.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
+    let mut frame = None;
     let mut source = e.source();
     while let Some(s) = source {
         let more = s.to_string();
@@ -140,7 +143,11 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
             text.push_str(": ");
             text.push_str(&more);
         }
+        frame = frame.or_else(|| super::http2::h2_frame_of(s));
         source = s.source();
+    }
+    if let Some(frame) = frame {
+        text.push_str(&format!(" [{frame}]"));
     }
     text
 }

@@ -10,6 +10,7 @@ mod client;
 pub use client::Tick;
 pub mod compression;
 pub mod headers;
+pub mod http2;
 pub mod sse;
 pub mod timeouts;
 pub mod websocket;
@@ -174,7 +175,7 @@ impl CheckInfo {
 }
 
 /// Every check, in catalogue order (`shared/reference/checks.md`).
-static CATALOGUE: [CheckInfo; 14] = [
+static CATALOGUE: [CheckInfo; 15] = [
     websocket::WS_UPGRADE,
     websocket::WS_TERMINAL,
     websocket::WS_IDLE,
@@ -189,6 +190,7 @@ static CATALOGUE: [CheckInfo; 14] = [
     headers::HEADERS_FORWARDED,
     auth::AUTH_ORIGIN,
     balancing::LB_STICKY,
+    http2::H2_HEADERS,
 ];
 
 /// Every check, in catalogue order.
@@ -217,6 +219,7 @@ async fn dispatch(id: &str, target: &Target) -> Outcome {
         "headers.forwarded" => headers::forwarded(target).await,
         "auth.origin" => auth::origin(target).await,
         "lb.sticky" => balancing::sticky(target).await,
+        "h2.headers" => http2::headers(target).await,
         other => unknown(other),
     }
 }
@@ -276,6 +279,9 @@ pub async fn run(id: &str, target: &Target) -> Outcome {
             )
         }
     };
+    if let Some(sign) = http2::browser_sign(&outcome, target.transport) {
+        outcome.sign = sign;
+    }
     outcome.elapsed_ms = started.elapsed().as_millis() as u64;
     outcome
 }

@@ -3,6 +3,7 @@
 //! to fail ([`FAULT_CASES`], run by `checks_fail.rs`, enumerated by `every_check_can_fail.rs`).
 #![allow(dead_code)]
 
+pub mod faulty_h2;
 pub mod faulty_proxy;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use mock_server::{MockConfig, Profile, RunningMock};
 use suite::checks::Grade::{Fail, Warn};
 use suite::checks::{self, Grade, Outcome, Target};
 
+use faulty_h2::{FaultyH2Proxy, H2Fault};
 use faulty_proxy::{Balance, Fault, FaultyProxy};
 
 /// The idle period of the tests: long enough that a faithful path never looks idle-cut, short
@@ -63,6 +65,15 @@ pub fn direct(mock: &RunningMock, profile: Profile) -> Target {
 /// The faulty proxy in front of `mocks`.
 pub fn via(proxy: &FaultyProxy, mocks: &[&RunningMock], profile: Profile) -> Target {
     target("faulty-proxy", proxy.addr(), profile, mocks, false)
+}
+
+/// The HTTP/2 faulty proxy in front of `mock`, reached as a browser would (TLS, ALPN h2, the
+/// site's name resolving to the proxy, the proxy's authority trusted alone).
+pub fn via_h2(proxy: &FaultyH2Proxy, mock: &RunningMock, profile: Profile) -> Target {
+    let mut t = target("faulty-proxy-h2", proxy.addr(), profile, &[mock], false);
+    t.transport = suite::tls::Transport::H2;
+    t.trust = Some(proxy.trust());
+    t
 }
 
 /// Runs `auth.origin` with the mocks in UI-password mode, as the runner does.
@@ -137,6 +148,9 @@ pub struct FaultCase {
     pub grades: &'static [(&'static str, Grade)],
     /// Words the Actual of every graded check must contain.
     pub evidence: &'static [&'static str],
+    /// Set for a fault of the proxy's HTTP/2 face (`fault` is then unused): the checks run
+    /// over TLS with ALPN h2 against [`FaultyH2Proxy`].
+    pub h2_fault: Option<H2Fault>,
 }
 
 const fn case(
@@ -153,6 +167,21 @@ const fn case(
         profile,
         grades,
         evidence: &[],
+        h2_fault: None,
+    }
+}
+
+/// A fault of the HTTP/2 face, in front of one OpenChamber mock.
+const fn h2_case(
+    name: &'static str,
+    fault: H2Fault,
+    grades: &'static [(&'static str, Grade)],
+    evidence: &'static [&'static str],
+) -> FaultCase {
+    FaultCase {
+        h2_fault: Some(fault),
+        evidence,
+        ..case(name, Fault::None, Profile::Openchamber, grades)
     }
 }
 
@@ -200,6 +229,8 @@ pub const FAULT_CASES: &[FaultCase] = {
             ..balanced("round_robin", Balance::RoundRobin, &[("lb.sticky", Fail)])
         },
         balanced("first_only", Balance::FirstOnly, &[("lb.sticky", Fail)]),
+        h2_case("h2_connection_header", H2Fault::AddHeader("Connection", "keep-alive"), &[("h2.headers", Fail)], &["connection: keep-alive"]),
+        h2_case("h2_idle_reset", H2Fault::CutIdleAfter(Duration::from_secs(1)), &[("sse.idle", Fail)], &["RST_STREAM INTERNAL_ERROR (0x2)"]),
     ]
 };
 
@@ -216,8 +247,16 @@ pub async fn run_fault_case(name: &str) {
     }
     let mocks: Vec<&RunningMock> = mocks.iter().collect();
     let addrs = mocks.iter().map(|m| m.addr()).collect();
-    let proxy = FaultyProxy::start_balanced(case.fault, addrs, case.balance).await;
-    let target = via(&proxy, &mocks, case.profile);
+    let (_proxy, _h2_proxy, target);
+    if let Some(fault) = case.h2_fault {
+        let proxy = FaultyH2Proxy::start(fault, mocks[0].addr(), HOST).await;
+        target = via_h2(&proxy, mocks[0], case.profile);
+        _h2_proxy = Some(proxy);
+    } else {
+        let proxy = FaultyProxy::start_balanced(case.fault, addrs, case.balance).await;
+        target = via(&proxy, &mocks, case.profile);
+        _proxy = Some(proxy);
+    }
     // auth.origin last and alone: the UI password it needs would make every other check 401.
     let (auth, others): (Vec<_>, Vec<_>) =
         case.grades.iter().partition(|(id, _)| *id == "auth.origin");
@@ -225,10 +264,20 @@ pub async fn run_fault_case(name: &str) {
     if !auth.is_empty() {
         outcomes.push(run_auth_origin(&target, &mocks).await);
     }
-    let context = format!("{} {:?} ({})", case.name, case.fault, case.profile);
+    let fault = case.h2_fault.map_or_else(|| format!("{:?}", case.fault), |f| format!("{f:?} over h2"));
+    let context = format!("{} {fault} ({})", case.name, case.profile);
     for (outcome, (id, want)) in outcomes.iter().zip(others.into_iter().chain(auth)) {
         assert_eq!(outcome.id, *id);
         assert_grade(outcome, want, &context);
+        // Over HTTP/2 a reset stream is what Chrome reports as a protocol error.
+        if case.h2_fault.is_some() && outcome.actual.contains("RST_STREAM") {
+            assert!(
+                outcome.sign.starts_with(suite::checks::http2::CHROME_H2_ERROR),
+                "{context}: {id}'s sign does not name {}: {}",
+                suite::checks::http2::CHROME_H2_ERROR,
+                outcome.sign
+            );
+        }
         for word in case.evidence {
             assert!(
                 outcome.actual.contains(word),

@@ -134,6 +134,7 @@ impl ProxyKind for Apache {
             "headers.forwarded" => "ProxyPreserveHost On; ProxyAddHeaders On; RequestHeader set X-Forwarded-Proto \"expr=%{REQUEST_SCHEME}\"; RequestHeader set X-Real-IP \"expr=%{REMOTE_ADDR}\"",
             "auth.origin" => "ProxyPreserveHost On (else Host becomes the backend's address) and RequestHeader set X-Forwarded-Proto \"expr=%{REQUEST_SCHEME}\"",
             "lb.sticky" => "mod_proxy_balancer has no client-address hashing: stick by cookie, <Proxy balancer://app> BalancerMember http://127.0.0.1:3000 route=1 ... ProxySet stickysession=ROUTEID </Proxy> with Header add Set-Cookie \"ROUTEID=.%{BALANCER_WORKER_ROUTE}e; path=/\" env=BALANCER_ROUTE_CHANGED",
+            "h2.headers" => "Remove Header set/always set lines for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (Header unset Upgrade for a backend that sends it, e.g. another Apache with Protocols h2c)",
             _ => return None,
         })
     }

@@ -136,6 +136,7 @@ impl ProxyKind for Caddy {
             "headers.forwarded" => "Caddy passes Host and sets X-Forwarded-For/-Proto/-Host; add header_up X-Real-IP {remote_host} inside reverse_proxy",
             "auth.origin" => "Keep Caddy's Host and X-Forwarded-Proto (no header_up Host {upstream_hostport}, no header_up X-Forwarded-Proto other than {scheme})",
             "lb.sticky" => "reverse_proxy 127.0.0.1:3000 127.0.0.1:3001 { lb_policy ip_hash }",
+            "h2.headers" => "Remove header directives that set Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE on responses (header_down -Upgrade etc. in reverse_proxy for a backend that sends them)",
             _ => return None,
         })
     }

@@ -138,6 +138,7 @@ impl ProxyKind for Envoy {
             "headers.forwarded" => "use_remote_address: true; request_headers_to_add X-Real-IP %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% and X-Forwarded-Host %REQ(:AUTHORITY)% (with skip_xff_append: true, append X-Forwarded-For yourself)",
             "auth.origin" => "Keep Host (no host_rewrite_literal or auto_host_rewrite), add X-Forwarded-Host %REQ(:AUTHORITY)%, use_remote_address: true for X-Forwarded-Proto",
             "lb.sticky" => "Cluster lb_policy: RING_HASH and route hash_policy: [{connection_properties: {source_ip: true}}]",
+            "h2.headers" => "Remove response_headers_to_add entries for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (response_headers_to_remove for a backend that sends them)",
             _ => return None,
         })
     }

@@ -130,6 +130,7 @@ impl ProxyKind for Haproxy {
             "headers.forwarded" => "option forwardfor; http-request set-header X-Forwarded-Proto http if !{ ssl_fc } (https if { ssl_fc }); http-request set-header X-Forwarded-Host %[req.hdr(host)]; http-request set-header X-Real-IP %[src]",
             "auth.origin" => "Keep Host as sent, and http-request set-header X-Forwarded-Host %[req.hdr(host)] and X-Forwarded-Proto (http if !{ ssl_fc }, https if { ssl_fc }) in the frontend",
             "lb.sticky" => "balance source (with hash-type consistent) in the backend, one server line per instance",
+            "h2.headers" => "Remove http-response set-header/add-header lines for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (http-response del-header for a backend that sends them)",
             _ => return None,
         })
     }

@@ -71,6 +71,7 @@ impl ProxyKind for Nginx {
             "headers.forwarded" => "proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host;",
             "auth.origin" => "Repeat proxy_set_header Host $host; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Proto $scheme; inside every WebSocket location: one proxy_set_header in a location drops every inherited one",
             "lb.sticky" => "upstream openchamber { ip_hash; server 127.0.0.1:3000; server 127.0.0.1:3001; } and proxy_pass http://openchamber;",
+            "h2.headers" => "Add no hop-by-hop header to responses: remove add_header Connection/Keep-Alive/Proxy-Connection/Transfer-Encoding/Upgrade/TE (nginx sends them over HTTP/2 as written); for a backend that sends them: proxy_hide_header Proxy-Connection; proxy_hide_header TE; proxy_hide_header Upgrade;",
             _ => return None,
         })
     }

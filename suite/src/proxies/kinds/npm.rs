@@ -115,6 +115,7 @@ impl ProxyKind for Npm {
             "headers.forwarded" => "NPM sends no X-Forwarded-Host, and a proxy_set_header in the Advanced tab is dropped inside NPM's own location /: give the Advanced tab its own location / { proxy_set_header Host $host; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Real-IP $remote_addr; proxy_pass $forward_scheme://$server:$port$request_uri; }",
             "auth.origin" => "Websockets Support on, and any location in the Advanced tab that sets a header must also set proxy_set_header Host $host; X-Forwarded-Host $host; X-Forwarded-Proto $scheme; (one proxy_set_header drops every inherited one)",
             "lb.sticky" => "An NPM proxy host forwards to one host and port: put several backends behind an nginx upstream with ip_hash (or a single backend)",
+            "h2.headers" => "In the Advanced tab, add no hop-by-hop header (no add_header Connection/Keep-Alive/Upgrade/Transfer-Encoding/TE); for a backend that sends them: proxy_hide_header Proxy-Connection; proxy_hide_header TE; proxy_hide_header Upgrade;",
             _ => return None,
         })
     }

@@ -136,6 +136,7 @@ impl ProxyKind for Traefik {
             "headers.forwarded" => "Traefik sets X-Forwarded-For/-Proto/-Host and X-Real-Ip and passes Host (loadBalancer.passHostHeader: true, the default): remove middlewares that drop them",
             "auth.origin" => "Traefik sends X-Forwarded-Proto: ws on upgrades: pin it with a headers middleware, customRequestHeaders: { X-Forwarded-Proto: \"http\" } (\"https\" behind TLS)",
             "lb.sticky" => "Traefik sticks by cookie, not client address: services.<name>.loadBalancer.sticky.cookie: { name: openchamber_backend } (a browser keeps it)",
+            "h2.headers" => "Remove customResponseHeaders (headers middleware) that set Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE",
             _ => return None,
         })
     }
