@@ -14,7 +14,8 @@ use support::{assert_grade, direct, lb_sticky_through, mock, run_auth_origin, vi
 fn control_grade(profile: Profile, id: &str) -> Grade {
     let no_websocket = profile == Profile::Dorkos
         && (id.starts_with("ws.") || id == "compress.single" || id == "auth.origin");
-    if id == "lb.sticky" || no_websocket {
+    // h2.websocket needs the h2 transport; tls.redirect a plain listener that redirects.
+    if id == "lb.sticky" || id == "h2.websocket" || id == "tls.redirect" || no_websocket {
         Grade::Skip
     } else {
         Grade::Pass
@@ -183,7 +184,9 @@ fn catalogue_is_complete_and_ordered() {
             "compress.sse",
             "headers.forwarded",
             "auth.origin",
-            "lb.sticky"
+            "lb.sticky",
+            "h2.websocket",
+            "tls.redirect"
         ]
     );
     for c in checks::catalogue() {

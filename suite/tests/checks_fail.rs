@@ -40,6 +40,10 @@ fault_cases!(
     body_cap_dorkos,
     round_robin,
     first_only,
+    redirect_301,
+    redirect_308,
+    extended_connect_refused,
+    extended_connect_not_advertised,
 );
 
 #[test]

@@ -74,7 +74,7 @@ fn source_address(target: &Target) -> Option<IpAddr> {
 }
 
 /// A TCP connection to the target from its client address.
-async fn connect(target: &Target) -> io::Result<TcpStream> {
+pub(crate) async fn connect(target: &Target) -> io::Result<TcpStream> {
     let socket = if target.addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

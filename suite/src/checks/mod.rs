@@ -12,7 +12,9 @@ pub mod compression;
 pub mod headers;
 pub mod sse;
 pub mod timeouts;
+pub mod tls_redirect;
 pub mod websocket;
+pub mod websocket_h2;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -118,6 +120,9 @@ pub struct Target {
     /// The run's certificate authority, the only one a TLS client trusts (set for TLS
     /// transports; `host` resolves to `addr`, so SNI and Host are the site's name).
     pub trust: Option<Trust>,
+    /// The config's TLS listener, on every run of a config that has one (on a TLS transport
+    /// it is `addr`): where the plain listener's redirect to `https://` leads (`tls.redirect`).
+    pub tls_listener: Option<SocketAddr>,
 }
 
 impl CheckInfo {
@@ -174,7 +179,7 @@ impl CheckInfo {
 }
 
 /// Every check, in catalogue order (`shared/reference/checks.md`).
-static CATALOGUE: [CheckInfo; 14] = [
+static CATALOGUE: [CheckInfo; 16] = [
     websocket::WS_UPGRADE,
     websocket::WS_TERMINAL,
     websocket::WS_IDLE,
@@ -189,6 +194,8 @@ static CATALOGUE: [CheckInfo; 14] = [
     headers::HEADERS_FORWARDED,
     auth::AUTH_ORIGIN,
     balancing::LB_STICKY,
+    websocket_h2::H2_WEBSOCKET,
+    tls_redirect::TLS_REDIRECT,
 ];
 
 /// Every check, in catalogue order.
@@ -217,6 +224,8 @@ async fn dispatch(id: &str, target: &Target) -> Outcome {
         "headers.forwarded" => headers::forwarded(target).await,
         "auth.origin" => auth::origin(target).await,
         "lb.sticky" => balancing::sticky(target).await,
+        "h2.websocket" => websocket_h2::websocket(target).await,
+        "tls.redirect" => tls_redirect::redirect(target).await,
         other => unknown(other),
     }
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use mock_server::{MockConfig, Profile, RunningMock};
-use suite::checks::Grade::{Fail, Warn};
+use suite::checks::Grade::{Fail, Pass, Skip, Warn};
 use suite::checks::{self, Grade, Outcome, Target};
+use suite::tls::Transport;
 
 use faulty_proxy::{Balance, Fault, FaultyProxy};
 
@@ -50,8 +51,9 @@ fn target(
         client_ip: checks::CLIENT_IP,
         direct,
         ui_password: None,
-        transport: suite::tls::Transport::H1,
+        transport: Transport::H1,
         trust: None,
+        tls_listener: None,
     }
 }
 
@@ -60,9 +62,26 @@ pub fn direct(mock: &RunningMock, profile: Profile) -> Target {
     target("direct", mock.addr(), profile, &[mock], true)
 }
 
-/// The faulty proxy in front of `mocks`.
+/// The faulty proxy in front of `mocks`, reached on its plain listener (it has a TLS one too,
+/// as a config with both listeners does).
 pub fn via(proxy: &FaultyProxy, mocks: &[&RunningMock], profile: Profile) -> Target {
-    target("faulty-proxy", proxy.addr(), profile, mocks, false)
+    via_transport(proxy, mocks, profile, Transport::H1)
+}
+
+/// The faulty proxy in front of `mocks`, reached over `transport` (TLS ones on its TLS
+/// listener, whose certificate covers the site's name).
+pub fn via_transport(
+    proxy: &FaultyProxy,
+    mocks: &[&RunningMock],
+    profile: Profile,
+    transport: Transport,
+) -> Target {
+    let addr = if transport.is_tls() { proxy.tls_addr() } else { proxy.addr() };
+    let mut target = target("faulty-proxy", addr, profile, mocks, false);
+    target.transport = transport;
+    target.trust = Some(proxy.trust());
+    target.tls_listener = Some(proxy.tls_addr());
+    target
 }
 
 /// Runs `auth.origin` with the mocks in UI-password mode, as the runner does.
@@ -137,6 +156,8 @@ pub struct FaultCase {
     pub grades: &'static [(&'static str, Grade)],
     /// Words the Actual of every graded check must contain.
     pub evidence: &'static [&'static str],
+    /// How the checks reach the proxy (`h1`: its plain listener).
+    pub transport: Transport,
 }
 
 const fn case(
@@ -153,6 +174,7 @@ const fn case(
         profile,
         grades,
         evidence: &[],
+        transport: Transport::H1,
     }
 }
 
@@ -200,6 +222,20 @@ pub const FAULT_CASES: &[FaultCase] = {
             ..balanced("round_robin", Balance::RoundRobin, &[("lb.sticky", Fail)])
         },
         balanced("first_only", Balance::FirstOnly, &[("lb.sticky", Fail)]),
+        FaultCase {
+            evidence: &["301", "GET"],
+            ..case("redirect_301", Fault::RedirectToHttps(301), Openchamber, &[("tls.redirect", Warn)])
+        },
+        case("redirect_308", Fault::RedirectToHttps(308), Openchamber, &[("tls.redirect", Pass)]),
+        FaultCase {
+            transport: Transport::H2,
+            evidence: &["501"],
+            ..case("extended_connect_refused", Fault::RefuseExtendedConnect, Openchamber, &[("h2.websocket", Fail)])
+        },
+        FaultCase {
+            transport: Transport::H2,
+            ..case("extended_connect_not_advertised", Fault::None, Openchamber, &[("h2.websocket", Skip)])
+        },
     ]
 };
 
@@ -217,7 +253,7 @@ pub async fn run_fault_case(name: &str) {
     let mocks: Vec<&RunningMock> = mocks.iter().collect();
     let addrs = mocks.iter().map(|m| m.addr()).collect();
     let proxy = FaultyProxy::start_balanced(case.fault, addrs, case.balance).await;
-    let target = via(&proxy, &mocks, case.profile);
+    let target = via_transport(&proxy, &mocks, case.profile, case.transport);
     // auth.origin last and alone: the UI password it needs would make every other check 401.
     let (auth, others): (Vec<_>, Vec<_>) =
         case.grades.iter().partition(|(id, _)| *id == "auth.origin");
