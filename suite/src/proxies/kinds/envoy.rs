@@ -138,6 +138,8 @@ impl ProxyKind for Envoy {
             "headers.forwarded" => "use_remote_address: true; request_headers_to_add X-Real-IP %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% and X-Forwarded-Host %REQ(:AUTHORITY)% (with skip_xff_append: true, append X-Forwarded-For yourself)",
             "auth.origin" => "Keep Host (no host_rewrite_literal or auto_host_rewrite), add X-Forwarded-Host %REQ(:AUTHORITY)%, use_remote_address: true for X-Forwarded-Proto",
             "lb.sticky" => "Cluster lb_policy: RING_HASH and route hash_policy: [{connection_properties: {source_ip: true}}]",
+            "h2.websocket" => "Remove allow_connect from http2_protocol_options: Envoy forwards the extended CONNECT as an upgrade without Sec-WebSocket-Key, which the backend refuses; without it browsers open HTTP/1.1 upgrades",
+            "tls.redirect" => "On the plain listener's route: redirect: { https_redirect: true, response_code: PERMANENT_REDIRECT } (the default is 301)",
             _ => return None,
         })
     }

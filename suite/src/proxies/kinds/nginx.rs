@@ -71,6 +71,8 @@ impl ProxyKind for Nginx {
             "headers.forwarded" => "proxy_set_header Host $host; proxy_set_header X-Real-IP $remote_addr; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host;",
             "auth.origin" => "Repeat proxy_set_header Host $host; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Proto $scheme; inside every WebSocket location: one proxy_set_header in a location drops every inherited one",
             "lb.sticky" => "upstream openchamber { ip_hash; server 127.0.0.1:3000; server 127.0.0.1:3001; } and proxy_pass http://openchamber;",
+            "h2.websocket" => "nginx does not implement WebSocket over HTTP/2 (RFC 8441) and never advertises it: browsers open HTTP/1.1 upgrades, which need proxy_http_version 1.1 and the Upgrade/Connection headers on the WebSocket locations",
+            "tls.redirect" => "In the plain server, return 308 https://$host$request_uri; (certbot writes 301, which turns a POST upload into a GET)",
             _ => return None,
         })
     }

@@ -115,6 +115,8 @@ impl ProxyKind for Npm {
             "headers.forwarded" => "NPM sends no X-Forwarded-Host, and a proxy_set_header in the Advanced tab is dropped inside NPM's own location /: give the Advanced tab its own location / { proxy_set_header Host $host; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Real-IP $remote_addr; proxy_pass $forward_scheme://$server:$port$request_uri; }",
             "auth.origin" => "Websockets Support on, and any location in the Advanced tab that sets a header must also set proxy_set_header Host $host; X-Forwarded-Host $host; X-Forwarded-Proto $scheme; (one proxy_set_header drops every inherited one)",
             "lb.sticky" => "An NPM proxy host forwards to one host and port: put several backends behind an nginx upstream with ip_hash (or a single backend)",
+            "h2.websocket" => "NPM runs nginx, which does not implement WebSocket over HTTP/2 (RFC 8441): browsers open HTTP/1.1 upgrades (Websockets Support on)",
+            "tls.redirect" => "NPM's Force SSL answers 301: turn it off and put if ($scheme = \"http\") { return 308 https://$host$request_uri; } in the Advanced tab",
             _ => return None,
         })
     }
