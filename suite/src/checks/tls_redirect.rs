@@ -15,7 +15,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::client::{body_bytes, header, http_client, read_ticks, request, snippet, within, EXCHANGE_TIMEOUT};
+use super::client::{
+    body_bytes, header, http_client, read_ticks, request, snippet, within, EXCHANGE_TIMEOUT,
+};
 use super::sse::{routes, tick_path, tick_window};
 use super::{CheckInfo, Grade, Outcome, Target};
 use crate::tls::Transport;
@@ -53,7 +55,8 @@ impl PlainAnswer {
             return None;
         }
         let url = url::Url::parse(self.location.as_deref()?).ok()?;
-        (url.scheme() == "https" && url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host))).then_some(url)
+        (url.scheme() == "https" && url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host)))
+            .then_some(url)
     }
 
     fn to_json(&self) -> Value {
@@ -91,12 +94,16 @@ fn path_of(url: &url::Url) -> String {
 pub async fn redirect(target: &Target) -> Outcome {
     let info = &TLS_REDIRECT;
     if target.transport != Transport::H1 {
-        return info.skip("graded on the plain listener's own row (h1): the redirect is its answer");
+        return info
+            .skip("graded on the plain listener's own row (h1): the redirect is its answer");
     }
     let (Some(tls), true) = (over_tls(target), target.trust.is_some()) else {
         return info.skip("no TLS listener besides the plain one: nothing to redirect to");
     };
-    let payload: Bytes = (0..UPLOAD_BYTES).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>().into();
+    let payload: Bytes = (0..UPLOAD_BYTES)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
     let sse_route = routes(target.profile)[0];
     let sse_path = tick_path(sse_route);
     let client = http_client(target);
@@ -154,28 +161,41 @@ pub async fn redirect(target: &Target) -> Outcome {
     }
     if post_to.is_none() {
         if let Some(status) = post_answer.status.filter(|s| (300..400).contains(s)) {
-            broken.push(format!("the POST upload is answered {status} to {:?}, not to https://{}", post_answer.location, target.host));
+            broken.push(format!(
+                "the POST upload is answered {status} to {:?}, not to https://{}",
+                post_answer.location, target.host
+            ));
         }
     }
     match &sse_to {
         Some(to) => {
             let start = Instant::now();
-            let read = read_ticks(&tls, &path_of(to), false, TICKS_WANTED, tick_window(start)).await;
+            let read =
+                read_ticks(&tls, &path_of(to), false, TICKS_WANTED, tick_window(start)).await;
             hsts.push(json!({"url": to.as_str(), "strict_transport_security": header(&read.headers, "strict-transport-security")}));
             let ticks = read.ticks.len();
             m["followed_sse"] = read.to_json();
             if read.status != Some(200) || ticks == 0 {
-                broken.push(format!("the SSE request is redirected to {to}, but there: {} ({ticks} ticks)", read.end));
+                broken.push(format!(
+                    "the SSE request is redirected to {to}, but there: {} ({ticks} ticks)",
+                    read.end
+                ));
             }
         }
         None => {
             if let Some(status) = sse_answer.status.filter(|s| (300..400).contains(s)) {
-                broken.push(format!("the SSE request is answered {status} to {:?}, not to https://{}", sse_answer.location, target.host));
+                broken.push(format!(
+                    "the SSE request is answered {status} to {:?}, not to https://{}",
+                    sse_answer.location, target.host
+                ));
             }
         }
     }
     m["hsts"] = Value::Array(hsts.clone());
-    let hsts_note = match hsts.iter().find_map(|h| h["strict_transport_security"].as_str()) {
+    let hsts_note = match hsts
+        .iter()
+        .find_map(|h| h["strict_transport_security"].as_str())
+    {
         Some(value) => format!("HSTS on the TLS answers: {value:?}"),
         None => "no Strict-Transport-Security on the TLS answers".to_string(),
     };
@@ -190,25 +210,44 @@ pub async fn redirect(target: &Target) -> Outcome {
             format!(
                 "POST {}; SSE {}; {hsts_note}",
                 post_answer.describe(),
-                if sse_to.is_some() { format!("{}, ticks stream over TLS", sse_answer.describe()) } else { sse_answer.describe() }
+                if sse_to.is_some() {
+                    format!("{}, ticks stream over TLS", sse_answer.describe())
+                } else {
+                    sse_answer.describe()
+                }
             ),
         )
     };
-    let actual = if grade == Grade::Pass { actual } else { format!("{actual} ({hsts_note})") };
+    let actual = if grade == Grade::Pass {
+        actual
+    } else {
+        format!("{actual} ({hsts_note})")
+    };
     info.outcome(grade, expected, actual, m)
 }
 
 /// Sends one request to the plain listener and records the head of its answer, without
 /// following it (an SSE answer from the backend never ends: its body is not read).
 async fn ask_plain(req: reqwest::RequestBuilder) -> PlainAnswer {
-    match within(EXCHANGE_TIMEOUT, "request to the plain listener", req.send()).await {
+    match within(
+        EXCHANGE_TIMEOUT,
+        "request to the plain listener",
+        req.send(),
+    )
+    .await
+    {
         Ok(resp) => PlainAnswer {
             status: Some(resp.status().as_u16()),
             location: header(resp.headers(), LOCATION.as_str()),
             instance: header(resp.headers(), "x-mock-instance"),
             error: None,
         },
-        Err(e) => PlainAnswer { status: None, location: None, instance: None, error: Some(e) },
+        Err(e) => PlainAnswer {
+            status: None,
+            location: None,
+            instance: None,
+            error: Some(e),
+        },
     }
 }
 
@@ -228,13 +267,23 @@ async fn repost(tls: &Target, to: &url::Url, payload: Bytes) -> (Value, Reposted
         .send();
     let resp = match within(EXCHANGE_TIMEOUT, "re-sent upload", sent).await {
         Ok(r) => r,
-        Err(e) => return (json!({"url": to.as_str(), "error": e}), Reposted { problem: Some(e), hsts: None }),
+        Err(e) => {
+            return (
+                json!({"url": to.as_str(), "error": e}),
+                Reposted {
+                    problem: Some(e),
+                    hsts: None,
+                },
+            )
+        }
     };
     let status = resp.status();
     let version = format!("{:?}", resp.version());
     let hsts = header(resp.headers(), "strict-transport-security");
     let body = body_bytes(resp, EXCHANGE_TIMEOUT).await.unwrap_or_default();
-    let received = serde_json::from_slice::<Value>(&body).ok().and_then(|r| r.get("bytes").and_then(Value::as_u64));
+    let received = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|r| r.get("bytes").and_then(Value::as_u64));
     let problem = if !status.is_success() {
         Some(format!("{status}: {:?}", snippet(&body, 120)))
     } else if received != Some(len as u64) {

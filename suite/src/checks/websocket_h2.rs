@@ -20,8 +20,13 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::client::{connect, error_chain, ms_since, within, Io, Ws, CONNECT_TIMEOUT, EXCHANGE_TIMEOUT};
-use super::websocket::{echo, first_frame, grade_probes, not_on_dorkos, ping_and_close, Probe, EVENT_ROUTES, TERMINAL_ROUTE};
+use super::client::{
+    connect, error_chain, ms_since, within, Io, Ws, CONNECT_TIMEOUT, EXCHANGE_TIMEOUT,
+};
+use super::websocket::{
+    echo, first_frame, grade_probes, not_on_dorkos, ping_and_close, Probe, EVENT_ROUTES,
+    TERMINAL_ROUTE,
+};
 use super::{CheckInfo, Outcome, Target};
 use crate::tls::Transport;
 
@@ -58,7 +63,12 @@ pub async fn websocket(target: &Target) -> Outcome {
     let session = match H2Session::open(target).await {
         Ok(s) => s,
         Err(e) => {
-            return info.outcome(super::Grade::Fail, expected, format!("no HTTP/2 session to read the proxy's SETTINGS from: {e}"), Value::Null)
+            return info.outcome(
+                super::Grade::Fail,
+                expected,
+                format!("no HTTP/2 session to read the proxy's SETTINGS from: {e}"),
+                Value::Null,
+            )
         }
     };
     let advertised = session.send.is_extended_connect_protocol_enabled();
@@ -74,7 +84,12 @@ pub async fn websocket(target: &Target) -> Outcome {
             m,
         );
     }
-    let probes = join_all(ROUTES.iter().map(|route| bridged(target, session.send.clone(), route))).await;
+    let probes = join_all(
+        ROUTES
+            .iter()
+            .map(|route| bridged(target, session.send.clone(), route)),
+    )
+    .await;
     m["advertised"] = json!("SETTINGS_ENABLE_CONNECT_PROTOCOL = 1");
     session.close();
     grade_probes(info, expected, format!("advertised, and the extended CONNECT is bridged on {}: 200, the backend's first frame, frames echoed", ROUTES.join(" and ")), probes, m)
@@ -98,18 +113,35 @@ impl H2Session {
         };
         let tcp = within(CONNECT_TIMEOUT, "connect", connect(target)).await?;
         let _ = tcp.set_nodelay(true);
-        let name = rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| format!("{} is not a server name: {e}", target.host))?;
-        let tls = within(EXCHANGE_TIMEOUT, "TLS handshake", tokio_rustls::TlsConnector::from(trust.client_config(&[b"h2"])?).connect(name, tcp)).await?;
+        let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|e| format!("{} is not a server name: {e}", target.host))?;
+        let tls = within(
+            EXCHANGE_TIMEOUT,
+            "TLS handshake",
+            tokio_rustls::TlsConnector::from(trust.client_config(&[b"h2"])?).connect(name, tcp),
+        )
+        .await?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err("the TLS listener did not choose h2 by ALPN".into());
         }
-        let (send, connection) = within(EXCHANGE_TIMEOUT, "HTTP/2 handshake", h2::client::handshake(tls)).await?;
+        let (send, connection) = within(
+            EXCHANGE_TIMEOUT,
+            "HTTP/2 handshake",
+            h2::client::handshake(tls),
+        )
+        .await?;
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        let mut session = H2Session { send, driver, first_request: Value::Null };
+        let mut session = H2Session {
+            send,
+            driver,
+            first_request: Value::Null,
+        };
         let path = "/api/mock/request";
-        let request = Request::get(format!("https://{}{path}", target.host)).body(()).map_err(|e| format!("invalid request: {e}"))?;
+        let request = Request::get(format!("https://{}{path}", target.host))
+            .body(())
+            .map_err(|e| format!("invalid request: {e}"))?;
         let start = Instant::now();
         let answer = async {
             let mut send = session.send.clone().ready().await?;
@@ -117,7 +149,9 @@ impl H2Session {
             response.await
         };
         match within(EXCHANGE_TIMEOUT, "GET before reading the settings", answer).await {
-            Ok(response) => session.first_request = json!({"path": path, "status": response.status().as_u16(), "ms": ms_since(start)}),
+            Ok(response) => {
+                session.first_request = json!({"path": path, "status": response.status().as_u16(), "ms": ms_since(start)})
+            }
             Err(e) => {
                 session.close();
                 return Err(e);
@@ -136,13 +170,19 @@ async fn bridged(target: &Target, mut send: h2::client::SendRequest<Bytes>, rout
     let mut probe = Probe::new(route);
     let result = async {
         let start = Instant::now();
-        let query = if route == TERMINAL_ROUTE { "mock_silent=1" } else { "mock_echo=1&mock_silent=1" };
-        let mut ws = extended_connect(&mut probe, target, &mut send, &format!("{route}?{query}")).await?;
+        let query = if route == TERMINAL_ROUTE {
+            "mock_silent=1"
+        } else {
+            "mock_echo=1&mock_silent=1"
+        };
+        let mut ws =
+            extended_connect(&mut probe, target, &mut send, &format!("{route}?{query}")).await?;
         first_frame(&mut probe, &mut ws, start + EXCHANGE_TIMEOUT).await?;
         if route == TERMINAL_ROUTE {
             return ping_and_close(&mut probe, ws).await;
         }
-        let text = json!({"type": "suite.echo", "over": "h2 extended CONNECT", "text": "héllo ✓"}).to_string();
+        let text = json!({"type": "suite.echo", "over": "h2 extended CONNECT", "text": "héllo ✓"})
+            .to_string();
         let rtt = echo(&mut ws, Message::text(text)).await?;
         probe.step("text echo", format!("intact after {} µs", rtt.as_micros()));
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ws.close(None)).await;
@@ -155,7 +195,12 @@ async fn bridged(target: &Target, mut send: h2::client::SendRequest<Bytes>, rout
 /// Sends `CONNECT` with `:protocol websocket` as a browser does (RFC 8441 §5: no Upgrade, no
 /// Sec-WebSocket-Key, `sec-websocket-version: 13`, the page's Origin) and, on 200, hands the
 /// stream to tungstenite as a client socket.
-async fn extended_connect(probe: &mut Probe, target: &Target, send: &mut h2::client::SendRequest<Bytes>, path: &str) -> Result<Ws, String> {
+async fn extended_connect(
+    probe: &mut Probe,
+    target: &Target,
+    send: &mut h2::client::SendRequest<Bytes>,
+    path: &str,
+) -> Result<Ws, String> {
     let mut request = Request::builder()
         .method(Method::CONNECT)
         .uri(format!("https://{}{path}", target.host))
@@ -163,7 +208,9 @@ async fn extended_connect(probe: &mut Probe, target: &Target, send: &mut h2::cli
         .header("origin", format!("https://{}", target.host))
         .body(())
         .map_err(|e| format!("invalid request: {e}"))?;
-    request.extensions_mut().insert(h2::ext::Protocol::from_static("websocket"));
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
     let start = Instant::now();
     let sent = async {
         let mut send = send.clone().ready().await?;
@@ -171,29 +218,56 @@ async fn extended_connect(probe: &mut Probe, target: &Target, send: &mut h2::cli
         Ok::<_, h2::Error>((response.await?, stream))
     };
     let (response, stream) = match tokio::time::timeout(EXCHANGE_TIMEOUT, sent).await {
-        Err(_) => return Err(format!("no answer to the extended CONNECT within {} s", EXCHANGE_TIMEOUT.as_secs())),
-        Ok(Err(e)) => return Err(format!("extended CONNECT refused: {}", describe_h2_error(&e))),
+        Err(_) => {
+            return Err(format!(
+                "no answer to the extended CONNECT within {} s",
+                EXCHANGE_TIMEOUT.as_secs()
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(format!(
+                "extended CONNECT refused: {}",
+                describe_h2_error(&e)
+            ))
+        }
         Ok(Ok(answer)) => answer,
     };
     let status = response.status().as_u16();
     probe.extra.insert("status".into(), json!(status));
-    probe.extra.insert("transport".into(), json!("WebSocket over HTTP/2 (extended CONNECT, RFC 8441)"));
+    probe.extra.insert(
+        "transport".into(),
+        json!("WebSocket over HTTP/2 (extended CONNECT, RFC 8441)"),
+    );
     if let Some(instance) = response.headers().get("x-mock-instance") {
-        probe.extra.insert("instance".into(), json!(String::from_utf8_lossy(instance.as_bytes())));
+        probe.extra.insert(
+            "instance".into(),
+            json!(String::from_utf8_lossy(instance.as_bytes())),
+        );
     }
     if status != 200 {
         let body = read_some(response.into_body()).await;
-        return Err(format!("extended CONNECT answered {status} instead of 200{body}"));
+        return Err(format!(
+            "extended CONNECT answered {status} instead of 200{body}"
+        ));
     }
-    probe.step("extended CONNECT", format!("200 after {} ms", ms_since(start)));
-    let io: Box<dyn Io> = Box::new(H2Stream { send: stream, recv: response.into_body(), pending: Bytes::new() });
+    probe.step(
+        "extended CONNECT",
+        format!("200 after {} ms", ms_since(start)),
+    );
+    let io: Box<dyn Io> = Box::new(H2Stream {
+        send: stream,
+        recv: response.into_body(),
+        pending: Bytes::new(),
+    });
     Ok(WebSocketStream::from_raw_socket(io, Role::Client, None).await)
 }
 
 /// The start of a refusal's body, for evidence (` (body "...")`, or nothing).
 async fn read_some(mut body: h2::RecvStream) -> String {
     match tokio::time::timeout(std::time::Duration::from_secs(2), body.data()).await {
-        Ok(Some(Ok(bytes))) if !bytes.is_empty() => format!(" (body {:?})", super::client::snippet(&bytes, 120)),
+        Ok(Some(Ok(bytes))) if !bytes.is_empty() => {
+            format!(" (body {:?})", super::client::snippet(&bytes, 120))
+        }
         _ => String::new(),
     }
 }
@@ -202,7 +276,9 @@ async fn read_some(mut body: h2::RecvStream) -> String {
 fn describe_h2_error(e: &h2::Error) -> String {
     match e.reason() {
         Some(reason) if e.is_reset() => format!("stream reset by the proxy ({reason:?})"),
-        Some(reason) if e.is_go_away() => format!("connection closed by the proxy (GOAWAY {reason:?})"),
+        Some(reason) if e.is_go_away() => {
+            format!("connection closed by the proxy (GOAWAY {reason:?})")
+        }
         _ => error_chain(e),
     }
 }
@@ -218,7 +294,11 @@ struct H2Stream {
 }
 
 impl AsyncRead for H2Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         while this.pending.is_empty() {
             match ready!(this.recv.poll_data(cx)) {
@@ -237,7 +317,11 @@ impl AsyncRead for H2Stream {
 }
 
 impl AsyncWrite for H2Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -247,11 +331,18 @@ impl AsyncWrite for H2Stream {
             let granted = this.send.capacity();
             if granted > 0 {
                 let n = granted.min(buf.len());
-                this.send.send_data(Bytes::copy_from_slice(&buf[..n]), false).map_err(|e| io::Error::other(describe_h2_error(&e)))?;
+                this.send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(|e| io::Error::other(describe_h2_error(&e)))?;
                 return Poll::Ready(Ok(n));
             }
             match ready!(this.send.poll_capacity(cx)) {
-                None => return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "the HTTP/2 stream is closed"))),
+                None => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the HTTP/2 stream is closed",
+                    )))
+                }
                 Some(Err(e)) => return Poll::Ready(Err(io::Error::other(describe_h2_error(&e)))),
                 Some(Ok(_)) => continue,
             }

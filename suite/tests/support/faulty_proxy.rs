@@ -159,12 +159,16 @@ impl FaultyProxy {
         });
         let stop = shared.stop.clone();
         let tls_dir = tempfile::tempdir().expect("a directory for the certificate");
-        let files = suite::tls::issue(&[super::HOST.to_string()], tls_dir.path()).expect("the run's certificate");
+        let files = suite::tls::issue(&[super::HOST.to_string()], tls_dir.path())
+            .expect("the run's certificate");
         let tls_listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind a loopback port");
         let tls_addr = tls_listener.local_addr().expect("local address");
-        spawn(&stop, serve_tls(tls_listener, tls_acceptor(&files), shared.clone()));
+        spawn(
+            &stop,
+            serve_tls(tls_listener, tls_acceptor(&files), shared.clone()),
+        );
         spawn(&stop, async move {
             loop {
                 let Ok((tcp, peer)) = listener.accept().await else {
@@ -194,7 +198,9 @@ impl FaultyProxy {
         FaultyProxy {
             addr,
             tls_addr,
-            trust: Trust { ca_pem: files.ca_pem },
+            trust: Trust {
+                ca_pem: files.ca_pem,
+            },
             stop,
             _tls_dir: tls_dir,
         }
@@ -288,7 +294,11 @@ fn from_h2(mut req: Request<Incoming>) -> Request<Incoming> {
             set(req.headers_mut(), header::HOST, &authority);
         }
     }
-    let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_else(|| "/".into());
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "/".into());
     if let Ok(uri) = target.parse() {
         *req.uri_mut() = uri;
     }
@@ -333,7 +343,10 @@ async fn proxy(mut req: Request<Incoming>, client: Arc<Client>) -> Response<Body
     match fault {
         Fault::RedirectToHttps(status) if !client.tls => return redirect_to_https(&req, status),
         Fault::RefuseExtendedConnect if req.method() == hyper::Method::CONNECT => {
-            return answer(StatusCode::NOT_IMPLEMENTED, "extended CONNECT is not bridged\n")
+            return answer(
+                StatusCode::NOT_IMPLEMENTED,
+                "extended CONNECT is not bridged\n",
+            )
         }
         _ => {}
     }
@@ -416,7 +429,11 @@ fn redirect_to_https(req: &Request<Incoming>, status: u16) -> Response<Body> {
         StatusCode::from_u16(status).expect("a redirect status"),
         "moved to https\n",
     );
-    set(resp.headers_mut(), header::LOCATION, &format!("https://{host}{}", req.uri()));
+    set(
+        resp.headers_mut(),
+        header::LOCATION,
+        &format!("https://{host}{}", req.uri()),
+    );
     resp
 }
 

@@ -76,7 +76,11 @@ pub fn via_transport(
     profile: Profile,
     transport: Transport,
 ) -> Target {
-    let addr = if transport.is_tls() { proxy.tls_addr() } else { proxy.addr() };
+    let addr = if transport.is_tls() {
+        proxy.tls_addr()
+    } else {
+        proxy.addr()
+    };
     let mut target = target("faulty-proxy", addr, profile, mocks, false);
     target.transport = transport;
     target.trust = Some(proxy.trust());
