@@ -25,7 +25,7 @@ use crate::tls::Transport;
 pub const TLS_REDIRECT: CheckInfo = CheckInfo {
     id: "tls.redirect",
     requirement: "A plain-HTTP listener that redirects to HTTPS keeps each request: 307/308 for an upload (a browser repeats a POST answered 301/302 as a GET, without its body), and an SSE request redirected to https:// streams there",
-    sign: "An upload sent to the http:// address arrives as a GET without its body (the browser repeats a POST answered 301/302 as a GET): the upload is lost",
+    sign: "Uploads sent to the http:// address are lost (the browser repeats a POST answered 301/302 as a GET without its body), or the redirect to https:// leads to nothing",
     fix: "Redirect with 308, which keeps the method and the body: nginx `return 308 https://$host$request_uri;` (certbot writes 301), HAProxy `http-request redirect scheme https code 308`; Caddy's automatic HTTPS redirect is already 308",
     long: false,
     bulky: false,
@@ -117,8 +117,8 @@ pub async fn redirect(target: &Target) -> Outcome {
     let post_to = post_answer.https_location(&target.host);
     let sse_to = sse_answer.https_location(&target.host);
     let mut m = json!({
-        "plain_post": json!({"path": UPLOAD_PATH, "bytes": UPLOAD_BYTES}),
-        "plain_sse": json!({"path": sse_path}),
+        "plain_post": {"path": UPLOAD_PATH, "bytes": UPLOAD_BYTES},
+        "plain_sse": {"path": sse_path},
         "tls_listener": tls.addr.to_string(),
     });
     m["plain_post"]["answer"] = post_answer.to_json();
