@@ -350,6 +350,7 @@ pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration,
         ui_password: None,
         transport: Transport::H1,
         trust: None,
+        tls_listener: None,
     };
     result.checks = grade(&target, &backends, only, &mut arrival).await;
     backends.shutdown().await;
@@ -412,6 +413,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         ui_password: None,
         transport: req.transport,
         trust: instance.tls().map(|tls| Trust { ca_pem: tls.files.ca_pem.clone() }),
+        tls_listener: instance.tls().map(|tls| tls.addr),
     };
     result.checks = grade(&target, &backends, &req.only, &mut arrival).await;
     advise(req.spec.kind, &mut result.checks);

@@ -14,9 +14,10 @@ use support::{assert_grade, direct, lb_sticky_through, mock, run_auth_origin, vi
 fn control_grade(profile: Profile, id: &str) -> Grade {
     let no_websocket = profile == Profile::Dorkos
         && (id.starts_with("ws.") || id == "compress.single" || id == "auth.origin");
-    // The control paths are plain HTTP/1.1: HTTP/2-only checks skip there.
+    // The control paths are plain HTTP/1.1: HTTP/2-only checks skip there, as do h2.websocket
+    // (the h2 transport) and tls.redirect (a plain listener that redirects).
     let not_h2 = !checks::http2::applies(id, suite::tls::Transport::H1);
-    if id == "lb.sticky" || no_websocket || not_h2 {
+    if id == "lb.sticky" || id == "h2.websocket" || id == "tls.redirect" || no_websocket || not_h2 {
         Grade::Skip
     } else {
         Grade::Pass
@@ -186,7 +187,9 @@ fn catalogue_is_complete_and_ordered() {
             "headers.forwarded",
             "auth.origin",
             "lb.sticky",
-            "h2.headers"
+            "h2.headers",
+            "h2.websocket",
+            "tls.redirect"
         ]
     );
     for c in checks::catalogue() {

@@ -42,6 +42,10 @@ fault_cases!(
     first_only,
     h2_connection_header,
     h2_idle_reset,
+    redirect_301,
+    redirect_308,
+    extended_connect_refused,
+    extended_connect_not_advertised,
 );
 
 #[test]

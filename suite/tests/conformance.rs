@@ -140,7 +140,11 @@ async fn every_proxy_config_and_profile_graded_as_expected() {
             };
             let grade = r.checks.iter().find(|c| c.id == id).map(|c| c.grade);
             let applies = suite::checks::http2::applies(id, r.transport);
-            if r.setup_error.is_none() && applies && grade != Some(want) {
+            // A check graded on one transport only (`h2.websocket` on h2, `tls.redirect` on the
+            // plain listener's h1) skips on the others, as the `.expected` file says there.
+            let not_this_transport = grade == Some(Grade::Skip)
+                && expectations.iter().any(|e| e.id == id && e.outcome == "skip" && e.transport.as_deref() == Some(r.transport.as_str()));
+            if r.setup_error.is_none() && applies && grade != Some(want) && !not_this_transport {
                 problems.push(format!("{label}: negative control must {want} {id}, got {grade:?}"));
             }
         }

@@ -13,7 +13,9 @@ pub mod headers;
 pub mod http2;
 pub mod sse;
 pub mod timeouts;
+pub mod tls_redirect;
 pub mod websocket;
+pub mod websocket_h2;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -119,6 +121,9 @@ pub struct Target {
     /// The run's certificate authority, the only one a TLS client trusts (set for TLS
     /// transports; `host` resolves to `addr`, so SNI and Host are the site's name).
     pub trust: Option<Trust>,
+    /// The config's TLS listener, on every run of a config that has one (on a TLS transport
+    /// it is `addr`): where the plain listener's redirect to `https://` leads (`tls.redirect`).
+    pub tls_listener: Option<SocketAddr>,
 }
 
 impl CheckInfo {
@@ -175,7 +180,7 @@ impl CheckInfo {
 }
 
 /// Every check, in catalogue order (`shared/reference/checks.md`).
-static CATALOGUE: [CheckInfo; 15] = [
+static CATALOGUE: [CheckInfo; 17] = [
     websocket::WS_UPGRADE,
     websocket::WS_TERMINAL,
     websocket::WS_IDLE,
@@ -191,6 +196,8 @@ static CATALOGUE: [CheckInfo; 15] = [
     auth::AUTH_ORIGIN,
     balancing::LB_STICKY,
     http2::H2_HEADERS,
+    websocket_h2::H2_WEBSOCKET,
+    tls_redirect::TLS_REDIRECT,
 ];
 
 /// Every check, in catalogue order.
@@ -220,6 +227,8 @@ async fn dispatch(id: &str, target: &Target) -> Outcome {
         "auth.origin" => auth::origin(target).await,
         "lb.sticky" => balancing::sticky(target).await,
         "h2.headers" => http2::headers(target).await,
+        "h2.websocket" => websocket_h2::websocket(target).await,
+        "tls.redirect" => tls_redirect::redirect(target).await,
         other => unknown(other),
     }
 }

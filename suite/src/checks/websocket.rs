@@ -61,7 +61,7 @@ const ECHOES: usize = 20;
 /// A binary frame large enough to span several TCP segments and proxy buffers.
 const BINARY_ECHO_BYTES: usize = 16 * 1024;
 
-fn not_on_dorkos(info: &CheckInfo, target: &Target) -> Option<Outcome> {
+pub(crate) fn not_on_dorkos(info: &CheckInfo, target: &Target) -> Option<Outcome> {
     (target.profile == Profile::Dorkos)
         .then(|| info.skip("the DorkOS backend has no WebSocket routes (SSE only)"))
 }
@@ -189,7 +189,7 @@ pub(crate) async fn first_frame(
 }
 
 /// Sends `msg` and waits for the same frame back; other frames in between are skipped.
-async fn echo(ws: &mut Ws, msg: Message) -> Result<Duration, String> {
+pub(crate) async fn echo(ws: &mut Ws, msg: Message) -> Result<Duration, String> {
     let sent = Instant::now();
     ws_send(ws, msg.clone()).await?;
     let deadline = sent + EXCHANGE_TIMEOUT;
@@ -305,7 +305,7 @@ async fn terminal_route(target: &Target) -> Probe {
 }
 
 /// Ends a terminal session the way every terminal probe does: a ping answered by a pong.
-async fn ping_and_close(probe: &mut Probe, mut ws: Ws) -> Result<(), String> {
+pub(crate) async fn ping_and_close(probe: &mut Probe, mut ws: Ws) -> Result<(), String> {
     ws_send(&mut ws, term(json!({"t": "ping"}))).await?;
     let pong = term_expect(&mut ws, "pong", Instant::now() + EXCHANGE_TIMEOUT).await?;
     probe.step("pong", pong);

@@ -7,6 +7,11 @@
 //! that fails here fails because of the fault, not because of a framing bug in a test helper.
 //! What this file adds is the faults, one small function each. Each client connection goes to
 //! one backend ([`Balance`]); each request opens its own upstream connection.
+//!
+//! Besides its plain listener it has a TLS one (rustls, a certificate of the suite's own per-run
+//! authority, ALPN `h2` and `http/1.1`), serving the same proxy over HTTP/1.1 or HTTP/2 (hyper's
+//! server), so the faults of a TLS deployment (a redirecting plain listener, extended CONNECT
+//! advertised but not bridged) can be shown too.
 
 use std::convert::Infallible;
 use std::io::{self, Write};
@@ -26,9 +31,11 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use suite::tls::Trust;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::io::{InspectReader, InspectWriter};
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +80,13 @@ pub enum Fault {
     /// Refuses request bodies above this many bytes with 413, and buffers every body whole
     /// before passing it on (`proxy_request_buffering on`).
     CapBody(u64),
+    /// The plain listener answers every request with this status and `Location:
+    /// https://<Host><uri>` (certbot's `return 301 https://$host$request_uri;`); the TLS
+    /// listener proxies.
+    RedirectToHttps(u16),
+    /// Over HTTP/2, advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` but answers every extended
+    /// CONNECT with 501: WebSocket over HTTP/2 offered, not bridged.
+    RefuseExtendedConnect,
 }
 
 /// How client connections are spread over several backends.
@@ -106,12 +120,18 @@ struct Client {
     peer: IpAddr,
     local: IpAddr,
     backends: Vec<SocketAddr>,
+    /// Came in on the TLS listener.
+    tls: bool,
 }
 
 /// A running faulty proxy; stops (with every connection) when dropped.
 pub struct FaultyProxy {
     addr: SocketAddr,
+    tls_addr: SocketAddr,
+    trust: Trust,
     stop: CancellationToken,
+    /// The certificate files of the TLS listener.
+    _tls_dir: tempfile::TempDir,
 }
 
 impl FaultyProxy {
@@ -138,6 +158,17 @@ impl FaultyProxy {
             stop: CancellationToken::new(),
         });
         let stop = shared.stop.clone();
+        let tls_dir = tempfile::tempdir().expect("a directory for the certificate");
+        let files = suite::tls::issue(&[super::HOST.to_string()], tls_dir.path())
+            .expect("the run's certificate");
+        let tls_listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind a loopback port");
+        let tls_addr = tls_listener.local_addr().expect("local address");
+        spawn(
+            &stop,
+            serve_tls(tls_listener, tls_acceptor(&files), shared.clone()),
+        );
         spawn(&stop, async move {
             loop {
                 let Ok((tcp, peer)) = listener.accept().await else {
@@ -151,6 +182,7 @@ impl FaultyProxy {
                     peer: peer.ip(),
                     local: local.ip(),
                     shared: shared.clone(),
+                    tls: false,
                 });
                 let _ = tcp.set_nodelay(true);
                 let service = service_fn(move |req| {
@@ -163,12 +195,115 @@ impl FaultyProxy {
                 spawn(&shared.stop, connection);
             }
         });
-        FaultyProxy { addr, stop }
+        FaultyProxy {
+            addr,
+            tls_addr,
+            trust: Trust {
+                ca_pem: files.ca_pem,
+            },
+            stop,
+            _tls_dir: tls_dir,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// The TLS listener (its certificate covers the tests' site, [`super::HOST`]).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr
+    }
+
+    /// The authority a client of the TLS listener trusts.
+    pub fn trust(&self) -> Trust {
+        self.trust.clone()
+    }
+}
+
+/// A rustls server with the certificate `files` hold, offering `h2` and `http/1.1`.
+fn tls_acceptor(files: &suite::tls::TlsFiles) -> TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .expect("the certificate the suite wrote");
+    let key = PrivateKeyDer::from_pem_file(&files.key).expect("the key the suite wrote");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| Ok(b.with_no_client_auth().with_single_cert(certs, key)?))
+        .expect("a TLS server configuration");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// The TLS listener: HTTP/2 when the client chose it by ALPN, HTTP/1.1 otherwise, each request
+/// through [`proxy`] as on the plain listener.
+async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(local) = tcp.local_addr() else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let client = Arc::new(Client {
+            backends: choose(&shared, peer.ip()),
+            peer: peer.ip(),
+            local: local.ip(),
+            shared: shared.clone(),
+            tls: true,
+        });
+        let acceptor = acceptor.clone();
+        spawn(&shared.stop, async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let fault = client.shared.fault;
+            let service = service_fn(move |req| {
+                let client = client.clone();
+                async move { Ok::<_, Infallible>(proxy(from_h2(req), client).await) }
+            });
+            if h2 {
+                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                if fault == Fault::RefuseExtendedConnect {
+                    builder.enable_connect_protocol();
+                }
+                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades()
+                    .await;
+            }
+        });
+    }
+}
+
+/// An HTTP/2 request as the HTTP/1.1 request the backend gets: `:authority` as Host, the
+/// origin-form target.
+fn from_h2(mut req: Request<Incoming>) -> Request<Incoming> {
+    if req.version() != hyper::Version::HTTP_2 {
+        return req;
+    }
+    if let Some(authority) = req.uri().authority().map(|a| a.to_string()) {
+        if !req.headers().contains_key(header::HOST) {
+            set(req.headers_mut(), header::HOST, &authority);
+        }
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "/".into());
+    if let Ok(uri) = target.parse() {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = hyper::Version::HTTP_11;
+    req
 }
 
 impl Drop for FaultyProxy {
@@ -205,6 +340,16 @@ fn choose(shared: &Shared, peer: IpAddr) -> Vec<SocketAddr> {
 /// One request: the request faults, the exchange with the backend, the response faults.
 async fn proxy(mut req: Request<Incoming>, client: Arc<Client>) -> Response<Body> {
     let fault = client.shared.fault;
+    match fault {
+        Fault::RedirectToHttps(status) if !client.tls => return redirect_to_https(&req, status),
+        Fault::RefuseExtendedConnect if req.method() == hyper::Method::CONNECT => {
+            return answer(
+                StatusCode::NOT_IMPLEMENTED,
+                "extended CONNECT is not bridged\n",
+            )
+        }
+        _ => {}
+    }
     let accepts_gzip = has_token(req.headers(), header::ACCEPT_ENCODING, "gzip");
     let backend = client.backends[0];
     match fault {
@@ -272,6 +417,25 @@ async fn exchange(client: &Client, req: Request<Body>) -> Result<Response<Incomi
 }
 
 // --- Request faults ---
+
+/// `return <status> https://$host$request_uri;`
+fn redirect_to_https(req: &Request<Incoming>, status: u16) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let mut resp = answer(
+        StatusCode::from_u16(status).expect("a redirect status"),
+        "moved to https\n",
+    );
+    set(
+        resp.headers_mut(),
+        header::LOCATION,
+        &format!("https://{host}{}", req.uri()),
+    );
+    resp
+}
 
 /// What a correct proxy adds, naming `client` as the client.
 fn forward(headers: &mut HeaderMap, client: IpAddr) {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use mock_server::{MockConfig, Profile, RunningMock};
-use suite::checks::Grade::{Fail, Warn};
+use suite::checks::Grade::{Fail, Pass, Skip, Warn};
 use suite::checks::{self, Grade, Outcome, Target};
+use suite::tls::Transport;
 
 use faulty_h2::{FaultyH2Proxy, H2Fault};
 use faulty_proxy::{Balance, Fault, FaultyProxy};
@@ -52,8 +53,9 @@ fn target(
         client_ip: checks::CLIENT_IP,
         direct,
         ui_password: None,
-        transport: suite::tls::Transport::H1,
+        transport: Transport::H1,
         trust: None,
+        tls_listener: None,
     }
 }
 
@@ -62,9 +64,30 @@ pub fn direct(mock: &RunningMock, profile: Profile) -> Target {
     target("direct", mock.addr(), profile, &[mock], true)
 }
 
-/// The faulty proxy in front of `mocks`.
+/// The faulty proxy in front of `mocks`, reached on its plain listener (it has a TLS one too,
+/// as a config with both listeners does).
 pub fn via(proxy: &FaultyProxy, mocks: &[&RunningMock], profile: Profile) -> Target {
-    target("faulty-proxy", proxy.addr(), profile, mocks, false)
+    via_transport(proxy, mocks, profile, Transport::H1)
+}
+
+/// The faulty proxy in front of `mocks`, reached over `transport` (TLS ones on its TLS
+/// listener, whose certificate covers the site's name).
+pub fn via_transport(
+    proxy: &FaultyProxy,
+    mocks: &[&RunningMock],
+    profile: Profile,
+    transport: Transport,
+) -> Target {
+    let addr = if transport.is_tls() {
+        proxy.tls_addr()
+    } else {
+        proxy.addr()
+    };
+    let mut target = target("faulty-proxy", addr, profile, mocks, false);
+    target.transport = transport;
+    target.trust = Some(proxy.trust());
+    target.tls_listener = Some(proxy.tls_addr());
+    target
 }
 
 /// The HTTP/2 faulty proxy in front of `mock`, reached as a browser would (TLS, ALPN h2, the
@@ -151,6 +174,8 @@ pub struct FaultCase {
     /// Set for a fault of the proxy's HTTP/2 face (`fault` is then unused): the checks run
     /// over TLS with ALPN h2 against [`FaultyH2Proxy`].
     pub h2_fault: Option<H2Fault>,
+    /// How the checks reach the proxy (`h1`: its plain listener).
+    pub transport: Transport,
 }
 
 const fn case(
@@ -168,6 +193,7 @@ const fn case(
         grades,
         evidence: &[],
         h2_fault: None,
+        transport: Transport::H1,
     }
 }
 
@@ -231,6 +257,20 @@ pub const FAULT_CASES: &[FaultCase] = {
         balanced("first_only", Balance::FirstOnly, &[("lb.sticky", Fail)]),
         h2_case("h2_connection_header", H2Fault::AddHeader("Connection", "keep-alive"), &[("h2.headers", Fail)], &["connection: keep-alive"]),
         h2_case("h2_idle_reset", H2Fault::CutIdleAfter(Duration::from_secs(1)), &[("sse.idle", Fail)], &["RST_STREAM INTERNAL_ERROR (0x2)"]),
+        FaultCase {
+            evidence: &["301", "GET"],
+            ..case("redirect_301", Fault::RedirectToHttps(301), Openchamber, &[("tls.redirect", Warn)])
+        },
+        case("redirect_308", Fault::RedirectToHttps(308), Openchamber, &[("tls.redirect", Pass)]),
+        FaultCase {
+            transport: Transport::H2,
+            evidence: &["501"],
+            ..case("extended_connect_refused", Fault::RefuseExtendedConnect, Openchamber, &[("h2.websocket", Fail)])
+        },
+        FaultCase {
+            transport: Transport::H2,
+            ..case("extended_connect_not_advertised", Fault::None, Openchamber, &[("h2.websocket", Skip)])
+        },
     ]
 };
 
@@ -254,7 +294,7 @@ pub async fn run_fault_case(name: &str) {
         _h2_proxy = Some(proxy);
     } else {
         let proxy = FaultyProxy::start_balanced(case.fault, addrs, case.balance).await;
-        target = via(&proxy, &mocks, case.profile);
+        target = via_transport(&proxy, &mocks, case.profile, case.transport);
         _proxy = Some(proxy);
     }
     // auth.origin last and alone: the UI password it needs would make every other check 401.

@@ -135,6 +135,8 @@ impl ProxyKind for Apache {
             "auth.origin" => "ProxyPreserveHost On (else Host becomes the backend's address) and RequestHeader set X-Forwarded-Proto \"expr=%{REQUEST_SCHEME}\"",
             "lb.sticky" => "mod_proxy_balancer has no client-address hashing: stick by cookie, <Proxy balancer://app> BalancerMember http://127.0.0.1:3000 route=1 ... ProxySet stickysession=ROUTEID </Proxy> with Header add Set-Cookie \"ROUTEID=.%{BALANCER_WORKER_ROUTE}e; path=/\" env=BALANCER_ROUTE_CHANGED",
             "h2.headers" => "Remove Header set/always set lines for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (Header unset Upgrade for a backend that sends it, e.g. another Apache with Protocols h2c)",
+            "h2.websocket" => "Apache advertises WebSocket over HTTP/2 only with H2WebSockets on (mod_http2): with it, keep ProxyPass ... upgrade=websocket on the WebSocket routes, or leave H2WebSockets off",
+            "tls.redirect" => "Redirect 308 / https://openchamber.example.com/ in the plain <VirtualHost *:80> (Redirect permanent is 301)",
             _ => return None,
         })
     }

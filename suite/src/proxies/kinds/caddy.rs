@@ -137,6 +137,8 @@ impl ProxyKind for Caddy {
             "auth.origin" => "Keep Caddy's Host and X-Forwarded-Proto (no header_up Host {upstream_hostport}, no header_up X-Forwarded-Proto other than {scheme})",
             "lb.sticky" => "reverse_proxy 127.0.0.1:3000 127.0.0.1:3001 { lb_policy ip_hash }",
             "h2.headers" => "Remove header directives that set Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE on responses (header_down -Upgrade etc. in reverse_proxy for a backend that sends them)",
+            "h2.websocket" => "Caddy does not advertise extended CONNECT here: browsers open HTTP/1.1 upgrades, which reverse_proxy passes",
+            "tls.redirect" => "Keep Caddy's automatic HTTP-to-HTTPS redirect (308); replace redir https://{host}{uri} permanent (301) with redir https://{host}{uri} 308",
             _ => return None,
         })
     }

@@ -139,6 +139,8 @@ impl ProxyKind for Envoy {
             "auth.origin" => "Keep Host (no host_rewrite_literal or auto_host_rewrite), add X-Forwarded-Host %REQ(:AUTHORITY)%, use_remote_address: true for X-Forwarded-Proto",
             "lb.sticky" => "Cluster lb_policy: RING_HASH and route hash_policy: [{connection_properties: {source_ip: true}}]",
             "h2.headers" => "Remove response_headers_to_add entries for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (response_headers_to_remove for a backend that sends them)",
+            "h2.websocket" => "Remove allow_connect from http2_protocol_options: Envoy forwards the extended CONNECT as an upgrade without Sec-WebSocket-Key, which the backend refuses; without it browsers open HTTP/1.1 upgrades",
+            "tls.redirect" => "On the plain listener's route: redirect: { https_redirect: true, response_code: PERMANENT_REDIRECT } (the default is 301)",
             _ => return None,
         })
     }

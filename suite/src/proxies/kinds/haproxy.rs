@@ -131,6 +131,8 @@ impl ProxyKind for Haproxy {
             "auth.origin" => "Keep Host as sent, and http-request set-header X-Forwarded-Host %[req.hdr(host)] and X-Forwarded-Proto (http if !{ ssl_fc }, https if { ssl_fc }) in the frontend",
             "lb.sticky" => "balance source (with hash-type consistent) in the backend, one server line per instance",
             "h2.headers" => "Remove http-response set-header/add-header lines for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (http-response del-header for a backend that sends them)",
+            "h2.websocket" => "HAProxy bridges extended CONNECT to an HTTP/1.1 upgrade by itself (2.4+); to stop advertising it: option h2-workaround-bogus-websocket-clients in the frontend",
+            "tls.redirect" => "http-request redirect scheme https code 308 unless { ssl_fc } (without `code`, HAProxy answers 302, which turns a POST upload into a GET)",
             _ => return None,
         })
     }

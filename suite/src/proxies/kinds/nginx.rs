@@ -72,6 +72,8 @@ impl ProxyKind for Nginx {
             "auth.origin" => "Repeat proxy_set_header Host $host; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Proto $scheme; inside every WebSocket location: one proxy_set_header in a location drops every inherited one",
             "lb.sticky" => "upstream openchamber { ip_hash; server 127.0.0.1:3000; server 127.0.0.1:3001; } and proxy_pass http://openchamber;",
             "h2.headers" => "Add no hop-by-hop header to responses: remove add_header Connection/Keep-Alive/Proxy-Connection/Transfer-Encoding/Upgrade/TE (nginx sends them over HTTP/2 as written); for a backend that sends them: proxy_hide_header Proxy-Connection; proxy_hide_header TE; proxy_hide_header Upgrade;",
+            "h2.websocket" => "nginx does not implement WebSocket over HTTP/2 (RFC 8441) and never advertises it: browsers open HTTP/1.1 upgrades, which need proxy_http_version 1.1 and the Upgrade/Connection headers on the WebSocket locations",
+            "tls.redirect" => "In the plain server, return 308 https://$host$request_uri; (certbot writes 301, which turns a POST upload into a GET)",
             _ => return None,
         })
     }

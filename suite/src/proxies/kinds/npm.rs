@@ -116,6 +116,8 @@ impl ProxyKind for Npm {
             "auth.origin" => "Websockets Support on, and any location in the Advanced tab that sets a header must also set proxy_set_header Host $host; X-Forwarded-Host $host; X-Forwarded-Proto $scheme; (one proxy_set_header drops every inherited one)",
             "lb.sticky" => "An NPM proxy host forwards to one host and port: put several backends behind an nginx upstream with ip_hash (or a single backend)",
             "h2.headers" => "In the Advanced tab, add no hop-by-hop header (no add_header Connection/Keep-Alive/Upgrade/Transfer-Encoding/TE); for a backend that sends them: proxy_hide_header Proxy-Connection; proxy_hide_header TE; proxy_hide_header Upgrade;",
+            "h2.websocket" => "NPM runs nginx, which does not implement WebSocket over HTTP/2 (RFC 8441): browsers open HTTP/1.1 upgrades (Websockets Support on)",
+            "tls.redirect" => "NPM's Force SSL answers 301: turn it off and put if ($scheme = \"http\") { return 308 https://$host$request_uri; } in the Advanced tab",
             _ => return None,
         })
     }

@@ -137,6 +137,8 @@ impl ProxyKind for Traefik {
             "auth.origin" => "Traefik sends X-Forwarded-Proto: ws on upgrades: pin it with a headers middleware, customRequestHeaders: { X-Forwarded-Proto: \"http\" } (\"https\" behind TLS)",
             "lb.sticky" => "Traefik sticks by cookie, not client address: services.<name>.loadBalancer.sticky.cookie: { name: openchamber_backend } (a browser keeps it)",
             "h2.headers" => "Remove customResponseHeaders (headers middleware) that set Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE",
+            "h2.websocket" => "Traefik does not advertise extended CONNECT: browsers open HTTP/1.1 upgrades, which it passes",
+            "tls.redirect" => "A redirectScheme middleware (scheme: https, permanent: true) on the plain entry point's router: Traefik 3.7 answers a POST with 308 (a GET with 301), which keeps the upload; no hand-written 301/302 redirect for POST routes",
             _ => return None,
         })
     }
