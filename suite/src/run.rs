@@ -48,6 +48,9 @@ pub struct RunResult {
     /// The runtime that ran the proxy (`native`); the checks never depend on it.
     #[serde(default = "native")]
     pub runtime: String,
+    /// The container image that ran the proxy (reference and id), in a container runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::runtimes::ImageRecord>,
     /// `nginx/openchamber-guide.conf`.
     pub config: String,
     /// What the config is for (a negative control's fails are by design).
@@ -293,6 +296,7 @@ impl RunResult {
             version: None,
             source,
             runtime: native(),
+            image: None,
             config,
             role: None,
             negative_control: Vec::new(),
@@ -386,6 +390,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         }
     };
     result.version = Some(instance.version().to_string());
+    result.image = instance.image();
     result.rewrites = instance.rewrites().to_vec();
     let addr = match req.transport {
         Transport::H1 if instance.transports().contains(&Transport::H1) => Some(instance.addr()),

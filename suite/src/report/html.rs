@@ -51,6 +51,8 @@ struct PageRow {
     label: String,
     config: String,
     profile: String,
+    transport: String,
+    runtime: String,
     setup: Option<SetupIssue>,
     cells: Vec<Cell>,
 }
@@ -450,7 +452,9 @@ fn rows(table: &Table, kept: Kept) -> Page {
         let page_row = PageRow {
             label: row.label(),
             config: row.run.config.clone(),
-            profile: profile_label(row.run),
+            profile: row.run.profile.as_str().to_string(),
+            transport: row.run.transport.as_str().to_string(),
+            runtime: row.run.runtime.clone(),
             setup: row.run.setup_error.clone(),
             cells,
         };
@@ -537,6 +541,7 @@ pub fn render_with(matrix: &MatrixRun, kept: Kept) -> Result<String, minijinja::
         counts => counts(&table),
         columns => columns,
         verdicts => markdown::verdicts(matrix),
+        differences => markdown::differences(&matrix.runtime_differences),
         groups => page.groups,
         negative => page.negative,
         chart_size => [CHART_W, CHART_H],
