@@ -137,3 +137,30 @@ pub fn unused(expectations: &[Expectation], runs: &[&RunResult]) -> Vec<String> 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_entry_applies_to_that_runtime_and_is_not_stale_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.conf.expected");
+        std::fs::write(&path, "headers.forwarded fail runtime=docker # the gateway is the client\n").unwrap();
+        let e = load(&path).unwrap();
+        assert_eq!(e[0].runtime.as_deref(), Some("docker"));
+        std::fs::write(dir.path().join("b.expected"), "x fail runtime=podman # no\n").unwrap();
+        assert!(load(&dir.path().join("b.expected")).unwrap_err().contains("runtime=podman"));
+        let native: RunResult = serde_json::from_value(serde_json::json!({
+            "proxy": "nginx@1.31", "version": null, "source": "", "config": "a.conf", "role": null,
+            "profile": "openchamber", "setup_error": null, "rewrites": [], "checks": [], "elapsed_ms": 0
+        }))
+        .unwrap();
+        assert_eq!(native.runtime, "native");
+        assert!(unused(&e, &[&native]).is_empty(), "a native run cannot judge a docker entry");
+        let mut docker = native.clone();
+        docker.runtime = "docker".into();
+        docker.config = "b.conf".into();
+        assert!(e[0].applies(&docker) && !e[0].applies(&native));
+    }
+}

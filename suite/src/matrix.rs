@@ -150,8 +150,9 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtimes:
 }
 
 /// Every check graded differently in two runtimes for the same proxy, config, profile and
-/// transport (a setup error counts as a grade: `setup: kind`), with the `runtime=` entry of the
-/// config's `.expected` (under `root`) that explains it, or none: then it is unexplained.
+/// transport (a setup error counts as a grade: `setup: kind`), with its reason: the `runtime=`
+/// entry of the config's `.expected` (under `root`), else the container deployment's own
+/// ([`crate::runtimes::docker::deployment_reason`]), else none: then it is unexplained.
 pub fn runtime_differences(runs: &[RunResult], root: &std::path::Path) -> Vec<RuntimeDifference> {
     use std::collections::BTreeMap;
     let mut groups: BTreeMap<(String, String, String, &'static str), Vec<&RunResult>> = BTreeMap::new();
@@ -197,7 +198,10 @@ pub fn runtime_differences(runs: &[RunResult], root: &std::path::Path) -> Vec<Ru
                 (Some(issue), _) => issue.message.lines().next().unwrap_or("").to_string(),
                 (None, _) => other.checks.iter().find(|c| c.id == id).map(|c| c.actual.lines().next().unwrap_or("").to_string()).unwrap_or_default(),
             };
-            let reason = crate::expected::runtime_reason(&expectations, other, &id).map(|e| e.reason.clone());
+            let outcome = other.checks.iter().find(|c| c.id == id);
+            let reason = crate::expected::runtime_reason(&expectations, other, &id)
+                .map(|e| e.reason.clone())
+                .or_else(|| outcome.filter(|_| other.runtime == "docker").and_then(crate::runtimes::docker::deployment_reason).map(String::from));
             out.push(RuntimeDifference { proxy: proxy.clone(), config: config.clone(), profile: profile.clone(), transport: transport.to_string(), check: id, grades, actual, reason });
         }
     }
@@ -304,4 +308,47 @@ pub async fn run(plan: Plan, output: Output, runtimes: Vec<Arc<dyn Runtime>>) ->
         );
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::{self, Grade};
+
+    fn run(runtime: &str, grade: Grade, actual: &str) -> RunResult {
+        let info = checks::info("headers.forwarded").unwrap();
+        RunResult {
+            proxy: "nginx@1.31".into(),
+            version: Some("1.31.3".into()),
+            source: "test".into(),
+            runtime: runtime.into(),
+            image: None,
+            config: "nginx/openchamber-guide.conf".into(),
+            role: None,
+            negative_control: Vec::new(),
+            profile: Profile::Openchamber,
+            transport: crate::tls::Transport::H1,
+            setup_error: None,
+            rewrites: Vec::new(),
+            checks: vec![info.outcome(grade, "e", actual, serde_json::Value::Null)],
+            elapsed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_grade_that_differs_between_runtimes_is_listed_with_its_reason() {
+        let root = proxies::config::default_root();
+        let client = checks::CLIENT_IP;
+        let same = [run("native", Grade::Pass, "ok"), run("docker", Grade::Pass, "ok")];
+        assert!(runtime_differences(&same, &root).is_empty());
+        let gateway = format!("request: X-Real-IP \"10.213.0.1\" is not the client {client}; note: fine");
+        let explained = [run("docker", Grade::Fail, &gateway), run("native", Grade::Pass, "ok")];
+        let d = runtime_differences(&explained, &root);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].grades, [("native".to_string(), "pass".to_string()), ("docker".to_string(), "fail".to_string())]);
+        assert!(d[0].reason.as_deref().is_some_and(|r| r.contains("gateway")), "{d:?}");
+        let other = [run("native", Grade::Pass, "ok"), run("docker", Grade::Fail, &format!("{gateway}; request: no X-Forwarded-Proto"))];
+        let d = runtime_differences(&other, &root);
+        assert_eq!(d[0].reason, None, "another problem besides the client address is unexplained: {d:?}");
+    }
 }

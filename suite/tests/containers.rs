@@ -81,14 +81,8 @@ fn request(spec: ProxySpec, config: ConfigFile, only: &[&str]) -> RunRequest {
 }
 
 /// A grade that differs for a known, stated reason of the container deployment, never noise.
-fn explained(check: &str, native: Grade, docker: &suite::checks::Outcome) -> Option<&'static str> {
-    // Docker publishes a port through its userland proxy (docker-proxy): a connection to
-    // 127.0.0.1:<published> reaches the container from the network's gateway, so the proxy
-    // forwards that address as the client's. Users see the same (X-Forwarded-For 172.x.0.1).
-    let client = suite::checks::CLIENT_IP;
-    let gateway_as_client = docker.actual.contains(&format!("is not the client {client}")) || docker.actual.contains(&format!("does not end with the client {client}"));
-    (check == "headers.forwarded" && native != Grade::Fail && docker.grade != Grade::Pass && gateway_as_client)
-        .then_some("the published port goes through docker-proxy: the proxy sees the network's gateway as the client")
+fn explained(native: Grade, docker: &suite::checks::Outcome) -> Option<&'static str> {
+    (native != Grade::Fail).then(|| suite::runtimes::docker::deployment_reason(docker)).flatten()
 }
 
 /// Every check of `r` passed, or the evidence of those that did not.
@@ -165,7 +159,7 @@ async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
             .iter()
             .zip(&d.checks)
             .filter(|(a, b)| a.grade != b.grade)
-            .filter(|(a, b)| match explained(&a.id, a.grade, b) {
+            .filter(|(a, b)| match explained(a.grade, b) {
                 Some(reason) => {
                     eprintln!("  {} {}: {} native, {} docker: {reason}", d.proxy, a.id, a.grade, b.grade);
                     false

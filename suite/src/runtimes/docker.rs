@@ -935,6 +935,23 @@ fn wait_ready(instance: &DockerInstance, unreachable: bool, bound: Duration) -> 
     Err(format!("no request reached the backend within {}s; last: {last}", bound.as_secs()))
 }
 
+/// Why `outcome`, measured through a container of this runtime, differs from the native grade
+/// whatever the config says, when that is the reason: the checks' client is on this host, so
+/// its connections reach the container through the published port from the run network's
+/// gateway, and the proxy forwards that address as the client's (X-Forwarded-For, X-Real-IP).
+/// A client elsewhere, through Docker's NAT, keeps its address; one on the Docker host (a
+/// local reverse tunnel, a health check) does not. Only when every problem of the outcome is
+/// that one.
+pub fn deployment_reason(outcome: &crate::checks::Outcome) -> Option<&'static str> {
+    let client = crate::checks::CLIENT_IP;
+    let about_client = |part: &str| part.contains(&format!("is not the client {client}")) || part.contains(&format!("does not end with the client {client}"));
+    let problems: Vec<&str> = outcome.actual.split("; ").filter(|p| !p.trim_start().starts_with("note:")).collect();
+    let only_the_client = !problems.is_empty() && problems.iter().all(|p| about_client(p));
+    (outcome.id == "headers.forwarded" && outcome.grade != crate::checks::Grade::Pass && only_the_client).then_some(
+        "the checks' client is on the Docker host: through the published port the proxy sees the run network's gateway as the client (users' clients on the host see the same; remote clients through Docker's NAT keep their address)",
+    )
+}
+
 /// Removes every container and network this process created (for the interrupt handler).
 pub fn remove_own() {
     if !USED.load(Ordering::SeqCst) {
