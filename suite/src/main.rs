@@ -206,7 +206,7 @@ fn main() -> ExitCode {
                 Ok(p) => p,
                 Err(e) => return setup_failure(&e),
             };
-            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime))
+            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime, r.image))
         }
         Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence, runtime: kinds } => {
             let mut proxy_runtimes = Vec::new();
@@ -311,11 +311,16 @@ async fn check(
     json: bool,
     junit: Option<PathBuf>,
     runtime: Arc<dyn Runtime>,
+    image: Option<String>,
 ) -> ExitCode {
-    let spec = match catalogue::resolve(&proxy) {
+    let mut spec = match catalogue::resolve(&proxy) {
         Ok(s) => s,
         Err(e) => return setup_failure(&e),
     };
+    if let Some(reference) = &image {
+        // A user's image: `--proxy` gave the kind; the image is what runs.
+        spec.name = format!("{} ({reference})", spec.kind);
+    }
     for id in &only {
         if suite::checks::info(id).is_none() {
             let ids: Vec<&str> = suite::checks::catalogue().iter().map(|c| c.id).collect();

@@ -370,8 +370,11 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     result.transport = req.transport;
     result.negative_control = req.config.negative_control.clone();
     result.runtime = runtime.name().to_string();
+    // The version of this machine's binary says which version refused the config natively; a
+    // container's is the image's, which a run that never started does not know.
+    let native = runtime.name() == "native";
     let Some(backends) = start_backends(&mut result, req.config.backends).await else {
-        result.version = available_version(&req.spec).await;
+        result.version = if native { available_version(&req.spec).await } else { None };
         return result;
     };
     let addrs = backends.addrs();
@@ -383,7 +386,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         Ok(instance) => instance,
         Err(e) => {
             result.set_setup_error(e.kind(), e.to_string());
-            result.version = available_version(&req.spec).await;
+            result.version = if native { available_version(&req.spec).await } else { None };
             backends.shutdown().await;
             result.elapsed_ms = started.elapsed().as_millis() as u64;
             return result;

@@ -682,7 +682,7 @@ impl DockerRuntime {
             }
         };
         let prefix = tempfile::Builder::new()
-            .prefix(&format!("proxy-suite-{}-docker-", spec.name.replace('@', "-")))
+            .prefix(&format!("proxy-suite-{}-docker-", spec.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect::<String>()))
             .tempdir()
             .map_err(|e| io(format!("cannot create a prefix: {e}")))?;
         std::fs::set_permissions(prefix.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).map_err(|e| io(e.to_string()))?;
@@ -893,7 +893,7 @@ impl DockerRuntime {
             // A user's image that exits at once refused the config (its own validator is
             // unknown to the suite): said as such, with its output.
             if own_command && message.starts_with("the container exited") {
-                return Err(SetupError::InvalidConfig { proxy: spec.name.clone(), config: image.tag.clone(), message: format!("the proxy in {} exited: {}", image.tag, log_tail.trim()) });
+                return Err(SetupError::InvalidConfig { proxy: image.tag.clone(), config: rendered.main.display().to_string(), message: format!("the proxy exited: {}", log_tail.trim()) });
             }
             return Err(SetupError::NotReady { proxy: spec.name.clone(), message, log_tail, prefix: prefix.display().to_string() });
         }
