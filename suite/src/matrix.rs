@@ -341,13 +341,13 @@ mod tests {
         let client = checks::CLIENT_IP;
         let same = [run("native", Grade::Pass, "ok"), run("docker", Grade::Pass, "ok")];
         assert!(runtime_differences(&same, &root).is_empty());
-        let gateway = format!("request: X-Real-IP \"10.213.0.1\" is not the client {client}; note: fine");
+        let gateway = format!("request: X-Real-IP \"10.213.0.1\" is not the client {client}; note: upgrade report unavailable (400; see ws.upgrade)");
         let explained = [run("docker", Grade::Fail, &gateway), run("native", Grade::Pass, "ok")];
         let d = runtime_differences(&explained, &root);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].grades, [("native".to_string(), "pass".to_string()), ("docker".to_string(), "fail".to_string())]);
         assert!(d[0].reason.as_deref().is_some_and(|r| r.contains("gateway")), "{d:?}");
-        let other = [run("native", Grade::Pass, "ok"), run("docker", Grade::Fail, &format!("{gateway}; request: no X-Forwarded-Proto"))];
+        let other = [run("native", Grade::Pass, "ok"), run("docker", Grade::Fail, &format!("request: no X-Forwarded-Proto; {gateway}"))];
         let d = runtime_differences(&other, &root);
         assert_eq!(d[0].reason, None, "another problem besides the client address is unexplained: {d:?}");
     }

@@ -592,6 +592,7 @@ impl Runtime for DockerRuntime {
 }
 
 /// How a container of a run is started.
+#[derive(Clone)]
 struct Launch {
     /// Arguments after the kind's binary as entrypoint; `None`: the image's own entrypoint
     /// and command (a user's image, `--image`).
@@ -631,8 +632,10 @@ fn request(image: &LocalImage, launch: Launch, net: &RunNetwork, hosts: &BTreeMa
     for (name, host) in hosts {
         req = req.with_host(name.clone(), host.clone());
     }
-    if !launch.publish.is_empty() {
-        // Published on loopback only: the proxy is this machine's client's, nobody else's.
+    {
+        // Published on loopback only: the proxy is this machine's client's, nobody else's; and
+        // only the listeners asked for (testcontainers publishes every port the image exposes
+        // on every interface otherwise: a validator would take host ports for nothing).
         let ports = launch.publish.clone();
         req = req.with_host_config_modifier(move |hc| {
             use testcontainers::bollard::models::PortBinding;
@@ -646,6 +649,20 @@ fn request(image: &LocalImage, launch: Launch, net: &RunNetwork, hosts: &BTreeMa
         });
     }
     req
+}
+
+/// Starts a container of `launch`, again (up to three times) when the engine picked a host
+/// port another process of this machine took meanwhile ("address already in use": Docker's
+/// port allocator and the kernel's ephemeral ports share a range, and a matrix binds hundreds).
+fn start(image: &LocalImage, launch: &Launch, net: &RunNetwork, hosts: &BTreeMap<String, Host>, prefix: &Path) -> Result<ContainerAsync<GenericImage>, String> {
+    let mut attempt = 1;
+    loop {
+        let req = request(image, launch.clone(), net, hosts, prefix);
+        match block(async move { req.start().await.map_err(|e| e.to_string()) }).and_then(|r| r) {
+            Err(e) if attempt < 3 && e.contains("address already in use") => attempt += 1,
+            other => return other,
+        }
+    }
 }
 
 /// `repo[:tag]` (a registry's port is not a tag: `host:5000/img` is `latest`; an image id
@@ -821,9 +838,9 @@ impl DockerRuntime {
     #[allow(clippy::too_many_arguments)]
     fn validate_in_container(&self, spec: &ProxySpec, config: &ConfigFile, image: &LocalImage, args: Vec<std::ffi::OsString>, net: &RunNetwork, plan: &BackendPlan, prefix: &Path) -> Result<(), SetupError> {
         let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        let req = request(image, Launch { args: Some(args), files: Vec::new(), publish: Vec::new() }, net, &plan.hosts, prefix);
+        let container = start(image, &Launch { args: Some(args), files: Vec::new(), publish: Vec::new() }, net, &plan.hosts, prefix)
+            .map_err(|e| SetupError::Io(format!("cannot start the validator: {e}")))?;
         let outcome = block(async move {
-            let container = req.start().await.map_err(|e| format!("cannot start the validator: {e}"))?;
             let deadline = Instant::now() + Duration::from_secs(30);
             let code = loop {
                 if let Ok(Some(code)) = container.exit_code().await {
@@ -866,10 +883,7 @@ impl DockerRuntime {
             Some(args) => format!("docker run --network {} {mounts}{} {} {}", net.name, image.tag, image.binary, args.join(" ")),
             None => format!("docker run --network {} {mounts}{} (its own command)", net.name, image.tag),
         };
-        let req = request(image, launch, net, &plan.hosts, prefix);
-        let container = block(async move { req.start().await.map_err(|e| format!("cannot start the container: {e}")) })
-            .and_then(|r| r)
-            .map_err(SetupError::Io)?;
+        let container = start(image, &launch, net, &plan.hosts, prefix).map_err(|e| SetupError::Io(format!("cannot start the container: {e}")))?;
         instance.container_id = Some(container.id().to_string());
         let has_tls = rendered.tls.is_some();
         let (container, plain_port, tls_port) = block(async move {
@@ -945,7 +959,9 @@ fn wait_ready(instance: &DockerInstance, unreachable: bool, bound: Duration) -> 
 pub fn deployment_reason(outcome: &crate::checks::Outcome) -> Option<&'static str> {
     let client = crate::checks::CLIENT_IP;
     let about_client = |part: &str| part.contains(&format!("is not the client {client}")) || part.contains(&format!("does not end with the client {client}"));
-    let problems: Vec<&str> = outcome.actual.split("; ").filter(|p| !p.trim_start().starts_with("note:")).collect();
+    // The problems come first, the notes (which may hold "; " themselves) after them.
+    let problems_text = outcome.actual.split("note:").next().unwrap_or("");
+    let problems: Vec<&str> = problems_text.split("; ").map(str::trim).filter(|p| !p.is_empty()).collect();
     let only_the_client = !problems.is_empty() && problems.iter().all(|p| about_client(p));
     (outcome.id == "headers.forwarded" && outcome.grade != crate::checks::Grade::Pass && only_the_client).then_some(
         "the checks' client is on the Docker host: through the published port the proxy sees the run network's gateway as the client (users' clients on the host see the same; remote clients through Docker's NAT keep their address)",
