@@ -78,7 +78,7 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
     let profile_rank = |p: Profile| Profile::ALL.iter().position(|x| *x == p).unwrap_or(usize::MAX);
     let mut keyed: Vec<_> = std::mem::take(&mut run.runs)
         .into_iter()
-        .map(|r| ((proxy_rank(&r.proxy), r.proxy.clone(), r.config.clone(), profile_rank(r.profile), r.transport, r.runtime.clone()), r))
+        .map(|r| ((proxy_rank(&r.proxy), r.proxy.clone(), r.config.clone(), profile_rank(r.profile), r.transport, (r.runtime != "native", r.runtime.clone())), r))
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     run.runs = keyed.into_iter().map(|(_, r)| r).collect();
