@@ -2,8 +2,8 @@
 //! implementing [`ProxyKind`]: everything the suite knows about that kind lives in its file —
 //! how to read the version its binary prints, how a user's config is rendered into a run's
 //! prefix, whether the result proxies anything at all, the validate and run command lines, the
-//! distribution context it is wrapped in, where an official container image keeps its config,
-//! logs and binary, and the fix for each check in the kind's own syntax.
+//! distribution context it is wrapped in, where each layout of its container images (official,
+//! Debian) keeps its config, logs and binary, and the fix for each check in the kind's own syntax.
 //!
 //! The registry is built from the files of this folder (`suite/build.rs`): adding a kind is
 //! adding its file (which defines `pub static KIND`), its configs in `proxy-configs/<kind>/`
