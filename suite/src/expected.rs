@@ -2,9 +2,12 @@
 //! suite measures on it, with the reason in one line (after rustls's BoGo runner: known
 //! deviations in one file, stale entries flagged).
 //!
-//! Format, one entry a line: `<check-id|setup> <grade|setup-kind> [profile=P] [proxy=NAME] [transport=h1|h1-tls|h2] # reason`.
+//! Format, one entry a line: `<check-id|setup> <grade|setup-kind> [profile=P] [proxy=NAME] [transport=h1|h1-tls|h2] [runtime=native|docker] # reason`.
 //! `setup invalid-config` says the proxy must refuse the config. A grade without qualifiers
-//! applies to every proxy and profile the config runs under.
+//! applies to every proxy, profile, transport and runtime the config runs under; `runtime=`
+//! says a grade is one of that runtime only (the container's networking or outer context): the
+//! matrix of both runtimes lists a grade that differs between them as a finding, with this
+//! reason when there is one.
 
 use std::path::Path;
 
@@ -21,6 +24,8 @@ pub struct Expectation {
     pub proxy: Option<String>,
     /// The transport it applies to (`h1`, `h1-tls`, `h2`); none: every one the config offers.
     pub transport: Option<String>,
+    /// The runtime it applies to (`native`, `docker`); none: both.
+    pub runtime: Option<String>,
     pub reason: String,
     pub line: usize,
 }
@@ -30,6 +35,7 @@ impl Expectation {
         self.profile.as_deref().is_none_or(|p| p == result.profile.to_string())
             && self.proxy.as_deref().is_none_or(|p| p == result.proxy)
             && self.transport.as_deref().is_none_or(|t| t == result.transport.as_str())
+            && self.runtime.as_deref().is_none_or(|r| r == result.runtime)
     }
 }
 
@@ -52,6 +58,7 @@ pub fn load(path: &Path) -> Result<Vec<Expectation>, String> {
             profile: None,
             proxy: None,
             transport: None,
+            runtime: None,
             reason: reason.trim().to_string(),
             line: i + 1,
         };
@@ -60,12 +67,19 @@ pub fn load(path: &Path) -> Result<Vec<Expectation>, String> {
                 Some(("profile", v)) => e.profile = Some(v.to_string()),
                 Some(("proxy", v)) => e.proxy = Some(v.to_string()),
                 Some(("transport", v)) if crate::tls::Transport::parse(v).is_some() => e.transport = Some(v.to_string()),
+                Some(("runtime", v)) if matches!(v, "native" | "docker") => e.runtime = Some(v.to_string()),
                 _ => return Err(format!("{}:{}: unknown qualifier `{q}`", path.display(), i + 1)),
             }
         }
         out.push(e);
     }
     Ok(out)
+}
+
+/// The entry that explains `check`'s grade in `result` as one of its runtime only (qualified
+/// `runtime=`), when there is one.
+pub fn runtime_reason<'a>(expectations: &'a [Expectation], result: &RunResult, check: &str) -> Option<&'a Expectation> {
+    expectations.iter().find(|e| e.runtime.is_some() && e.id == check && e.applies(result))
 }
 
 /// Whether the config is expected to be refused by `proxy`.
@@ -111,10 +125,12 @@ pub fn compare(expectations: &[Expectation], result: &RunResult) -> Vec<String> 
 }
 
 /// Entries that apply to none of `runs` (every run of the config): a proxy or profile the
-/// config no longer runs under, so the entry can never be checked again (stale).
+/// config no longer runs under, so the entry can never be checked again (stale). An entry of
+/// a runtime none of `runs` ran in is not judged (a native matrix cannot check `runtime=docker`).
 pub fn unused(expectations: &[Expectation], runs: &[&RunResult]) -> Vec<String> {
     expectations
         .iter()
+        .filter(|e| e.runtime.as_deref().is_none_or(|rt| runs.iter().any(|r| r.runtime == rt)))
         .filter(|e| !runs.iter().any(|r| e.applies(r)))
         .map(|e| format!("line {}: `{} {}` applies to no run of this config (stale entry: {})", e.line, e.id, e.outcome, e.reason))
         .collect()
@@ -122,4 +138,31 @@ pub fn unused(expectations: &[Expectation], runs: &[&RunResult]) -> Vec<String> 
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_entry_applies_to_that_runtime_and_is_not_stale_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.conf.expected");
+        std::fs::write(&path, "headers.forwarded fail runtime=docker # the gateway is the client\n").unwrap();
+        let e = load(&path).unwrap();
+        assert_eq!(e[0].runtime.as_deref(), Some("docker"));
+        std::fs::write(dir.path().join("b.expected"), "x fail runtime=podman # no\n").unwrap();
+        assert!(load(&dir.path().join("b.expected")).unwrap_err().contains("runtime=podman"));
+        let native: RunResult = serde_json::from_value(serde_json::json!({
+            "proxy": "nginx@1.31", "version": null, "source": "", "config": "a.conf", "role": null,
+            "profile": "openchamber", "setup_error": null, "rewrites": [], "checks": [], "elapsed_ms": 0
+        }))
+        .unwrap();
+        assert_eq!(native.runtime, "native");
+        assert!(unused(&e, &[&native]).is_empty(), "a native run cannot judge a docker entry");
+        let mut docker = native.clone();
+        docker.runtime = "docker".into();
+        docker.config = "b.conf".into();
+        assert!(e[0].applies(&docker) && !e[0].applies(&native));
+    }
 }

@@ -87,10 +87,12 @@ enum Cmd {
         /// Keep every measurement of passing cells too (large files; not for publishing).
         #[arg(long)]
         full_evidence: bool,
-        /// `native` (the binaries of this machine) or `docker` (the locally built images;
-        /// loopback backends moved to the Docker host, host.docker.internal mapped).
-        #[arg(long, value_enum, default_value_t = RuntimeKind::Native)]
-        runtime: RuntimeKind,
+        /// `native` (the binaries of this machine), `docker` (the locally built images;
+        /// loopback backends moved to the Docker host, host.docker.internal mapped), or both
+        /// (`native,docker` or `both`): every run in each, side by side, and each grade that
+        /// differs between them listed as a finding.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "native")]
+        runtime: Vec<MatrixRuntime>,
     },
     /// Join the outputs of `matrix --shard` runs (folders holding matrix.json) into one matrix.
     Merge {
@@ -115,6 +117,29 @@ enum RuntimeKind {
     Docker,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MatrixRuntime {
+    Native,
+    Docker,
+    /// native and docker.
+    Both,
+}
+
+impl MatrixRuntime {
+    /// The runtimes `--runtime` names, each once, native first.
+    fn expand(list: &[MatrixRuntime]) -> Vec<RuntimeKind> {
+        let has = |k: MatrixRuntime| list.iter().any(|r| *r == k || *r == MatrixRuntime::Both);
+        let mut out = Vec::new();
+        if has(MatrixRuntime::Native) {
+            out.push(RuntimeKind::Native);
+        }
+        if has(MatrixRuntime::Docker) {
+            out.push(RuntimeKind::Docker);
+        }
+        out
+    }
+}
+
 /// How `check` brings the proxy up.
 #[derive(clap::Args)]
 struct RuntimeArgs {
@@ -130,11 +155,22 @@ struct RuntimeArgs {
     /// kept: inside a container they are the container itself (the 502 users see).
     #[arg(long)]
     rewrite_loopback: bool,
+    /// Run the checks in a container of this image (implies --runtime docker), with the config
+    /// mounted where the image reads it (`--proxy` names the kind: `--proxy nginx --image
+    /// nginx:1.27`). The image must be in the local engine: nothing is pulled.
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    /// The image's layout, where its config goes: `official` (the kind's official image:
+    /// nginx's conf.d/default.conf, /usr/local/etc/haproxy, httpd's httpd.conf) or `debian`
+    /// (Debian's packages: sites-enabled/default, /etc/haproxy, /etc/apache2). Default:
+    /// detected from paths in the image.
+    #[arg(long, value_enum, requires = "image")]
+    layout: Option<suite::proxies::kinds::Layout>,
 }
 
 /// The runtime to use, or the setup error (exit 2) when Docker is asked for and absent: a
 /// failure naming the component under PROXY_SUITE_STRICT=1.
-fn make_runtime(kind: RuntimeKind, host_gateway: bool, rewrite_loopback: bool, matrix: bool) -> Result<Arc<dyn Runtime>, String> {
+fn make_runtime(kind: RuntimeKind, host_gateway: bool, rewrite_loopback: bool, matrix: bool, image: Option<runtimes::UserImage>) -> Result<Arc<dyn Runtime>, String> {
     let root = proxies::config::default_root();
     match kind {
         RuntimeKind::Native if matrix => Ok(Arc::new(NativeRuntime::new(root).discarding_failed_setups())),
@@ -150,6 +186,7 @@ fn make_runtime(kind: RuntimeKind, host_gateway: bool, rewrite_loopback: bool, m
             if rewrite_loopback {
                 docker.loopback = runtimes::Loopback::ToHost;
             }
+            docker.image = image;
             Ok(Arc::new(docker))
         }
     }
@@ -163,19 +200,24 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::List { json } => list(json),
         Cmd::Check { proxy, config, profile, idle, only, transport, json, junit, runtime: r } => {
-            let proxy_runtime = match make_runtime(r.runtime, r.host_gateway, r.rewrite_loopback, false) {
+            let image = r.image.clone().map(|reference| runtimes::UserImage { reference, layout: r.layout });
+            let kind = if image.is_some() { RuntimeKind::Docker } else { r.runtime };
+            let proxy_runtime = match make_runtime(kind, r.host_gateway, r.rewrite_loopback, false, image) {
                 Ok(p) => p,
                 Err(e) => return setup_failure(&e),
             };
-            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime))
+            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime, r.image))
         }
-        Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence, runtime: kind } => {
-            let proxy_runtime = match make_runtime(kind, true, true, true) {
-                Ok(p) => p,
-                Err(e) => return setup_failure(&e),
-            };
+        Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence, runtime: kinds } => {
+            let mut proxy_runtimes = Vec::new();
+            for kind in MatrixRuntime::expand(&kinds) {
+                match make_runtime(kind, true, true, true, None) {
+                    Ok(p) => proxy_runtimes.push(p),
+                    Err(e) => return setup_failure(&e),
+                }
+            }
             let plan = Plan { idle: Duration::from_secs(idle), proxies, only, configs, shard };
-            runtime.block_on(matrix::run(plan, matrix::Output { dir: out, junit, full_evidence }, proxy_runtime))
+            runtime.block_on(matrix::run(plan, matrix::Output { dir: out, junit, full_evidence }, proxy_runtimes))
         }
         Cmd::Merge { inputs, out, junit, full_evidence } => merge(&inputs, &out, junit.as_deref(), full_evidence),
     }
@@ -194,6 +236,8 @@ fn merge(inputs: &[PathBuf], out: &Path, junit: Option<&Path>, full_evidence: bo
     }
     let mut run = merged.run;
     fill_roles(&mut run);
+    // A native run and its container twin may have been in different shards.
+    run.runtime_differences = matrix::runtime_differences(&run.runs, &proxies::config::default_root());
     if let Err(e) = report::write_all(out, &run, merged.evidence) {
         return setup_failure(&format!("merge: cannot write {}: {e}", out.display()));
     }
@@ -267,11 +311,16 @@ async fn check(
     json: bool,
     junit: Option<PathBuf>,
     runtime: Arc<dyn Runtime>,
+    image: Option<String>,
 ) -> ExitCode {
-    let spec = match catalogue::resolve(&proxy) {
+    let mut spec = match catalogue::resolve(&proxy) {
         Ok(s) => s,
         Err(e) => return setup_failure(&e),
     };
+    if let Some(reference) = &image {
+        // A user's image: `--proxy` gave the kind; the image is what runs.
+        spec.name = format!("{} ({reference})", spec.kind);
+    }
     for id in &only {
         if suite::checks::info(id).is_none() {
             let ids: Vec<&str> = suite::checks::catalogue().iter().map(|c| c.id).collect();

@@ -1,7 +1,9 @@
 //! The matrix runner: every available proxy x config x profile of a [`Plan`], all at once (the
 //! long checks overlap, so the whole run costs about one idle period), with a progress bar, or
-//! one deterministic [`Shard`] of it. What it produces is a [`MatrixRun`]; the files are
-//! written by [`crate::report`], which only writes.
+//! one deterministic [`Shard`] of it, in one runtime or in several side by side (`--runtime
+//! native,docker`: every request once per runtime, all at once, and every grade that differs
+//! between them listed as a [`RuntimeDifference`]). What it produces is a [`MatrixRun`]; the
+//! files are written by [`crate::report`], which only writes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use mock_server::Profile;
 
-use crate::report::{self, Evidence, Machine, MatrixRun, ProxyEntry, Shard};
+use crate::report::{self, Evidence, Machine, MatrixRun, ProxyEntry, RuntimeDifference, Shard};
 use crate::proxies::{self, catalogue, Availability, ConfigFile, NativeRuntime, ProxySpec, Runtime};
 use crate::run::{self, RunRequest, RunResult, Schedule};
 
@@ -88,17 +90,20 @@ fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {
 /// request concurrently.
 pub async fn execute(plan: &Plan, progress: Option<&ProgressBar>) -> Result<MatrixRun, String> {
     let runtime: Arc<dyn Runtime> = Arc::new(NativeRuntime::new(proxies::config::default_root()).discarding_failed_setups());
-    execute_with(plan, progress, runtime).await
+    execute_with(plan, progress, vec![runtime]).await
 }
 
-/// [`execute`] with another runtime (`--runtime docker`).
-pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtime: Arc<dyn Runtime>) -> Result<MatrixRun, String> {
+/// [`execute`] in other runtimes (`--runtime docker`, `--runtime native,docker`): every
+/// request runs once in each, concurrently.
+pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtimes: Vec<Arc<dyn Runtime>>) -> Result<MatrixRun, String> {
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let (proxies, requests) = requests(plan)?;
-    let mut profiles: Vec<Profile> = requests.iter().map(|r| r.profile).collect();
+    let requests: Vec<(RunRequest, Arc<dyn Runtime>)> =
+        requests.into_iter().flat_map(|req| runtimes.iter().map(move |rt| (req.clone(), rt.clone()))).collect();
+    let mut profiles: Vec<Profile> = requests.iter().map(|(r, _)| r.profile).collect();
     profiles.sort_by_key(|p| p.to_string());
     profiles.dedup();
     if profiles.is_empty() {
@@ -118,8 +123,8 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtime: 
             r
         }
     }));
-    let runs = futures::future::join_all(requests.into_iter().map(|req| {
-        let (schedule, runtime) = (schedule.clone(), runtime.clone());
+    let runs = futures::future::join_all(requests.into_iter().map(|(req, runtime)| {
+        let schedule = schedule.clone();
         async move {
             let r = run::run_proxy(runtime, req, &schedule).await;
             if let Some(bar) = progress {
@@ -130,6 +135,7 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtime: 
         }
     }));
     let (direct, runs) = futures::future::join(direct, runs).await;
+    let runtime_differences = runtime_differences(&runs, &proxies::config::default_root());
     Ok(MatrixRun {
         started_at,
         machine: machine(),
@@ -139,7 +145,67 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtime: 
         shard: plan.shard,
         direct,
         runs,
+        runtime_differences,
     })
+}
+
+/// Every check graded differently in two runtimes for the same proxy, config, profile and
+/// transport (a setup error counts as a grade: `setup: kind`), with its reason: the `runtime=`
+/// entry of the config's `.expected` (under `root`), else the container deployment's own
+/// ([`crate::runtimes::docker::deployment_reason`]), else none: then it is unexplained.
+pub fn runtime_differences(runs: &[RunResult], root: &std::path::Path) -> Vec<RuntimeDifference> {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<(String, String, String, &'static str), Vec<&RunResult>> = BTreeMap::new();
+    for r in runs {
+        groups.entry((r.proxy.clone(), r.config.clone(), r.profile.to_string(), r.transport.as_str())).or_default().push(r);
+    }
+    let grade_of = |r: &RunResult, id: &str| -> Option<String> {
+        match &r.setup_error {
+            Some(issue) => Some(format!("setup: {}", issue.kind)),
+            None => r.checks.iter().find(|c| c.id == id).map(|c| c.grade.to_string()),
+        }
+    };
+    let mut out = Vec::new();
+    for ((proxy, config, profile, transport), mut group) in groups {
+        if group.len() < 2 {
+            continue;
+        }
+        // Native first: the reference the container is compared with.
+        group.sort_by_key(|r| (r.runtime != "native", r.runtime.clone()));
+        let expectations = crate::expected::load(&root.join(format!("{config}.expected"))).unwrap_or_default();
+        let mut ids: Vec<String> = Vec::new();
+        for r in &group {
+            for c in &r.checks {
+                if !ids.contains(&c.id) {
+                    ids.push(c.id.clone());
+                }
+            }
+        }
+        if group.iter().any(|r| r.setup_error.is_some()) && group.iter().any(|r| r.setup_error.is_none()) || ids.is_empty() {
+            ids.insert(0, "setup".into());
+        }
+        for id in ids {
+            let grades: Vec<(String, String)> = group
+                .iter()
+                .map(|r| (r.runtime.clone(), if id == "setup" { r.setup_error.as_ref().map(|i| format!("setup: {}", i.kind)).unwrap_or_else(|| "started".into()) } else { grade_of(r, &id).unwrap_or_else(|| "not run".into()) }))
+                .collect();
+            if grades.iter().all(|(_, g)| *g == grades[0].1) {
+                continue;
+            }
+            // The runtime that differs from the first (native) one explains itself.
+            let Some(other) = group.iter().skip(1).zip(grades.iter().skip(1)).find(|(_, (_, g))| *g != grades[0].1).map(|(r, _)| *r) else { continue };
+            let actual = match (&other.setup_error, id.as_str()) {
+                (Some(issue), _) => issue.message.lines().next().unwrap_or("").to_string(),
+                (None, _) => other.checks.iter().find(|c| c.id == id).map(|c| c.actual.lines().next().unwrap_or("").to_string()).unwrap_or_default(),
+            };
+            let outcome = other.checks.iter().find(|c| c.id == id);
+            let reason = crate::expected::runtime_reason(&expectations, other, &id)
+                .map(|e| e.reason.clone())
+                .or_else(|| outcome.filter(|_| other.runtime == "docker").and_then(crate::runtimes::docker::deployment_reason).map(String::from));
+            out.push(RuntimeDifference { proxy: proxy.clone(), config: config.clone(), profile: profile.clone(), transport: transport.to_string(), check: id, grades, actual, reason });
+        }
+    }
+    out
 }
 
 fn status_line(r: &RunResult) -> String {
@@ -151,7 +217,7 @@ fn status_line(r: &RunResult) -> String {
             format!("{} pass, {} warn, {} fail, {} skip, {} error", count(Pass), count(Warn), count(Fail), count(Skip), count(Error))
         }
     };
-    format!("done {:<11} {:<40} {:<12} {:<6} {grades}", r.proxy, r.config, r.profile, r.transport)
+    format!("done {:<11} {:<40} {:<12} {:<6} {:<6} {grades}", r.proxy, r.config, r.profile, r.transport, r.runtime)
 }
 
 /// The machine the run happened on, for the published results.
@@ -185,7 +251,7 @@ pub struct Output {
 }
 
 /// The `matrix` command: run, show progress, write the reports.
-pub async fn run(plan: Plan, output: Output, runtime: Arc<dyn Runtime>) -> ExitCode {
+pub async fn run(plan: Plan, output: Output, runtimes: Vec<Arc<dyn Runtime>>) -> ExitCode {
     let idle = plan.idle;
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -206,7 +272,7 @@ pub async fn run(plan: Plan, output: Output, runtime: Arc<dyn Runtime>) -> ExitC
             }
         })
     };
-    let result = execute_with(&plan, Some(&bar), runtime).await;
+    let result = execute_with(&plan, Some(&bar), runtimes).await;
     ticker.abort();
     bar.finish_and_clear();
     let matrix = match result {
@@ -233,5 +299,56 @@ pub async fn run(plan: Plan, output: Output, runtime: Arc<dyn Runtime>) -> ExitC
     }
     let shard = plan.shard.map(|s| format!(" (shard {s})")).unwrap_or_default();
     eprintln!("matrix: {} runs{shard} in {:.0}s, written to {}", matrix.runs.len(), matrix.wall_ms as f64 / 1000.0, output.dir.display());
+    for d in &matrix.runtime_differences {
+        let grades: Vec<String> = d.grades.iter().map(|(rt, g)| format!("{rt} {g}")).collect();
+        eprintln!(
+            "runtime difference: {} {} {} {} {}: {} — {}",
+            d.proxy, d.config, d.profile, d.transport, d.check, grades.join(", "),
+            d.reason.as_deref().map(|r| format!("expected: {r}")).unwrap_or_else(|| format!("UNEXPLAINED ({})", d.actual))
+        );
+    }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::{self, Grade};
+
+    fn run(runtime: &str, grade: Grade, actual: &str) -> RunResult {
+        let info = checks::info("headers.forwarded").unwrap();
+        RunResult {
+            proxy: "nginx@1.31".into(),
+            version: Some("1.31.3".into()),
+            source: "test".into(),
+            runtime: runtime.into(),
+            image: None,
+            config: "nginx/openchamber-guide.conf".into(),
+            role: None,
+            negative_control: Vec::new(),
+            profile: Profile::Openchamber,
+            transport: crate::tls::Transport::H1,
+            setup_error: None,
+            rewrites: Vec::new(),
+            checks: vec![info.outcome(grade, "e", actual, serde_json::Value::Null)],
+            elapsed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_grade_that_differs_between_runtimes_is_listed_with_its_reason() {
+        let root = proxies::config::default_root();
+        let client = checks::CLIENT_IP;
+        let same = [run("native", Grade::Pass, "ok"), run("docker", Grade::Pass, "ok")];
+        assert!(runtime_differences(&same, &root).is_empty());
+        let gateway = format!("request: X-Real-IP \"10.213.0.1\" is not the client {client}; note: upgrade report unavailable (400; see ws.upgrade)");
+        let explained = [run("docker", Grade::Fail, &gateway), run("native", Grade::Pass, "ok")];
+        let d = runtime_differences(&explained, &root);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].grades, [("native".to_string(), "pass".to_string()), ("docker".to_string(), "fail".to_string())]);
+        assert!(d[0].reason.as_deref().is_some_and(|r| r.contains("gateway")), "{d:?}");
+        let other = [run("native", Grade::Pass, "ok"), run("docker", Grade::Fail, &format!("request: no X-Forwarded-Proto; {gateway}"))];
+        let d = runtime_differences(&other, &root);
+        assert_eq!(d[0].reason, None, "another problem besides the client address is unexplained: {d:?}");
+    }
 }

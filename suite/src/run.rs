@@ -48,6 +48,9 @@ pub struct RunResult {
     /// The runtime that ran the proxy (`native`); the checks never depend on it.
     #[serde(default = "native")]
     pub runtime: String,
+    /// The container image that ran the proxy (reference and id), in a container runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::runtimes::ImageRecord>,
     /// `nginx/openchamber-guide.conf`.
     pub config: String,
     /// What the config is for (a negative control's fails are by design).
@@ -293,6 +296,7 @@ impl RunResult {
             version: None,
             source,
             runtime: native(),
+            image: None,
             config,
             role: None,
             negative_control: Vec::new(),
@@ -367,8 +371,11 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     result.transport = req.transport;
     result.negative_control = req.config.negative_control.clone();
     result.runtime = runtime.name().to_string();
+    // The version of this machine's binary says which version refused the config natively; a
+    // container's is the image's, which a run that never started does not know.
+    let native = runtime.name() == "native";
     let Some(backends) = start_backends(&mut result, req.config.backends).await else {
-        result.version = available_version(&req.spec).await;
+        result.version = if native { available_version(&req.spec).await } else { None };
         return result;
     };
     let addrs = backends.addrs();
@@ -380,13 +387,14 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         Ok(instance) => instance,
         Err(e) => {
             result.set_setup_error(e.kind(), e.to_string());
-            result.version = available_version(&req.spec).await;
+            result.version = if native { available_version(&req.spec).await } else { None };
             backends.shutdown().await;
             result.elapsed_ms = started.elapsed().as_millis() as u64;
             return result;
         }
     };
     result.version = Some(instance.version().to_string());
+    result.image = instance.image();
     result.rewrites = instance.rewrites().to_vec();
     let addr = match req.transport {
         Transport::H1 if instance.transports().contains(&Transport::H1) => Some(instance.addr()),

@@ -9,6 +9,9 @@
 //!   check fails, the rewrites say why), a service-name upstream (passes), `host.docker.internal`
 //!   with the host-gateway mapping (passes) and without it (nginx refuses the config: the name
 //!   does not resolve).
+//! - A user's own image (`check --image`): the layout detected, the config mounted where the
+//!   image reads it, the image recorded; a missing reference is an error at once.
+//! - TLS in a container: h1-tls and h2 through the published TLS port.
 //! - Nothing of the suite is left in Docker afterwards.
 
 use std::path::PathBuf;
@@ -24,7 +27,12 @@ use suite::runtimes::{DockerRuntime, Loopback, NativeRuntime, Runtime};
 /// The fast subset: every area the outer context or the network can change, no idle period.
 const FAST: [&str; 5] = ["ws.upgrade", "sse.stream", "headers.forwarded", "compress.single", "body.large"];
 
-/// The two tests run one after the other: each starts many containers, and on two cores the
+/// The fast subset without `headers.forwarded`: through a published port every proxy sees the
+/// gateway as the client (see `explained`), which is not what the container-only cases, user
+/// images and TLS are about.
+const SAME_CLIENT_FREE: [&str; 3] = ["ws.upgrade", "sse.stream", "body.large"];
+
+/// The tests run one after the other: each starts many containers, and on two cores the
 /// timing checks of one would measure the other's load; each also counts this process's
 /// leftovers at its end.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -36,6 +44,20 @@ fn engine_ready() -> bool {
         return false;
     }
     true
+}
+
+/// This test's turn at the engine (see [`SERIAL`]), with the interrupt handler installed;
+/// `None` (a skip, or a failure under strict mode) where no engine answers.
+async fn exclusive_engine() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    suite::runtimes::stop_on_interrupt();
+    let serial = SERIAL.lock().await;
+    engine_ready().then_some(serial)
+}
+
+/// Says how long `what` took and that nothing of this process is left in Docker.
+fn finish(what: &str, started: Instant) {
+    eprintln!("{what} in {:.1}s", started.elapsed().as_secs_f64());
+    assert_eq!(suite_objects_in_docker(), (0, 0), "containers/networks left behind");
 }
 
 fn spec(name: &str) -> ProxySpec {
@@ -59,14 +81,15 @@ fn request(spec: ProxySpec, config: ConfigFile, only: &[&str]) -> RunRequest {
 }
 
 /// A grade that differs for a known, stated reason of the container deployment, never noise.
-fn explained(check: &str, native: Grade, docker: &suite::checks::Outcome) -> Option<&'static str> {
-    // Docker publishes a port through its userland proxy (docker-proxy): a connection to
-    // 127.0.0.1:<published> reaches the container from the network's gateway, so the proxy
-    // forwards that address as the client's. Users see the same (X-Forwarded-For 172.x.0.1).
-    let client = suite::checks::CLIENT_IP;
-    let gateway_as_client = docker.actual.contains(&format!("is not the client {client}")) || docker.actual.contains(&format!("does not end with the client {client}"));
-    (check == "headers.forwarded" && native != Grade::Fail && docker.grade != Grade::Pass && gateway_as_client)
-        .then_some("the published port goes through docker-proxy: the proxy sees the network's gateway as the client")
+fn explained(native: Grade, docker: &suite::checks::Outcome) -> Option<&'static str> {
+    (native != Grade::Fail).then(|| suite::runtimes::docker::deployment_reason(docker)).flatten()
+}
+
+/// Every check of `r` passed, or the evidence of those that did not.
+fn assert_all_pass(label: &str, r: &RunResult) {
+    assert!(r.setup_error.is_none(), "{label}: {:?}\n{}", r.setup_error, r.rewrites.join("\n"));
+    let other: Vec<_> = r.checks.iter().filter(|c| c.grade != Grade::Pass).map(|c| (&c.id, c.grade, &c.actual)).collect();
+    assert!(other.is_empty(), "{label}: {other:?}");
 }
 
 fn grades(r: &RunResult) -> Vec<(String, Grade)> {
@@ -97,11 +120,7 @@ fn suite_objects_in_docker() -> (usize, usize) {
 /// (nginx, NPM and Caddy have none: their guides' examples).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
-    suite::runtimes::stop_on_interrupt();
-    let _serial = SERIAL.lock().await;
-    if !engine_ready() {
-        return;
-    }
+    let Some(_serial) = exclusive_engine().await else { return };
     let started = Instant::now();
     let cases = [
         ("nginx@1.22", "nginx/openchamber-guide.conf"),
@@ -140,7 +159,7 @@ async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
             .iter()
             .zip(&d.checks)
             .filter(|(a, b)| a.grade != b.grade)
-            .filter(|(a, b)| match explained(&a.id, a.grade, b) {
+            .filter(|(a, b)| match explained(a.grade, b) {
                 Some(reason) => {
                     eprintln!("  {} {}: {} native, {} docker: {reason}", d.proxy, a.id, a.grade, b.grade);
                     false
@@ -179,16 +198,10 @@ fn nginx_config_with_backend(dir: &tempfile::TempDir, backend: &str) -> ConfigFi
 /// The bugs that exist only in containers, reproduced on nginx 1.31's image.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_only_backend_addresses_behave_as_users_see_them() {
-    suite::runtimes::stop_on_interrupt();
-    let _serial = SERIAL.lock().await;
-    if !engine_ready() {
-        return;
-    }
+    let Some(_serial) = exclusive_engine().await else { return };
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    // Not headers.forwarded: through a published port every proxy sees the gateway as the client
-    // (see `explained`), which is not what these cases are about.
-    let only = ["ws.upgrade", "sse.stream", "body.large"];
+    let only = SAME_CLIENT_FREE;
     let as_user = |host_gateway: bool| -> Arc<dyn Runtime> {
         let mut rt = DockerRuntime::new(proxies::config::default_root());
         rt.keep_failed_setups = false;
@@ -228,6 +241,72 @@ async fn container_only_backend_addresses_behave_as_users_see_them() {
     assert_eq!(issue.kind, "invalid-config", "{}", issue.message);
     assert!(issue.message.contains("host.docker.internal") && issue.message.contains("host-gateway"), "{}", issue.message);
 
-    eprintln!("container-only cases: 4 runs in {:.1}s", started.elapsed().as_secs_f64());
-    assert_eq!(suite_objects_in_docker(), (0, 0), "containers/networks left behind");
+    finish("container-only cases: 4 runs", started);
+}
+
+/// `check --image`: a user's image runs with its own entrypoint, command and outer config, the
+/// rendered file mounted where its layout reads it; the layout is detected from the image's
+/// paths. Tried on the locally built images (no registry here): the wheel nginx is laid out as
+/// the official image (conf.d/), Debian's nginx, haproxy and apache as Debian lays them out.
+/// A reference the engine does not have is a `missing` setup error naming it, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_image_runs_with_the_config_where_its_layout_reads_it() {
+    let Some(_serial) = exclusive_engine().await else { return };
+    let started = Instant::now();
+    let only = SAME_CLIENT_FREE;
+    let with_image = |reference: &str| -> Arc<dyn Runtime> {
+        let mut rt = DockerRuntime::for_matrix(proxies::config::default_root());
+        rt.image = Some(suite::runtimes::UserImage { reference: reference.into(), layout: None });
+        Arc::new(rt)
+    };
+    let cases = [
+        ("nginx@1.31", "proxy-suite/nginx:1.31.3", "nginx/openchamber-guide.conf", "layout official", "/etc/nginx/conf.d/default.conf"),
+        ("nginx@1.22", "proxy-suite/nginx:1.22.1", "nginx/openchamber-guide.conf", "layout debian", "/etc/nginx/sites-enabled/default"),
+        ("haproxy@2.8", "proxy-suite/haproxy:2.8.25", "haproxy/known-good.cfg", "layout official", "/usr/local/etc/haproxy/haproxy.cfg"),
+        ("haproxy@2.6", "proxy-suite/haproxy:2.6.12", "haproxy/known-good.cfg", "layout debian", "/etc/haproxy/haproxy.cfg"),
+        ("apache@2.4", "proxy-suite/apache:2.4.71", "apache/known-good.conf", "layout debian", "/etc/apache2/sites-enabled/000-default.conf"),
+        ("npm", "proxy-suite/npm:2.15-nginx-1.31.3", "npm/openchamber-advanced-ws-off.conf", "layout official", "/data/nginx/proxy_host/1.conf"),
+    ];
+    for (name, reference, id, layout, mounted) in cases {
+        let r = run::run_proxy(with_image(reference), request(spec(name), config(id), &only), &run::Schedule::single()).await;
+        if image_missing(&r) {
+            continue;
+        }
+        let rewrites = r.rewrites.join("\n");
+        eprintln!("{reference} ({id}): {:?}", grades(&r));
+        assert_all_pass(reference, &r);
+        assert!(rewrites.contains(layout) && rewrites.contains(&format!("mounted at {mounted}")), "{reference}: {rewrites}");
+        let image = r.image.as_ref().expect("the image is recorded");
+        assert_eq!(image.reference, reference);
+        assert!(image.id.starts_with("sha256:"), "{image:?}");
+    }
+    let asked = Instant::now();
+    let missing = run::run_proxy(with_image("proxy-suite/nginx:0.0.0-not-built"), request(spec("nginx@1.31"), config("nginx/openchamber-guide.conf"), &only), &run::Schedule::single()).await;
+    let issue = missing.setup_error.as_ref().expect("a missing image is a setup error");
+    assert_eq!(issue.kind, "missing", "{}", issue.message);
+    assert!(issue.message.contains("proxy-suite/nginx:0.0.0-not-built") && issue.message.contains("never pulls"), "{}", issue.message);
+    assert!(asked.elapsed() < Duration::from_secs(10), "a missing image took {:?}", asked.elapsed());
+    finish(&format!("user images: {} runs", cases.len() + 1), started);
+}
+
+/// TLS in a container: the config's TLS listener is published beside the plain one, the run's
+/// certificate and CA reach the container through the mounted prefix, and h1-tls and h2 grade
+/// as natively.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_transports_run_in_a_container() {
+    let Some(_serial) = exclusive_engine().await else { return };
+    let started = Instant::now();
+    let only = SAME_CLIENT_FREE;
+    let docker: Arc<dyn Runtime> = Arc::new(docker_for_matrix());
+    for transport in [suite::tls::Transport::H1Tls, suite::tls::Transport::H2] {
+        let mut req = request(spec("nginx@1.31"), config("nginx/known-good-tls.conf"), &only);
+        req.transport = transport;
+        let r = run::run_proxy(docker.clone(), req, &run::Schedule::single()).await;
+        if image_missing(&r) {
+            return;
+        }
+        assert_all_pass(transport.as_str(), &r);
+        assert!(r.rewrites.iter().any(|w| w.contains("container TLS port")), "{:?}", r.rewrites);
+    }
+    finish("tls in a container: 2 runs", started);
 }

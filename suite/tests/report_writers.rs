@@ -45,6 +45,7 @@ fn run(proxy: &str, version: Option<&str>, config: &str, checks: Vec<Outcome>) -
         version: version.map(String::from),
         source: "Debian package nginx".into(),
         runtime: "native".into(),
+        image: None,
         role: None,
         negative_control: Vec::new(),
         config: config.into(),
@@ -107,6 +108,7 @@ fn matrix() -> MatrixRun {
         direct: vec![direct],
         shard: None,
         runs: vec![buffering, holding, broken],
+        runtime_differences: Vec::new(),
     }
 }
 

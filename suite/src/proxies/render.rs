@@ -55,23 +55,28 @@ pub struct TlsEndpoint {
 impl Rendered {
     /// The transports the rendered config offers a browser, in order.
     pub fn transports(&self) -> Vec<Transport> {
-        let mut out = Vec::new();
-        if self.plain {
-            out.push(Transport::H1);
-        }
-        if let Some(tls) = &self.tls {
-            out.push(Transport::H1Tls);
-            if tls.h2 {
-                out.push(Transport::H2);
-            }
-        }
-        out
+        transports(self.plain, self.tls.as_ref())
     }
 
     /// Where a client of `transport` connects, when the config offers it.
     pub fn addr_for(&self, transport: Transport, plain: SocketAddr) -> Option<SocketAddr> {
         self.transports().contains(&transport).then(|| if transport.is_tls() { self.tls.as_ref().map(|t| t.addr) } else { Some(plain) }).flatten()
     }
+}
+
+/// The transports of a plain listener (when `plain`) and a TLS one, in order.
+pub fn transports(plain: bool, tls: Option<&TlsEndpoint>) -> Vec<Transport> {
+    let mut out = Vec::new();
+    if plain {
+        out.push(Transport::H1);
+    }
+    if let Some(tls) = tls {
+        out.push(Transport::H1Tls);
+        if tls.h2 {
+            out.push(Transport::H2);
+        }
+    }
+    out
 }
 
 /// The ports a rendering may use.

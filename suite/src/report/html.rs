@@ -56,6 +56,8 @@ struct PageRow {
     key: String,
     config: String,
     profile: String,
+    transport: String,
+    runtime: String,
     setup: Option<SetupIssue>,
     cells: Vec<Cell>,
 }
@@ -460,7 +462,9 @@ fn rows(table: &Table, kept: Kept, usual: &BTreeMap<String, String>) -> Page {
             label: row.label(),
             key: format!("{} {}", row.run.profile, row.run.transport),
             config: row.run.config.clone(),
-            profile: profile_label(row.run),
+            profile: row.run.profile.as_str().to_string(),
+            transport: row.run.transport.as_str().to_string(),
+            runtime: row.run.runtime.clone(),
             setup: row.run.setup_error.clone(),
             cells,
         };
@@ -574,6 +578,7 @@ pub fn render_with(matrix: &MatrixRun, kept: Kept) -> Result<String, minijinja::
         counts => counts(&table),
         columns => columns,
         verdicts => markdown::verdicts(matrix),
+        differences => markdown::differences(&matrix.runtime_differences),
         groups => page.groups,
         negative => page.negative,
         chart_size => [CHART_W, CHART_H],

@@ -24,7 +24,8 @@
 //!   a cell whose Actual is that text leaves it out.
 //! - `direct`: the control (the checks against the mock itself), one run per profile.
 //! - `runs`: every proxy x config x profile, ordered by proxy (catalogue order), config id and
-//!   profile. A run (also in `direct`) is `{proxy: {name, version, source}, config, profile,
+//!   profile (then transport and runtime). A run (also in `direct`) is `{proxy: {name,
+//!   version, source, runtime, image}, transport, config, profile,
 //!   role, negative_control, setup_error, rewrites, elapsed_ms, check_ms, checks}`; `role` is the
 //!   config's (`guide`, `first-try`, `known-good`, `negative-control`, `user`; null in
 //!   `direct`), `negative_control` the checks a negative control is built to fail;
@@ -37,7 +38,11 @@
 //!   the run's `check_ms`, `{id: ms}`, so that a cell's line changes only with what it
 //!   measured), with
 //!   `grade` one of `pass`, `warn`, `fail`, `skip`, `error` (the check itself broke: counted as
-//!   a failure), and `measurements` check-specific.
+//!   a failure), and `measurements` check-specific. `image` (`{reference, id}`) is there for
+//!   a run in a container only.
+//! - `runtime_differences` (only in a matrix of both runtimes, when there are any): each check
+//!   graded differently natively and in a container, `{proxy, config, profile, transport,
+//!   check, grades, actual, reason}`, `reason` null when no `.expected` entry explains it.
 //!
 //! Layout: compact JSON with one entry of `proxies` and `checks`, one run header and one cell
 //! per line, so a republish without a change in behaviour differs only in the lines that carry
@@ -87,7 +92,7 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
     let profile_rank = |p: Profile| Profile::ALL.iter().position(|x| *x == p).unwrap_or(usize::MAX);
     let mut keyed: Vec<_> = std::mem::take(&mut run.runs)
         .into_iter()
-        .map(|r| ((proxy_rank(&r.proxy), r.proxy.clone(), r.config.clone(), profile_rank(r.profile), r.transport), r))
+        .map(|r| ((proxy_rank(&r.proxy), r.proxy.clone(), r.config.clone(), profile_rank(r.profile), r.transport, (r.runtime != "native", r.runtime.clone())), r))
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     run.runs = keyed.into_iter().map(|(_, r)| r).collect();
@@ -253,6 +258,10 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
     fields.push(format!("\"actual\":{}", object(&tables.actual)));
     fields.push(format!("\"direct\":{}", list(run.direct.iter().map(|r| run_text(r, &tables)).collect())));
     fields.push(format!("\"runs\":{}", list(run.runs.iter().map(|r| run_text(r, &tables)).collect())));
+    // Only a matrix of more than one runtime compares them.
+    if !run.runtime_differences.is_empty() {
+        fields.push(format!("\"runtime_differences\":{}", list(run.runtime_differences.iter().map(|d| entry(serde_json::to_string(d))).collect())));
+    }
     format!("{{{}}}\n", fields.join(",\n"))
 }
 
@@ -367,8 +376,13 @@ fn ordered(fields: &[(&str, Value)]) -> String {
 
 /// A run's fields but its cells.
 fn run_fields(result: &RunResult) -> Vec<(&'static str, Value)> {
+    let mut proxy = json!({"name": result.proxy, "version": result.version, "source": result.source, "runtime": result.runtime});
+    // The image (reference and id) of a container run; native runs have none.
+    if let Some(image) = &result.image {
+        proxy["image"] = json!(image);
+    }
     vec![
-        ("proxy", json!({"name": result.proxy, "version": result.version, "source": result.source, "runtime": result.runtime})),
+        ("proxy", proxy),
         ("transport", json!(result.transport)),
         ("config", json!(result.config)),
         ("profile", json!(result.profile)),
@@ -451,6 +465,10 @@ pub fn read_matrix(text: &str) -> Result<Document, String> {
         },
         direct: runs("direct")?,
         runs: runs("runs")?,
+        runtime_differences: match doc.get("runtime_differences") {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("`runtime_differences`: {e}"))?,
+            None => Vec::new(),
+        },
     };
     Ok(Document { schema, evidence, run })
 }
@@ -485,6 +503,7 @@ fn run_from_value(v: &Value, catalogue: &[Value], tables: &Tables) -> Result<Run
         version: text("/proxy/version"),
         source: text("/proxy/source").unwrap_or_default(),
         runtime: text("/proxy/runtime").unwrap_or_else(|| "native".into()),
+        image: v.pointer("/proxy/image").filter(|x| !x.is_null()).cloned().map(serde_json::from_value).transpose().map_err(|e| fail("image", e))?,
         transport,
         config: text("/config").ok_or_else(|| format!("run {label}: no config"))?,
         role: serde_json::from_value(field("role")).map_err(|e| fail("role", e))?,

@@ -75,11 +75,10 @@ impl Row<'_> {
         }
     }
 
-    /// The row in one line: `nginx@1.22 1.22.1 · nginx/first-try.conf · openchamber`.
+    /// The row in one line: `nginx@1.22 1.22.1 · nginx/first-try.conf · openchamber` (with
+    /// the transport and runtime when they are not plain HTTP/1.1 and native).
     pub fn label(&self) -> String {
-        let label = format!("{} · {} · {}", self.proxy_label(), self.run.config, profile_label(self.run));
-        // Plain-HTTP rows read as before transports existed.
-        if self.run.transport == crate::tls::Transport::H1 { label } else { format!("{label} · {}", self.run.transport) }
+        format!("{} · {} · {}", self.proxy_label(), self.run.config, profile_label(self.run))
     }
 }
 
@@ -115,13 +114,18 @@ pub struct ProxyVerdict {
     pub known_good: Vec<ConfigVerdict>,
 }
 
-/// The backend profile of a run, with its transport when it is not plain HTTP/1.1
-/// (`openchamber · h2`): the same config runs once per transport it offers.
+/// The backend profile of a run, with its transport when it is not plain HTTP/1.1 and its
+/// runtime when it is not native (`openchamber · h2 · docker`): the same config runs once per
+/// transport it offers and runtime asked for. The tables show both in columns of their own.
 pub fn profile_label(run: &RunResult) -> String {
-    match run.transport {
-        crate::tls::Transport::H1 => run.profile.as_str().to_string(),
-        other => format!("{} · {}", run.profile.as_str(), other.as_str()),
+    let mut label = run.profile.as_str().to_string();
+    if run.transport != crate::tls::Transport::H1 {
+        label.push_str(&format!(" · {}", run.transport.as_str()));
     }
+    if run.runtime != "native" {
+        label.push_str(&format!(" · {}", run.runtime));
+    }
+    label
 }
 
 fn profile_verdict(run: &RunResult) -> ProfileVerdict {
@@ -296,6 +300,8 @@ struct MdRow {
     proxy: String,
     config: String,
     profile: String,
+    transport: String,
+    runtime: String,
     cells: Vec<Cell>,
     negative: bool,
 }
@@ -354,6 +360,39 @@ fn cells(row: &Row, notes: &mut Notes) -> Vec<Cell> {
         .collect()
 }
 
+/// A runtime difference as the reports show it.
+#[derive(Serialize)]
+pub struct DifferenceLine {
+    pub proxy: String,
+    pub config: String,
+    pub profile: String,
+    pub transport: String,
+    pub check: String,
+    /// `native pass · docker fail`.
+    pub grades: String,
+    pub actual: String,
+    /// The `.expected` reason, or `unexplained`.
+    pub reason: String,
+    pub explained: bool,
+}
+
+/// The runtime differences of a matrix, for `matrix.md` and `index.html`.
+pub fn differences(list: &[super::RuntimeDifference]) -> Vec<DifferenceLine> {
+    list.iter()
+        .map(|d| DifferenceLine {
+            proxy: d.proxy.clone(),
+            config: d.config.clone(),
+            profile: d.profile.clone(),
+            transport: d.transport.clone(),
+            check: d.check.clone(),
+            grades: d.grades.iter().map(|(rt, g)| format!("{rt} {g}")).collect::<Vec<_>>().join(" · "),
+            actual: d.actual.clone(),
+            reason: d.reason.clone().unwrap_or_else(|| "unexplained: no `runtime=` entry in the config's .expected".into()),
+            explained: d.reason.is_some(),
+        })
+        .collect()
+}
+
 /// The text of `matrix.md`.
 pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
     let table = Table::new(matrix);
@@ -364,7 +403,9 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         .map(|row| MdRow {
             proxy: row.proxy_label(),
             config: row.run.config.clone(),
-            profile: profile_label(row.run),
+            profile: row.run.profile.as_str().to_string(),
+            transport: row.run.transport.as_str().to_string(),
+            runtime: row.run.runtime.clone(),
             cells: cells(row, &mut notes),
             negative: row.negative,
         })
@@ -381,6 +422,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         rows => rows,
         negative => negative,
         verdicts => verdicts(matrix),
+        differences => differences(&matrix.runtime_differences),
         // A note's number is its position from 1 (`loop.index`).
         notes => notes.0,
     })

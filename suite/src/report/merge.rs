@@ -66,12 +66,12 @@ pub fn merge(mut inputs: Vec<Input>, full: bool) -> Result<Merged, String> {
             warnings.push(format!("shards {} not given: the merged matrix lacks their runs", missing.join(", ")));
         }
     }
-    let mut seen: BTreeMap<(String, String, String, crate::tls::Transport), String> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, String, String, crate::tls::Transport, String), String> = BTreeMap::new();
     for i in &inputs {
         for r in &i.doc.run.runs {
-            let key = (r.proxy.clone(), r.config.clone(), r.profile.to_string(), r.transport);
+            let key = (r.proxy.clone(), r.config.clone(), r.profile.to_string(), r.transport, r.runtime.clone());
             if let Some(other) = seen.insert(key, name(i)) {
-                return Err(format!("{} {} {} {} is in both {other} and {}: overlapping shards", r.proxy, r.config, r.profile, r.transport, name(i)));
+                return Err(format!("{} {} {} {} ({}) is in both {other} and {}: overlapping shards", r.proxy, r.config, r.profile, r.transport, r.runtime, name(i)));
             }
         }
     }

@@ -35,8 +35,30 @@ pub struct MatrixRun {
     pub shard: Option<Shard>,
     /// The control: the checks against the mock itself, once per profile.
     pub direct: Vec<RunResult>,
-    /// Every proxy x config x profile.
+    /// Every proxy x config x profile (x transport x runtime).
     pub runs: Vec<RunResult>,
+    /// Grades that differ between runtimes for the same proxy, config, profile and transport
+    /// (a matrix of both runtimes): findings, each with its reason or marked unexplained.
+    #[serde(default)]
+    pub runtime_differences: Vec<RuntimeDifference>,
+}
+
+/// One check graded differently in two runtimes: a finding of the container deployment
+/// (different outer context, networking), never noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeDifference {
+    pub proxy: String,
+    pub config: String,
+    pub profile: String,
+    pub transport: String,
+    /// The check id, or `setup` when one runtime could not bring the proxy up.
+    pub check: String,
+    /// Grade (or `setup: kind`) per runtime, `native` first: `[["native", "pass"], ["docker", "fail"]]`.
+    pub grades: Vec<(String, String)>,
+    /// What the differing runtime measured (first line).
+    pub actual: String,
+    /// The `runtime=` entry of the config's `.expected` that explains it; `None`: unexplained.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -205,7 +205,14 @@ fn latency_table(
         .and_then(|r| measured(r.run, id, samples, planned).figures);
     rows.iter()
         .map(|r| {
-            let label = (r.proxy_label(), r.run.config.clone());
+            // A config runs once per transport and runtime: those not plain and native are named.
+            let mut config = r.run.config.clone();
+            for (value, usual) in [(r.run.transport.as_str(), "h1"), (r.run.runtime.as_str(), "native")] {
+                if value != usual && !r.control {
+                    config.push_str(&format!(" · {value}"));
+                }
+            }
+            let label = (r.proxy_label(), config);
             let control = (!r.control).then_some(control.as_ref());
             latency_row(label, &measured(r.run, id, samples, planned), control)
         })

@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod native;
+pub mod user_image;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,6 +16,7 @@ use crate::proxies::{ConfigFile, ProxySpec};
 use crate::tls::Transport;
 
 pub use docker::{DockerRuntime, Loopback};
+pub use user_image::UserImage;
 pub use native::{stop_on_interrupt, NativeRuntime};
 
 /// Why a proxy could not be brought up. Never a check result: the report shows it apart.
@@ -66,6 +68,15 @@ pub trait Runtime: Send + Sync {
     fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError>;
 }
 
+/// The container image a run used: its reference and the id the engine gave it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageRecord {
+    /// `proxy-suite/nginx:1.22.1`, or the `--image` reference as given.
+    pub reference: String,
+    /// `sha256:...`.
+    pub id: String,
+}
+
 /// A proxy serving a rendered config, until [`ProxyInstance::stop`] (or drop) stops it.
 pub trait ProxyInstance: Send + std::fmt::Debug {
     /// The address a client connects to.
@@ -82,6 +93,10 @@ pub trait ProxyInstance: Send + std::fmt::Debug {
     }
     /// The config's TLS listener and the run's certificate, when it has one.
     fn tls(&self) -> Option<&TlsEndpoint> {
+        None
+    }
+    /// The container image that runs it, when it runs in one.
+    fn image(&self) -> Option<ImageRecord> {
         None
     }
     /// The command line that started it.

@@ -469,7 +469,7 @@ fn request_head(stream: &mut (impl std::io::Read + std::io::Write), host: &str) 
 
 /// One HTTP/1.1 request over TLS, as a browser sends it (SNI and Host the site's name, the
 /// run's authority trusted alone); returns the response head.
-fn probe_tls(tls: &TlsEndpoint, host: &str) -> Result<String, String> {
+pub(super) fn probe_tls(tls: &TlsEndpoint, host: &str) -> Result<String, String> {
     let config = Trust { ca_pem: tls.files.ca_pem.clone() }.client_config(&[b"http/1.1"])?;
     let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host} is not a server name: {e}"))?;
     let conn = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use regex::{Captures, Regex};
 
-use super::{capture, code_of, has_directive, ImageLayout, Mode, ProxyKind, RenderInput, Site, user_code};
+use super::{capture, code_of, has_directive, ImageLayout, Layout, Mode, Placement, ProxyKind, RenderInput, Site, user_code, IN_IMAGE};
 use crate::proxies::render::{write, Rendered, Rewriter};
 
 pub static KIND: Apache = Apache;
@@ -80,6 +80,13 @@ impl ProxyKind for Apache {
         let text = listen_re.replace_all(&text, "$1# [proxy-suite] $2").into_owned();
         let server_name = Regex::new(r"(?im)^\s*ServerName\s+(\S+)").expect("static regex");
         let host = server_name.captures(&text).map(|c| c[1].to_string()).unwrap_or_else(|| input.default_host.clone());
+        if input.distribution == Some(IN_IMAGE) {
+            // The image's own config around it, with what `image_files` adds.
+            let site = input.prefix.join("site.conf");
+            write(&site, &text)?;
+            r.note("inside the image's own Apache config".into());
+            return Ok(Site { main: site.clone(), host, admin_port: None, user_files: vec![site] });
+        }
         let root = input.prefix.join(SERVER_ROOT);
         let mut modules = vec!["proxy", "proxy_http", "proxy_wstunnel", "headers", "rewrite"];
         if tls {
@@ -115,9 +122,49 @@ impl ProxyKind for Apache {
         Some(vec![switch.into(), "-f".into(), rendered.main.clone().into_os_string(), "-d".into(), prefix.join(SERVER_ROOT).into_os_string()])
     }
 
-    fn image(&self) -> ImageLayout {
-        // The official httpd image: mod_proxy and mod_proxy_http present but not loaded.
-        ImageLayout { image: "httpd", config: "/usr/local/apache2/conf/httpd.conf", logs: "/usr/local/apache2/logs", binary: "/usr/local/apache2/bin/httpd" }
+    fn images(&self) -> Vec<ImageLayout> {
+        vec![
+            // The official httpd image: one httpd.conf (no sites folder), mod_proxy and
+            // mod_proxy_http present but not loaded; users mount an edited httpd.conf.
+            ImageLayout { image: "httpd", layout: Layout::Official, config: "/usr/local/apache2/conf/httpd.conf", placement: Placement::Generated, marker: "/usr/local/apache2/conf", logs: "/usr/local/apache2/logs", binary: "/usr/local/apache2/bin/httpd" },
+            // Debian's apache2 package: the site in sites-enabled/, modules by a2enmod.
+            ImageLayout { image: "debian + apache2 package", layout: Layout::Debian, config: "/etc/apache2/sites-enabled/000-default.conf", placement: Placement::Site, marker: "/etc/apache2/apache2.conf", logs: "/var/log/apache2", binary: "/usr/sbin/apache2" },
+        ]
+    }
+
+    /// What users add to the image's config for a proxying site: the modules (`a2enmod proxy
+    /// proxy_http proxy_wstunnel headers rewrite`, and `ssl http2` for a TLS site) and a
+    /// `Listen` for each of the site's ports. Debian: a conf-enabled file (included before
+    /// sites-enabled). Official httpd: its own httpd.conf (`image_config`, read from the
+    /// image) with those lines and an `Include` of the site appended.
+    fn image_files(&self, layout: &ImageLayout, rendered: &Rendered, listen: &[std::net::SocketAddr], image_config: Option<&str>) -> Vec<(String, String)> {
+        let modules_dir = match layout.layout {
+            Layout::Debian => "/usr/lib/apache2/modules",
+            Layout::Official => "modules",
+        };
+        let mut modules = vec!["proxy", "proxy_http", "proxy_wstunnel", "headers", "rewrite"];
+        if rendered.tls.is_some() {
+            modules.extend(["socache_shmcb", "ssl", "http2"]);
+        }
+        let mut text = String::from("# proxy-suite: what a user adds for a proxying site (a2enmod and a Listen per port)\n");
+        for m in modules {
+            text.push_str(&format!("<IfModule !{m}_module>\n  LoadModule {m}_module {modules_dir}/mod_{m}.so\n</IfModule>\n"));
+        }
+        if layout.layout == Layout::Debian && rendered.tls.is_some() {
+            // As `a2enmod ssl http2` enables them (APACHE_RUN_DIR comes from envvars).
+            text.push_str("Include /etc/apache2/mods-available/ssl.conf\nInclude /etc/apache2/mods-available/http2.conf\n");
+        }
+        for addr in listen {
+            text.push_str(&format!("Listen {addr}\n"));
+        }
+        let site = rendered.user_files.first().map(|p| p.display().to_string()).unwrap_or_default();
+        match layout.layout {
+            Layout::Debian => vec![("/etc/apache2/conf-enabled/proxy-suite.conf".into(), text)],
+            Layout::Official => {
+                let own = image_config.unwrap_or("# proxy-suite: the image's httpd.conf could not be read\n");
+                vec![(layout.config.into(), format!("{own}\n{text}Include {site}\n"))]
+            }
+        }
     }
 
     fn fix(&self, check_id: &str) -> Option<&'static str> {

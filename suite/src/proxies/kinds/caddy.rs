@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{capture, has_directive, os_args, user_code, ImageLayout, Mode, ProxyKind, RenderInput, Site};
+use super::{capture, has_directive, os_args, user_code, ImageLayout, Layout, Placement, Mode, ProxyKind, RenderInput, Site};
 use crate::proxies::render::{write, Rendered, Rewriter};
 
 pub static KIND: Caddy = Caddy;
@@ -118,9 +118,10 @@ impl ProxyKind for Caddy {
         Some(args)
     }
 
-    fn image(&self) -> ImageLayout {
-        // Caddy logs to stderr; its data and config state live in /data and /config.
-        ImageLayout { image: "caddy", config: "/etc/caddy/Caddyfile", logs: "/dev/stderr", binary: "/usr/bin/caddy" }
+    fn images(&self) -> Vec<ImageLayout> {
+        // Caddy logs to stderr; its data and config state live in /data and /config. Debian's
+        // caddy package reads the same /etc/caddy/Caddyfile.
+        vec![ImageLayout { image: "caddy", layout: Layout::Official, config: "/etc/caddy/Caddyfile", placement: Placement::Main, marker: "/etc/caddy", logs: "/dev/stderr", binary: "/usr/bin/caddy" }]
     }
 
     fn fix(&self, check_id: &str) -> Option<&'static str> {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use regex::Regex;
 
-use super::{capture, user_code, ImageLayout, Mode, ProxyKind, RenderInput, Site};
+use super::{capture, user_code, ImageLayout, Layout, Placement, Mode, ProxyKind, RenderInput, Site};
 use crate::proxies::render::{is_backend_port, write, Rendered, Rewriter};
 
 pub static KIND: Envoy = Envoy;
@@ -119,8 +119,8 @@ impl ProxyKind for Envoy {
         Some(args)
     }
 
-    fn image(&self) -> ImageLayout {
-        ImageLayout { image: "envoyproxy/envoy", config: "/etc/envoy/envoy.yaml", logs: "/dev/stdout", binary: "/usr/local/bin/envoy" }
+    fn images(&self) -> Vec<ImageLayout> {
+        vec![ImageLayout { image: "envoyproxy/envoy", layout: Layout::Official, config: "/etc/envoy/envoy.yaml", placement: Placement::Main, marker: "/etc/envoy", logs: "/dev/stdout", binary: "/usr/local/bin/envoy" }]
     }
 
     fn fix(&self, check_id: &str) -> Option<&'static str> {

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::{capture, has_directive, os_args, user_code, ImageLayout, Mode, ProxyKind, RenderInput, Site};
+use super::{capture, has_directive, os_args, user_code, ImageLayout, Layout, Placement, Mode, ProxyKind, RenderInput, Site};
 use crate::proxies::render::{write, Rendered, Rewriter};
 
 pub static KIND: Haproxy = Haproxy;
@@ -110,9 +110,13 @@ impl ProxyKind for Haproxy {
         Some(args)
     }
 
-    fn image(&self) -> ImageLayout {
-        // The official image ships no config and no syslog: logs go to stdout (`log stdout`).
-        ImageLayout { image: "haproxy", config: "/usr/local/etc/haproxy/haproxy.cfg", logs: "/dev/stdout", binary: "/usr/local/sbin/haproxy" }
+    fn images(&self) -> Vec<ImageLayout> {
+        vec![
+            // The official image ships no syslog: logs go to stdout (`log stdout`).
+            ImageLayout { image: "haproxy", layout: Layout::Official, config: "/usr/local/etc/haproxy/haproxy.cfg", placement: Placement::Main, marker: "/usr/local/etc/haproxy", logs: "/dev/stdout", binary: "/usr/local/sbin/haproxy" },
+            // Debian's package logs to syslog (/dev/log), which no daemon reads in a container.
+            ImageLayout { image: "debian + haproxy package", layout: Layout::Debian, config: "/etc/haproxy/haproxy.cfg", placement: Placement::Main, marker: "/etc/haproxy/haproxy.cfg", logs: "/dev/log", binary: "/usr/sbin/haproxy" },
+        ]
     }
 
     fn fix(&self, check_id: &str) -> Option<&'static str> {

@@ -2,8 +2,8 @@
 //! implementing [`ProxyKind`]: everything the suite knows about that kind lives in its file —
 //! how to read the version its binary prints, how a user's config is rendered into a run's
 //! prefix, whether the result proxies anything at all, the validate and run command lines, the
-//! distribution context it is wrapped in, where an official container image keeps its config,
-//! logs and binary, and the fix for each check in the kind's own syntax.
+//! distribution context it is wrapped in, where each layout of its container images (official,
+//! Debian) keeps its config, logs and binary, and the fix for each check in the kind's own syntax.
 //!
 //! The registry is built from the files of this folder (`suite/build.rs`): adding a kind is
 //! adding its file (which defines `pub static KIND`), its configs in `proxy-configs/<kind>/`
@@ -50,19 +50,70 @@ pub enum Mode {
     Run,
 }
 
-/// Where the kind's official container image keeps things (absolute paths inside the image),
-/// for a container runtime to mount the rendered config and read the logs.
+/// The family of images a layout describes: the official image of the kind (`nginx`,
+/// `httpd`, `haproxy`, ...) or the Debian package's layout (`/etc/nginx/sites-enabled`,
+/// `/etc/apache2`, `/etc/haproxy`), as in `debian`-based images and our locally built ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Official,
+    Debian,
+}
+
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Official => "official",
+            Layout::Debian => "debian",
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which file of a rendering goes where the image reads its config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// The user's site file (nginx's `server {}`, Apache's `<VirtualHost>`, NPM's proxy
+    /// host), inside the image's own outer config, which includes that folder.
+    Site,
+    /// The whole rendered config (Caddyfile, haproxy.cfg, traefik.yml, envoy.yaml).
+    Main,
+    /// A file the kind writes for the image ([`ProxyKind::image_files`]): the image's own
+    /// config with what the site needs added (official httpd).
+    Generated,
+}
+
+/// Where one layout of the kind's images keeps things (absolute paths inside the image), for
+/// the container runtime to mount the rendered config where that image reads it
+/// (`check --image REF`) and to say where the logs are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ImageLayout {
-    /// The official image (`nginx`, `caddy`, `httpd`, ...).
+    /// The image this layout is that of (`nginx`, `httpd`, `debian + apt install nginx`).
     pub image: &'static str,
-    /// Where the config the runtime renders goes (a file, or the folder a site file goes in).
+    pub layout: Layout,
+    /// Where the rendered file goes (a site file in a folder the outer config includes, or
+    /// the main config).
     pub config: &'static str,
+    /// Which rendered file goes there.
+    pub placement: Placement,
+    /// A path only images of this layout have: how `--image` tells layouts apart.
+    pub marker: &'static str,
     /// Where the image writes its logs (`/dev/stdout` when it logs to the container's output).
     pub logs: &'static str,
     /// The proxy binary inside the image.
     pub binary: &'static str,
 }
+
+/// The `distribution` a kind renders for when the image supplies the outer context
+/// (`check --image`): includes of the distribution's files stay as written (the image has
+/// them or not, as users find out), no context is wrapped around the site.
+pub const IN_IMAGE: &str = "image";
 
 /// What a kind's renderer gets: the user's config as written and where to put the copy.
 pub struct RenderInput<'a> {
@@ -141,8 +192,19 @@ pub trait ProxyKind: Send + Sync {
     /// runtime's); `None` when the kind has no validator (`Mode::Validate` on Traefik).
     fn args(&self, mode: Mode, rendered: &Rendered, prefix: &Path) -> Option<Vec<OsString>>;
 
-    /// Where the kind's official container image keeps its config, logs and binary.
-    fn image(&self) -> ImageLayout;
+    /// Where the kind's container images keep their config, logs and binary: one entry per
+    /// layout, the official image's first; detection tries the Debian layout's marker first
+    /// (a Debian image also has the official image's paths, e.g. `/etc/nginx/conf.d`).
+    fn images(&self) -> Vec<ImageLayout>;
+
+    /// Files besides the placed one that an image of `layout` needs for the rendered config,
+    /// as (path inside the image, text): what `a2enmod proxy_http` and `Listen` add on Debian's
+    /// Apache, the whole httpd.conf of the official httpd image. `listen` are the addresses
+    /// the rendering listens on inside the container; `image_config` is the image's own file
+    /// at `layout.config`, when it has one.
+    fn image_files(&self, _layout: &ImageLayout, _rendered: &Rendered, _listen: &[std::net::SocketAddr], _image_config: Option<&str>) -> Vec<(String, String)> {
+        Vec::new()
+    }
 
     /// The fix for a non-passing check, in this kind's own syntax; `None` falls back to the
     /// catalogue's generic fix.
@@ -331,10 +393,13 @@ pub(crate) mod tests {
     #[test]
     fn every_kind_names_an_absolute_image_layout() {
         for kind in Kind::all() {
-            let l = kind.image();
-            assert!(!l.image.is_empty(), "{kind}");
-            for path in [l.config, l.logs, l.binary] {
-                assert!(path.starts_with('/'), "{kind}: {path}");
+            let layouts = kind.images();
+            assert_eq!(layouts.iter().filter(|l| l.layout == Layout::Official).count(), 1, "{kind}: one official layout");
+            for l in layouts {
+                assert!(!l.image.is_empty(), "{kind}");
+                for path in [l.config, l.logs, l.binary, l.marker] {
+                    assert!(path.starts_with('/'), "{kind}: {path}");
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use regex::{Captures, Regex};
 
-use super::{capture, os_args, user_code, ImageLayout, Mode, ProxyKind, RenderInput, Site};
+use super::{capture, os_args, user_code, ImageLayout, Layout, Mode, Placement, ProxyKind, RenderInput, Site, IN_IMAGE};
 use crate::proxies::catalogue::Source;
 use crate::proxies::render::{fill, read_context, write, Rendered, Rewriter};
 
@@ -33,10 +33,17 @@ impl ProxyKind for Nginx {
 
     fn render(&self, input: &RenderInput, r: &mut Rewriter) -> Result<Site, String> {
         let site = site(input.text, r)?;
-        let site = distribution_files(&site, input.prefix, r)?;
+        // In an image, its own files are included (or missing, as users find out); certbot's
+        // files are copied either way, as users mount /etc/letsencrypt into the container.
+        let in_image = input.distribution == Some(IN_IMAGE);
+        let site = distribution_files(&site, input.prefix, !in_image, r)?;
         let host = input.config.host.clone().or_else(|| server_name(&site)).unwrap_or_else(|| input.default_host.clone());
         let site_path = input.prefix.join("site.conf");
         write(&site_path, &site)?;
+        if in_image {
+            r.note("inside the image's own nginx.conf".into());
+            return Ok(Site { main: site_path.clone(), host, admin_port: None, user_files: vec![site_path] });
+        }
         let context = input.distribution.map(String::from).or_else(|| input.config.context.clone()).unwrap_or_else(|| "debian".into());
         let main = context_around(input.context_root, &context, input.prefix, &site_path, r)?;
         Ok(Site { main, host, admin_port: None, user_files: vec![site_path] })
@@ -50,9 +57,15 @@ impl ProxyKind for Nginx {
         Some(args(mode, rendered, prefix))
     }
 
-    fn image(&self) -> ImageLayout {
-        // nginx.org's image: site files in conf.d/, logs symlinked to the container's output.
-        ImageLayout { image: "nginx", config: "/etc/nginx/conf.d/default.conf", logs: "/var/log/nginx", binary: "/usr/sbin/nginx" }
+    fn images(&self) -> Vec<ImageLayout> {
+        vec![
+            // nginx.org's image: nginx.conf includes conf.d/*.conf, whose default.conf is the
+            // default site; logs symlinked to the container's output.
+            ImageLayout { image: "nginx", layout: Layout::Official, config: "/etc/nginx/conf.d/default.conf", placement: Placement::Site, marker: "/etc/nginx/conf.d", logs: "/var/log/nginx", binary: "/usr/sbin/nginx" },
+            // Debian's nginx package: the default site is sites-enabled/default (conf.d exists
+            // too, empty); proxy_params and snippets/ beside nginx.conf.
+            ImageLayout { image: "debian + nginx package", layout: Layout::Debian, config: "/etc/nginx/sites-enabled/default", placement: Placement::Site, marker: "/etc/nginx/sites-enabled", logs: "/var/log/nginx", binary: "/usr/sbin/nginx" },
+        ]
     }
 
     fn fix(&self, check_id: &str) -> Option<&'static str> {
@@ -198,7 +211,7 @@ const CERTBOT_FILES: [(&str, &str); 2] = [
 /// under /etc/nginx) copied from the installed package into the prefix, and what certbot added
 /// (`include /etc/letsencrypt/options-ssl-nginx.conf;`, `ssl_dhparam
 /// /etc/letsencrypt/ssl-dhparams.pem;`) copied from Debian's certbot packages. Each is reported.
-fn distribution_files(site: &str, prefix: &Path, r: &mut Rewriter) -> Result<String, String> {
+fn distribution_files(site: &str, prefix: &Path, etc_nginx: bool, r: &mut Rewriter) -> Result<String, String> {
     let include = Regex::new(r"(?m)(^\s*|[{;]\s*)(include|ssl_dhparam)\s+([^;\s]+)\s*;").expect("static regex");
     let mut failure = None;
     let mut notes = Vec::new();
@@ -221,7 +234,7 @@ fn distribution_files(site: &str, prefix: &Path, r: &mut Rewriter) -> Result<Str
                 }),
                 None => Ok(None),
             }
-        } else if &c[2] == "include" && !path.contains('*') && (path.starts_with("/etc/nginx/") || !path.starts_with('/')) {
+        } else if etc_nginx && &c[2] == "include" && !path.contains('*') && (path.starts_with("/etc/nginx/") || !path.starts_with('/')) {
             let rel = path.strip_prefix("/etc/nginx/").unwrap_or(path);
             let from = Path::new(DEBIAN_NGINX).join(rel);
             // mime.types is already in the prefix (the context's); every other file from Debian.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use regex::Regex;
 
-use super::{user_code, ImageLayout, Mode, ProxyKind, RenderInput, RunsOn, Site};
+use super::{user_code, ImageLayout, Layout, Mode, Placement, ProxyKind, RenderInput, RunsOn, Site, IN_IMAGE};
 use crate::proxies::render::{fill, read_context, strip_header, write, Rendered, Rewriter};
 
 pub static KIND: Npm = Npm;
@@ -48,7 +48,8 @@ impl ProxyKind for Npm {
             websockets => config.websockets,
             advanced_config => advanced,
             advanced_has_root_location => has_root,
-            site_includes_dir => prefix.display().to_string(),
+            // NPM's image has its includes in conf.d/include; elsewhere they are the context's.
+            site_includes_dir => if input.distribution == Some(IN_IMAGE) { "/etc/nginx/conf.d/include".to_string() } else { prefix.display().to_string() },
             server_name => host.clone(),
         };
         r.note(format!("NPM proxy host: forward to mock {backend}, listen {listen}, Websockets Support {}", if config.websockets { "on" } else { "off" }));
@@ -95,9 +96,10 @@ impl ProxyKind for Npm {
         Some(super::nginx::args(mode, rendered, prefix))
     }
 
-    fn image(&self) -> ImageLayout {
-        // NPM writes one file per proxy host; OpenResty is installed as nginx.
-        ImageLayout { image: "jc21/nginx-proxy-manager", config: "/data/nginx/proxy_host/1.conf", logs: "/data/logs", binary: "/usr/sbin/nginx" }
+    fn images(&self) -> Vec<ImageLayout> {
+        // NPM writes one file per proxy host, included by its nginx.conf; OpenResty is
+        // installed as nginx.
+        vec![ImageLayout { image: "jc21/nginx-proxy-manager", layout: Layout::Official, config: "/data/nginx/proxy_host/1.conf", placement: Placement::Site, marker: "/data/nginx/proxy_host", logs: "/data/logs", binary: "/usr/sbin/nginx" }]
     }
 
     fn fix(&self, check_id: &str) -> Option<&'static str> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use regex::{Captures, Regex};
 
-use super::{capture, code_of, ImageLayout, Mode, ProxyKind, RenderInput, Site};
+use super::{capture, code_of, ImageLayout, Layout, Placement, Mode, ProxyKind, RenderInput, Site};
 use crate::proxies::render::{write, Rendered, Rewriter};
 
 pub static KIND: Traefik = Traefik;
@@ -118,8 +118,10 @@ impl ProxyKind for Traefik {
         (mode == Mode::Run).then(|| vec![OsString::from(format!("--configFile={}", rendered.main.display()))])
     }
 
-    fn image(&self) -> ImageLayout {
-        ImageLayout { image: "traefik", config: "/etc/traefik/traefik.yml", logs: "/dev/stdout", binary: "/usr/local/bin/traefik" }
+    fn images(&self) -> Vec<ImageLayout> {
+        // The official image ships no traefik.yml (its marker is the binary); `traefik` with
+        // no arguments reads /etc/traefik/traefik.yml.
+        vec![ImageLayout { image: "traefik", layout: Layout::Official, config: "/etc/traefik/traefik.yml", placement: Placement::Main, marker: "/usr/local/bin/traefik", logs: "/dev/stdout", binary: "/usr/local/bin/traefik" }]
     }
 
     fn fix(&self, check_id: &str) -> Option<&'static str> {
