@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::client::{
     body_bytes, get, header, http_client, read_ticks, within, SseRead, EXCHANGE_TIMEOUT,
 };
-use super::sse::{read_all_routes, tick_path, tick_plan, tick_window, timeliness, TICKS};
+use super::sse::{read_all_routes, reread_late, tick_path, tick_plan, tick_window, timeliness, TICKS};
 use super::{CheckInfo, Grade, Outcome, Target};
 
 pub const COMPRESS_SINGLE: CheckInfo = CheckInfo {
@@ -201,7 +201,7 @@ fn decode(mut reader: impl Read) -> std::io::Result<Vec<u8>> {
 
 pub async fn sse(target: &Target) -> Outcome {
     let info = &COMPRESS_SSE;
-    let reads = read_all_routes(target, true).await;
+    let (reads, late_first) = reread_late(target, true, read_all_routes(target, true).await).await;
     // A route that gave no stream with gzip offered is read again without it: on time there, the
     // compression is what holds the stream; silent there too, there is no stream whose
     // compression could be judged (sse.stream reports it).
@@ -284,7 +284,10 @@ pub async fn sse(target: &Target) -> Outcome {
         }
         paths.push(j);
     }
-    let m = json!({"plan": tick_plan(), "paths": paths});
+    let mut m = json!({"plan": tick_plan(), "paths": paths});
+    if !late_first.is_empty() {
+        m["late_first_reads"] = json!(late_first);
+    }
     if judged == 0 {
         let example = reads
             .first()

@@ -406,7 +406,9 @@ fn rows(table: &Table, kept: Kept, usual: &BTreeMap<String, String>) -> Page {
             let id = format!("ev-{r}-{c}");
             // A pass or a skip says all in one line: it shares the page's one panel instead of a
             // section of its own (a summary page only).
-            let brief = matches!(outcome.grade, Grade::Pass | Grade::Skip) && !row.control && kept == Kept::Summary;
+            // A negative control's cells too: they fail by design, and matrix.json keeps their
+            // evidence.
+            let brief = (matches!(outcome.grade, Grade::Pass | Grade::Skip) || row.negative) && !row.control && kept == Kept::Summary;
             let direct = control.and_then(|d| d.checks.iter().find(|o| o.id == outcome.id));
             let chart = (outcome.id == "sse.stream" && !brief).then(|| sse_chart(outcome, row.control, direct)).flatten();
             let chart_id = chart.map(|chart| {
@@ -429,7 +431,7 @@ fn rows(table: &Table, kept: Kept, usual: &BTreeMap<String, String>) -> Page {
                     grade: outcome.grade.to_string(),
                     mark: mark(outcome.grade),
                     evidence: None,
-                    actual: if usual == Some(&outcome.actual) { String::new() } else { outcome.actual.clone() },
+                    actual: if usual == Some(&outcome.actual) { String::new() } else { cut(&outcome.actual, PAGE_TEXT_CHARS) },
                     brief: Some(Brief { took_ms: outcome.elapsed_ms }),
                 });
                 continue;
@@ -442,6 +444,8 @@ fn rows(table: &Table, kept: Kept, usual: &BTreeMap<String, String>) -> Page {
                 actual: cut(&outcome.actual, TOOLTIP_CHARS),
                 brief: None,
             });
+            // The page's copy of a long text is cut (matrix.json has it whole).
+            let text = |t: &String| if kept == Kept::Full { t.clone() } else { cut(t, PAGE_TEXT_CHARS) };
             evidence.push(Evidence {
                 id,
                 row: row.label(),
@@ -449,10 +453,10 @@ fn rows(table: &Table, kept: Kept, usual: &BTreeMap<String, String>) -> Page {
                 requirement: checks::info(&outcome.id).map(|i| i.requirement.to_string()).unwrap_or_default(),
                 grade: outcome.grade.to_string(),
                 mark: mark(outcome.grade),
-                expected: outcome.expected.clone(),
-                actual: outcome.actual.clone(),
+                expected: text(&outcome.expected),
+                actual: text(&outcome.actual),
                 sign: outcome.sign.clone(),
-                fix: outcome.fix.clone(),
+                fix: text(&outcome.fix),
                 elapsed_ms: outcome.elapsed_ms,
                 measurements: (!outcome.measurements.is_null()).then(|| text_content(&page_measurements(&outcome.measurements, kept))),
                 chart: chart_id,
@@ -480,6 +484,9 @@ fn rows(table: &Table, kept: Kept, usual: &BTreeMap<String, String>) -> Page {
 
 /// Characters of a non-pass cell's Actual shown in its tooltip.
 const TOOLTIP_CHARS: usize = 160;
+/// Characters of an Expected, Actual or Fix the published page shows (matrix.json and a page
+/// written with `--full-evidence` have them whole).
+const PAGE_TEXT_CHARS: usize = 300;
 /// Longest measurements the published page shows inline; longer ones are in `matrix.json`
 /// (the page is for reading the verdicts and the charts, the JSON for tools and debugging).
 const PAGE_MEASUREMENTS_CHARS: usize = 600;

@@ -22,6 +22,8 @@
 //!   check, profile and transport share; a cell whose Expected is that text leaves it out.
 //! - `actual`: `{"<check id> <profile> <transport> <grade>": text}`, the same for the Actual;
 //!   a cell whose Actual is that text leaves it out.
+//! - `fix`: `{"<check id> <proxy> <grade>": text}`, the same for the Fix (each proxy kind has
+//!   its own advice); a cell whose Fix is that text leaves it out.
 //! - `direct`: the control (the checks against the mock itself), one run per profile.
 //! - `runs`: every proxy x config x profile, ordered by proxy (catalogue order), config id and
 //!   profile (then transport and runtime). A run (also in `direct`) is `{proxy: {name,
@@ -33,7 +35,7 @@
 //!   `error`) means the run has no grades and is not a result; each of `checks` (one cell of
 //!   the matrix) is `{id, grade, expected, actual, sign, fix, measurements}`, where `expected`
 //!   is left out when it is the `expected` table's, `actual` when it is the `actual` table's,
-//!   and `sign` and `fix` when they are the
+//!   `fix` when it is the `fix` table's, `measurements` when null, and `sign` and `fix` when they are the
 //!   catalogue's for a `warn` or `fail` or empty for another grade (its time is in
 //!   the run's `check_ms`, `{id: ms}`, so that a cell's line changes only with what it
 //!   measured), with
@@ -131,6 +133,14 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
                 if let (false, Some(m)) = (compared, cell.measurements.as_object_mut()) {
                     m.remove("echo_rtt_us");
                 }
+                // The plan is the control's too; the first route's echoes are in its entry.
+                if let Some(m) = cell.measurements.as_object_mut() {
+                    m.remove("plan");
+                    let per_route = m.get("paths").and_then(Value::as_array).is_some_and(|p| p.iter().any(|r| r.get("echo_rtt_us").is_some()));
+                    if per_route {
+                        m.remove("echo_rtt_us");
+                    }
+                }
             }
         }
     }
@@ -172,7 +182,7 @@ pub fn summary_measurements(id: &str, m: &Value) -> Value {
 
 /// Longest string a published cell keeps whole; a response body or an error chain beyond it is
 /// cut (`--full-evidence` keeps it).
-const PUBLISHED_TEXT: usize = 96;
+const PUBLISHED_TEXT: usize = 64;
 
 /// Evidence of a cell that is not a pass, as published: every field kept, except headers and
 /// fields that differ on every run whatever the proxy does (`date`, the WebSocket key and
@@ -203,8 +213,25 @@ pub fn published_measurements(id: &str, m: &Value) -> Value {
             other => other.clone(),
         }
     }
-    walk(m, id == "sse.stream")
+    let mut out = walk(m, id == "sse.stream");
+    // A cell whose evidence is still long: the first route in full, the others by what tells
+    // them apart (the routes of one failure mostly repeat it).
+    if id != "sse.stream" && out.to_string().len() > PUBLISHED_CELL {
+        if let Some(paths) = out.get_mut("paths").and_then(Value::as_array_mut) {
+            for route in paths.iter_mut().skip(1) {
+                if let Some(fields) = route.as_object_mut() {
+                    fields.retain(|k, _| ROUTE_SUMMARY.contains(&k.as_str()));
+                }
+            }
+        }
+    }
+    out
 }
+
+/// Bytes of published evidence past which routes after the first keep only [`ROUTE_SUMMARY`].
+const PUBLISHED_CELL: usize = 600;
+/// What a route's entry keeps in a long cell: its path and its outcome.
+const ROUTE_SUMMARY: [&str; 9] = ["path", "status", "ok", "problem", "summary", "end", "error", "grade", "read_ms"];
 
 /// A rewrite as published: the run's own temporary prefix and the ports it was given are the
 /// same placeholders on every run, so a republish changes a rewrite only when the rewrite does.
@@ -249,13 +276,14 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
     let entry = |v: Result<String, serde_json::Error>| v.unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
     fields.push(format!("\"proxies\":{}", list(run.proxies.iter().map(|p| entry(serde_json::to_string(p))).collect())));
     fields.push(format!("\"checks\":{}", list(checks::catalogue().iter().map(|c| entry(serde_json::to_string(c))).collect())));
-    let tables = Tables { expected: expected_table(run), actual: actual_table(run) };
+    let tables = Tables { expected: expected_table(run), actual: actual_table(run), fix: fix_table(run) };
     let object = |table: &BTreeMap<String, String>| {
         let entries = table.iter().map(|(key, text)| format!("{}:{}", json!(key), json!(text))).collect::<Vec<_>>();
         format!("{{\n{}\n}}", entries.join(",\n"))
     };
     fields.push(format!("\"expected\":{}", object(&tables.expected)));
     fields.push(format!("\"actual\":{}", object(&tables.actual)));
+    fields.push(format!("\"fix\":{}", object(&tables.fix)));
     fields.push(format!("\"direct\":{}", list(run.direct.iter().map(|r| run_text(r, &tables)).collect())));
     fields.push(format!("\"runs\":{}", list(run.runs.iter().map(|r| run_text(r, &tables)).collect())));
     // Only a matrix of more than one runtime compares them.
@@ -269,6 +297,7 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
 struct Tables {
     expected: BTreeMap<String, String>,
     actual: BTreeMap<String, String>,
+    fix: BTreeMap<String, String>,
 }
 
 /// The key of a cell's Expected in the document's `expected` table: the same check, profile and
@@ -287,6 +316,17 @@ fn expected_table(run: &MatrixRun) -> BTreeMap<String, String> {
 /// when no number in it changes from run to run, the reason of a skip.
 pub(crate) fn actual_table(run: &MatrixRun) -> BTreeMap<String, String> {
     usual_text(run, |c, r| actual_key(c, r), |c| &c.actual)
+}
+
+/// Per check and proxy, the Fix most failing or warning cells share: the kind's own advice
+/// (see [`crate::proxies::kinds`]), said once.
+pub(crate) fn fix_table(run: &MatrixRun) -> BTreeMap<String, String> {
+    usual_text(run, |c, r| fix_key(c, r), |c| &c.fix)
+}
+
+/// The key of a cell's Fix in the `fix` table.
+fn fix_key(c: &Outcome, run: &RunResult) -> String {
+    format!("{} {} {}", c.id, run.proxy, c.grade)
 }
 
 /// The key of a cell's Actual in the `actual` table.
@@ -347,7 +387,10 @@ fn run_text(result: &RunResult, tables: &Tables) -> String {
                 "expected" => v.as_str() != Some(shared),
                 "actual" => usual.is_none() || v.as_str() != usual,
                 "sign" => v.as_str() != Some(sign),
-                "fix" => v.as_str() != Some(fix),
+                // Left out when the reader would restore it: the proxy's usual fix, else the
+                // catalogue's.
+                "fix" => v.as_str() != Some(tables.fix.get(&fix_key(c, result)).map(String::as_str).unwrap_or(fix)),
+                "measurements" => !v.is_null(),
                 _ => true,
             };
             ordered(&cell_fields(c).into_iter().filter(|(k, v)| said(k, v)).collect::<Vec<_>>())
@@ -439,7 +482,7 @@ pub fn read_matrix(text: &str) -> Result<Document, String> {
             None => Ok(BTreeMap::new()),
         }
     };
-    let tables = Tables { expected: table("expected")?, actual: table("actual")? };
+    let tables = Tables { expected: table("expected")?, actual: table("actual")?, fix: table("fix")? };
     let runs = |k: &str| -> Result<Vec<RunResult>, String> {
         parse(k)?
             .as_array()
@@ -492,7 +535,12 @@ fn run_from_value(v: &Value, catalogue: &[Value], tables: &Tables) -> Result<Run
         let key = expected_key(&id, profile, transport);
         let shared = tables.expected.get(&key).cloned().unwrap_or_default();
         let usual = tables.actual.get(&format!("{key} {grade}")).cloned().unwrap_or_default();
-        for (k, default) in [("expected", shared.as_str()), ("actual", usual.as_str()), ("sign", sign), ("fix", fix)] {
+        let proxy = v.pointer("/proxy/name").and_then(Value::as_str).unwrap_or_default();
+        let kind_fix = tables.fix.get(&format!("{id} {proxy} {grade}")).map(String::as_str).unwrap_or(fix);
+        if cell.get("measurements").is_none() {
+            cell["measurements"] = Value::Null;
+        }
+        for (k, default) in [("expected", shared.as_str()), ("actual", usual.as_str()), ("sign", sign), ("fix", kind_fix)] {
             if cell.get(k).is_none() {
                 cell[k] = json!(default);
             }
