@@ -72,12 +72,22 @@ pub fn reap() -> Reaped {
                 .find_map(|v| v.strip_prefix(needle.as_str()).map(str::to_string));
             if let Some(owner) = owner {
                 if !alive(&owner) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let pid = nix::unistd::Pid::from_raw(pid);
+                    // A proxy leads its own process group (the runtime starts it so): its whole
+                    // group goes, since workers that clear their environment (nginx keeps only
+                    // TZ) carry no owner and would be left behind, reparented to init.
+                    let leads_group = nix::unistd::getpgid(Some(pid)).is_ok_and(|g| g == pid && g != nix::unistd::getpgrp());
+                    let _ = if leads_group {
+                        nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL)
+                    } else {
+                        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+                    };
                     reaped.processes += 1;
                 }
             }
         }
     }
+    let mut dead_prefixes = Vec::new();
     if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
         for entry in entries.filter_map(|e| e.ok()) {
             let path = entry.path();
@@ -86,13 +96,49 @@ pub fn reap() -> Reaped {
                 continue;
             }
             if let Ok(owner) = std::fs::read_to_string(path.join(OWNER_FILE)) {
-                if !alive(&owner) && std::fs::remove_dir_all(&path).is_ok() {
-                    reaped.prefixes += 1;
+                if !alive(&owner) {
+                    dead_prefixes.push(path);
                 }
             }
         }
     }
+    // A worker whose master died with the suite (the master's parent-death signal) keeps no
+    // owner in its environment when the proxy clears it (nginx keeps only TZ), but it still
+    // writes into its run's prefix: every process with a file open there goes first.
+    reaped.processes += kill_holders(&dead_prefixes);
+    for path in dead_prefixes {
+        if std::fs::remove_dir_all(&path).is_ok() {
+            reaped.prefixes += 1;
+        }
+    }
     reaped
+}
+
+/// Kills every process with a file descriptor or its working directory inside one of
+/// `prefixes`; returns how many.
+fn kill_holders(prefixes: &[std::path::PathBuf]) -> usize {
+    if prefixes.is_empty() {
+        return 0;
+    }
+    let inside = |target: &std::path::Path| prefixes.iter().any(|p| target.starts_with(p));
+    let mut killed = 0;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let cwd = std::fs::read_link(entry.path().join("cwd")).ok();
+        let holds = cwd.as_deref().is_some_and(inside)
+            || std::fs::read_dir(entry.path().join("fd"))
+                .map(|fds| fds.filter_map(|f| f.ok()).filter_map(|f| std::fs::read_link(f.path()).ok()).any(|t| inside(&t)))
+                .unwrap_or(false);
+        if holds {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            killed += 1;
+        }
+    }
+    killed
 }
 
 #[cfg(test)]
