@@ -57,6 +57,16 @@ pub struct Reaped {
     pub prefixes: usize,
 }
 
+/// Ends a run's prefix: removed, or, when `keep` is asked (a failed setup) or the thread is
+/// panicking, kept for debugging without its owner (no later run removes it) and said so.
+pub fn close_prefix(prefix: tempfile::TempDir, keep: bool, proxy: &str) {
+    if keep || std::thread::panicking() {
+        release(prefix.path());
+        let kept = prefix.keep();
+        eprintln!("proxy-suite: kept prefix of {proxy} for debugging: {}", kept.display());
+    }
+}
+
 /// Kills every process whose owner (from its environment) has died, and removes every prefix
 /// under the temporary folder whose owner has died.
 pub fn reap() -> Reaped {

@@ -509,11 +509,7 @@ impl DockerInstance {
         }
         if let Some(prefix) = self.prefix.take() {
             live_prefixes().retain(|p| p != prefix.path());
-            if self.keep_prefix || std::thread::panicking() {
-                crate::leftovers::release(prefix.path());
-                let kept = prefix.keep();
-                eprintln!("proxy-suite: kept prefix of {} for debugging: {}", self.proxy, kept.display());
-            }
+            crate::leftovers::close_prefix(prefix, self.keep_prefix, &self.proxy);
         }
     }
 }

@@ -200,11 +200,7 @@ impl NativeInstance {
             unregister(pgid);
         }
         if let Some(prefix) = self.prefix.take() {
-            if self.keep_prefix || std::thread::panicking() {
-                crate::leftovers::release(prefix.path());
-                let kept = prefix.keep();
-                eprintln!("proxy-suite: kept prefix of {} for debugging: {}", self.proxy, kept.display());
-            }
+            crate::leftovers::close_prefix(prefix, self.keep_prefix, &self.proxy);
         }
     }
 }
