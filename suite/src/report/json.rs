@@ -195,7 +195,9 @@ pub fn published_measurements(id: &str, m: &Value) -> Value {
     }
     fn walk(v: &Value, keep_ticks: bool) -> Value {
         match v {
-            Value::String(text) if text.chars().count() > PUBLISHED_TEXT => {
+            // A string cut before (a merge of published shards) stays as it was: cutting the cut
+            // would count the cut's bytes as the original's.
+            Value::String(text) if text.chars().count() > PUBLISHED_TEXT && !already_cut(text) => {
                 let cut: String = text.chars().take(PUBLISHED_TEXT).collect();
                 Value::String(format!("{cut}… ({} bytes in all)", text.len()))
             }
@@ -226,6 +228,13 @@ pub fn published_measurements(id: &str, m: &Value) -> Value {
         }
     }
     out
+}
+
+/// Whether `text` ends as [`published_measurements`] ends a string it cut: `… (N bytes in all)`.
+fn already_cut(text: &str) -> bool {
+    text.strip_suffix(" bytes in all)")
+        .and_then(|head| head.rsplit_once("… ("))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Bytes of published evidence past which routes after the first keep only [`ROUTE_SUMMARY`].
@@ -276,7 +285,7 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
     let entry = |v: Result<String, serde_json::Error>| v.unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
     fields.push(format!("\"proxies\":{}", list(run.proxies.iter().map(|p| entry(serde_json::to_string(p))).collect())));
     fields.push(format!("\"checks\":{}", list(checks::catalogue().iter().map(|c| entry(serde_json::to_string(c))).collect())));
-    let tables = Tables { expected: expected_table(run), actual: actual_table(run), fix: fix_table(run) };
+    let tables = Tables { expected: expected_table(run), actual: actual_table(run), fix: fix_table(run), catalogue: catalogue_values() };
     let object = |table: &BTreeMap<String, String>| {
         let entries = table.iter().map(|(key, text)| format!("{}:{}", json!(key), json!(text))).collect::<Vec<_>>();
         format!("{{\n{}\n}}", entries.join(",\n"))
@@ -298,6 +307,8 @@ struct Tables {
     expected: BTreeMap<String, String>,
     actual: BTreeMap<String, String>,
     fix: BTreeMap<String, String>,
+    /// The catalogue the document carries (`checks`): the sign and fix a cell defaults to.
+    catalogue: Vec<Value>,
 }
 
 /// The key of a cell's Expected in the document's `expected` table: the same check, profile and
@@ -371,7 +382,6 @@ fn catalogue_values() -> Vec<Value> {
 /// already says: its Expected when it is the `expected` table's, its sign and fix when they are
 /// the catalogue's.
 fn run_text(result: &RunResult, tables: &Tables) -> String {
-    let catalogue = catalogue_values();
     // Every cell's time on the header line: a cell's line changes only when what it measured
     // does, not on every republish.
     let cells: Vec<String> = result
@@ -381,7 +391,7 @@ fn run_text(result: &RunResult, tables: &Tables) -> String {
             let key = expected_key(&c.id, result.profile, result.transport);
             let shared = tables.expected.get(&key).map(String::as_str).unwrap_or_default();
             let usual = tables.actual.get(&actual_key(c, result)).map(String::as_str);
-            let (sign, fix) = default_sign_and_fix(&catalogue, &c.id, c.grade);
+            let (sign, fix) = default_sign_and_fix(&tables.catalogue, &c.id, c.grade);
             let said = |k: &str, v: &Value| match k {
                 "elapsed_ms" => false,
                 "expected" => v.as_str() != Some(shared),
@@ -438,7 +448,12 @@ fn run_fields(result: &RunResult) -> Vec<(&'static str, Value)> {
 }
 
 fn run_header(result: &RunResult) -> Value {
-    Value::Object(run_fields(result).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    object(run_fields(result))
+}
+
+/// Named fields as one JSON object.
+fn object(fields: Vec<(&'static str, Value)>) -> Value {
+    Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 fn cell_fields(c: &Outcome) -> Vec<(&'static str, Value)> {
@@ -455,7 +470,7 @@ fn cell_fields(c: &Outcome) -> Vec<(&'static str, Value)> {
 }
 
 fn cell_value(c: &Outcome) -> Value {
-    Value::Object(cell_fields(c).into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    object(cell_fields(c))
 }
 
 /// A `matrix.json` read back: the run, its schema and how much evidence it kept.
@@ -475,20 +490,24 @@ pub fn read_matrix(text: &str) -> Result<Document, String> {
     }
     let parse = |k: &str| doc.get(k).cloned().ok_or_else(|| format!("no `{k}` field"));
     // What cells leave out (schema 3): the document's own catalogue and Expected table.
-    let catalogue = doc.get("checks").and_then(Value::as_array).cloned().unwrap_or_else(catalogue_values);
     let table = |k: &str| -> Result<BTreeMap<String, String>, String> {
         match doc.get(k) {
             Some(t) => serde_json::from_value(t.clone()).map_err(|e| format!("`{k}`: {e}")),
             None => Ok(BTreeMap::new()),
         }
     };
-    let tables = Tables { expected: table("expected")?, actual: table("actual")?, fix: table("fix")? };
+    let tables = Tables {
+        expected: table("expected")?,
+        actual: table("actual")?,
+        fix: table("fix")?,
+        catalogue: doc.get("checks").and_then(Value::as_array).cloned().unwrap_or_else(catalogue_values),
+    };
     let runs = |k: &str| -> Result<Vec<RunResult>, String> {
         parse(k)?
             .as_array()
             .ok_or_else(|| format!("`{k}` is not a list"))?
             .iter()
-            .map(|v| run_from_value(v, &catalogue, &tables))
+            .map(|v| run_from_value(v, &tables))
             .collect()
     };
     let evidence = match doc.get("evidence") {
@@ -518,7 +537,7 @@ pub fn read_matrix(text: &str) -> Result<Document, String> {
 
 /// One run of `direct` or `runs` back into a [`RunResult`], each cell completed with what it
 /// left out (see [`run_text`]).
-fn run_from_value(v: &Value, catalogue: &[Value], tables: &Tables) -> Result<RunResult, String> {
+fn run_from_value(v: &Value, tables: &Tables) -> Result<RunResult, String> {
     let label = format!("{} {}", v.pointer("/proxy/name").unwrap_or(&Value::Null), v.get("config").unwrap_or(&Value::Null));
     let text = |p: &str| v.pointer(p).and_then(Value::as_str).map(String::from);
     let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
@@ -531,7 +550,7 @@ fn run_from_value(v: &Value, catalogue: &[Value], tables: &Tables) -> Result<Run
     for cell in cells.as_array_mut().into_iter().flatten() {
         let id = cell.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let grade: Grade = serde_json::from_value(cell.get("grade").cloned().unwrap_or(Value::Null)).map_err(|e| fail("grade", e))?;
-        let (sign, fix) = default_sign_and_fix(catalogue, &id, grade);
+        let (sign, fix) = default_sign_and_fix(&tables.catalogue, &id, grade);
         let key = expected_key(&id, profile, transport);
         let shared = tables.expected.get(&key).cloned().unwrap_or_default();
         let usual = tables.actual.get(&format!("{key} {grade}")).cloned().unwrap_or_default();
@@ -585,6 +604,14 @@ mod tests {
         let items: Vec<Value> = (0..20).map(Value::from).collect();
         assert_eq!(sample(&items, 5), [0, 4, 9, 14, 19].map(Value::from));
         assert_eq!(sample(&items[..3], 5).len(), 3);
+    }
+
+    #[test]
+    fn published_evidence_is_the_same_when_published_again() {
+        let m = json!({"paths": [{"path": "/api/event/ws", "problem": "x".repeat(181)}, {"path": "/b", "problem": "y".repeat(90)}]});
+        let once = published_measurements("ws.upgrade", &m);
+        assert!(once["paths"][0]["problem"].as_str().unwrap().ends_with("(181 bytes in all)"), "{once}");
+        assert_eq!(published_measurements("ws.upgrade", &once), once);
     }
 
     #[test]
