@@ -8,11 +8,13 @@
 //! - [`checks`]: one module per area of the guide, each check graded with evidence.
 //! - [`run`]: one proxy x config x profile run; [`matrix`]: all of them (or a shard) at once.
 //! - [`report`]: the machine-readable results, the published matrix and JUnit XML.
+//! - [`lang`]: the OpenChamber guide's words per check in English, Chinese and Korean.
 //! - [`strict`]: whether a missing component is a skip (users) or a failure (CI).
 
 pub mod backend;
 pub mod checks;
 pub mod expected;
+pub mod lang;
 pub mod leftovers;
 pub mod matrix;
 pub mod proxies;

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use mock_server::Profile;
 use suite::checks::Grade;
 use suite::matrix::{self, Plan};
+use suite::lang::Lang;
+use suite::proxies::diagnose::{self, Cause};
 use suite::proxies::{self, catalogue, Availability, ConfigFile};
 use suite::report::{self, merge, MatrixRun, Shard};
 use suite::runtimes::{self, DockerRuntime, NativeRuntime, Runtime};
@@ -57,6 +59,18 @@ enum Cmd {
         /// Also write the result as JUnit XML to this file (for CI).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Write a corrected copy of the config (never the original) with the smallest change
+        /// that fixes each failed check, re-run those checks on it, and show the diff only when
+        /// they pass.
+        #[arg(long)]
+        fix: bool,
+        /// Where `--fix` writes the corrected copy (default: beside the config, `NAME.fixed.EXT`).
+        #[arg(long, value_name = "FILE", requires = "fix")]
+        write: Option<PathBuf>,
+        /// Language of the failure sign and the guide's rule (`en`, `zh`, `ko`), quoted from the
+        /// OpenChamber guide in that language. Default: from LC_ALL, LC_MESSAGES or LANG.
+        #[arg(long, value_enum)]
+        lang: Option<Lang>,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
@@ -199,14 +213,16 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
         Cmd::List { json } => list(json),
-        Cmd::Check { proxy, config, profile, idle, only, transport, json, junit, runtime: r } => {
+        Cmd::Check { proxy, config, profile, idle, only, transport, json, junit, fix, write, lang, runtime: r } => {
             let image = r.image.clone().map(|reference| runtimes::UserImage { reference, layout: r.layout });
             let kind = if image.is_some() { RuntimeKind::Docker } else { r.runtime };
             let proxy_runtime = match make_runtime(kind, r.host_gateway, r.rewrite_loopback, false, image) {
                 Ok(p) => p,
                 Err(e) => return setup_failure(&e),
             };
-            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime, r.image))
+            let repair = fix.then(|| write.clone());
+            let lang = lang.unwrap_or_else(Lang::from_env);
+            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime, r.image, repair, lang))
         }
         Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence, runtime: kinds } => {
             let mut proxy_runtimes = Vec::new();
@@ -312,6 +328,8 @@ async fn check(
     junit: Option<PathBuf>,
     runtime: Arc<dyn Runtime>,
     image: Option<String>,
+    repair: Option<Option<PathBuf>>,
+    lang: Lang,
 ) -> ExitCode {
     let mut spec = match catalogue::resolve(&proxy) {
         Ok(s) => s,
@@ -348,20 +366,57 @@ async fn check(
             eprintln!("running {} checks on {} with {} ({}, profile {profile}, transport {transport}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, runtime.name(), idle.as_secs());
         }
         let result = run::run_proxy(runtime.clone(), req, &run::Schedule::single()).await;
+        let causes = causes_of(&result, &config, &spec, image.is_some(), idle);
         if !json {
-            print_result(&result);
+            print_result(&result, &causes, lang);
         }
-        results.push(result);
+        results.push((result, causes));
     }
+    let mut repaired = None;
+    if let Some(write) = repair {
+        let failed: Vec<String> = {
+            let mut ids: Vec<String> = Vec::new();
+            for (r, _) in &results {
+                for id in diagnose::not_passed(&r.checks) {
+                    if !ids.iter().any(|i| i == id) {
+                        ids.push(id.to_string());
+                    }
+                }
+            }
+            ids
+        };
+        let outcome = repair_config(&config, &spec, &failed, write, profile, idle, runtime.clone(), image.is_some(), json, results.first().map(|(r, _)| r.transport).unwrap_or_default()).await;
+        repaired = Some(outcome);
+    }
+    let results: Vec<(RunResult, Vec<Cause>)> = results;
     if json {
-        let docs: Vec<_> = results.iter().map(suite::report::json::check_document).collect();
+        let docs: Vec<_> = results
+            .iter()
+            .map(|(r, causes)| {
+                let mut doc = suite::report::json::check_document(r);
+                add_causes(&mut doc, causes);
+                add_guide(&mut doc, lang);
+                if let Some(repaired) = &repaired {
+                    doc["repair"] = repaired.to_json();
+                }
+                doc
+            })
+            .collect();
         let out = if docs.len() == 1 { serde_json::to_string_pretty(&docs[0]) } else { serde_json::to_string_pretty(&docs) };
         println!("{}", out.unwrap());
     }
+    let results: Vec<RunResult> = results.into_iter().map(|(r, _)| r).collect();
     if let Some(path) = &junit {
         if let Err(e) = report::junit::write(path, &report::junit::check_report(&results)) {
             return setup_failure(&format!("cannot write {}: {e}", path.display()));
         }
+    }
+    if let Some(repaired) = &repaired {
+        return match repaired {
+            Repair::Error(_) => ExitCode::from(2),
+            Repair::Done { held, unfixed, .. } if *held && unfixed.is_empty() => ExitCode::SUCCESS,
+            _ => ExitCode::from(1),
+        };
     }
     if results.iter().any(|r| r.setup_error.is_some()) {
         ExitCode::from(2)
@@ -377,7 +432,7 @@ fn setup_failure(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn print_result(result: &RunResult) {
+fn print_result(result: &RunResult, causes: &[Cause], lang: Lang) {
     println!("{} {} / {} / profile {} / transport {}", result.proxy, result.version.as_deref().unwrap_or("?"), result.config, result.profile, result.transport);
     for r in &result.rewrites {
         println!("  rewrote: {r}");
@@ -394,11 +449,177 @@ fn print_result(result: &RunResult) {
         println!("\n{} [{}]", c.id, c.grade);
         println!("  expected: {}", c.expected);
         println!("  actual:   {}", c.actual);
-        if !c.sign.is_empty() {
-            println!("  sign:     {}", c.sign);
+        // The guide's own words in the user's language where the check tests one of its rules
+        // (English keeps the catalogue's sign, and adds the rule).
+        let quote = suite::lang::quote(&c.id, lang);
+        match quote {
+            Some(q) if lang != Lang::En => println!("  sign:     {}", q.sign.join(" — ")),
+            _ if !c.sign.is_empty() => println!("  sign:     {}", c.sign),
+            _ => {}
+        }
+        if let Some(q) = quote {
+            println!("  guide:    {}", q.rule);
         }
         if !c.fix.is_empty() {
             println!("  fix:      {}", c.fix);
         }
+        for cause in causes.iter().filter(|cause| cause.check == c.id) {
+            println!("  cause:    {}", cause.location());
+            println!("            {}", cause.why);
+        }
     }
+}
+
+/// The causes the config's parser finds for a run's failed checks.
+fn causes_of(result: &RunResult, config: &ConfigFile, spec: &proxies::ProxySpec, in_image: bool, idle: Duration) -> Vec<Cause> {
+    let Ok(text) = std::fs::read_to_string(&config.path) else { return Vec::new() };
+    let root = proxies::config::default_root();
+    let distribution = if in_image { Some(suite::proxies::kinds::IN_IMAGE) } else { spec.kind.distribution(&spec.source) };
+    let s = diagnose::Situation { config, text: &text, context: diagnose::context_file(config, distribution, &root), profile: result.profile, idle };
+    diagnose::causes(&s, &diagnose::not_passed(&result.checks))
+}
+
+/// Each cell's causes in a check document, under `causes` (left out where there are none, so
+/// the document of a run without any is as before).
+fn add_causes(doc: &mut serde_json::Value, causes: &[Cause]) {
+    let Some(cells) = doc.get_mut("checks").and_then(|c| c.as_array_mut()) else { return };
+    for cell in cells {
+        let id = cell["id"].as_str().unwrap_or("").to_string();
+        let mine: Vec<&Cause> = causes.iter().filter(|c| c.check == id).collect();
+        if !mine.is_empty() {
+            cell["causes"] = serde_json::json!(mine);
+        }
+    }
+}
+
+/// Each non-passing cell's guide quotation in the user's language, under `guide`
+/// (`{lang, sign, rule, source}`), where the check tests one of the guide's rules.
+fn add_guide(doc: &mut serde_json::Value, lang: Lang) {
+    let Some(cells) = doc.get_mut("checks").and_then(|c| c.as_array_mut()) else { return };
+    for cell in cells.iter_mut().filter(|c| c["grade"] == "fail" || c["grade"] == "warn") {
+        let id = cell["id"].as_str().unwrap_or("").to_string();
+        if let Some(q) = suite::lang::quote(&id, lang) {
+            cell["guide"] = serde_json::json!({"lang": lang, "sign": q.sign, "rule": q.rule, "source": suite::lang::source(lang)});
+        }
+    }
+}
+
+/// What `--fix` did.
+enum Repair {
+    /// Nothing failed, nothing to write.
+    NothingFailed,
+    /// Bad input or a config the kind cannot rewrite: the reason.
+    Error(String),
+    Done {
+        written: PathBuf,
+        /// (check, what was changed).
+        fixed: Vec<(String, String)>,
+        /// (check, why there is no fix).
+        unfixed: Vec<(String, String)>,
+        /// The re-run's grade of each fixed check.
+        rerun: Vec<(String, Grade)>,
+        /// Every fixed check passes on the corrected copy.
+        held: bool,
+        /// The unified diff, only when the fixes held.
+        diff: Option<String>,
+    },
+}
+
+impl Repair {
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Repair::NothingFailed => serde_json::json!({"status": "nothing-failed"}),
+            Repair::Error(e) => serde_json::json!({"status": "error", "message": e}),
+            Repair::Done { written, fixed, unfixed, rerun, held, diff } => serde_json::json!({
+                "status": if *held { "held" } else { "not-held" },
+                "written": written,
+                "fixed": fixed.iter().map(|(c, w)| serde_json::json!({"check": c, "change": w})).collect::<Vec<_>>(),
+                "unfixed": unfixed.iter().map(|(c, w)| serde_json::json!({"check": c, "reason": w})).collect::<Vec<_>>(),
+                "rerun": rerun.iter().map(|(c, g)| serde_json::json!({"check": c, "grade": g})).collect::<Vec<_>>(),
+                "diff": diff,
+            }),
+        }
+    }
+}
+
+/// `check --fix`: writes the corrected copy, re-runs the checks it fixes on it, and shows the
+/// diff only when they pass.
+#[allow(clippy::too_many_arguments)]
+async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failed: &[String], write: Option<PathBuf>, profile: Profile, idle: Duration, runtime: Arc<dyn Runtime>, in_image: bool, json: bool, transport: Transport) -> Repair {
+    let say = |line: String| {
+        if !json {
+            println!("{line}");
+        }
+    };
+    if failed.is_empty() {
+        say("\n--fix: every check passed; nothing to correct".into());
+        return Repair::NothingFailed;
+    }
+    let Ok(text) = std::fs::read_to_string(&config.path) else { return Repair::Error(format!("cannot read {}", config.path.display())) };
+    let target = write.unwrap_or_else(|| diagnose::default_output(&config.path));
+    let same = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if same(&target, &config.path) {
+        let e = format!("--write {} is the config itself: --fix never changes the original", target.display());
+        eprintln!("proxy-suite: {e}");
+        return Repair::Error(e);
+    }
+    let root = proxies::config::default_root();
+    let distribution = if in_image { Some(suite::proxies::kinds::IN_IMAGE) } else { spec.kind.distribution(&spec.source) };
+    let s = diagnose::Situation { config, text: &text, context: diagnose::context_file(config, distribution, &root), profile, idle };
+    let failed_ids: Vec<&str> = failed.iter().map(String::as_str).collect();
+    let correction = match diagnose::correct(&s, &failed_ids) {
+        Ok(c) => c,
+        Err(e) => {
+            say(format!("\n--fix: {e}"));
+            return Repair::Error(e);
+        }
+    };
+    for (check, why) in &correction.unfixed {
+        say(format!("\n--fix: no fix for {check}: {why}"));
+    }
+    if correction.fixed.is_empty() {
+        say("--fix: nothing written".into());
+        return Repair::Done { written: target, fixed: Vec::new(), unfixed: correction.unfixed, rerun: Vec::new(), held: false, diff: None };
+    }
+    let corrected = diagnose::apply(&text, &correction.edits);
+    if let Err(e) = std::fs::write(&target, &corrected) {
+        let e = format!("cannot write {}: {e}", target.display());
+        eprintln!("proxy-suite: {e}");
+        return Repair::Error(e);
+    }
+    say(format!("\n--fix: wrote {}", target.display()));
+    for (check, what) in &correction.fixed {
+        say(format!("  {check:<18} {what}"));
+    }
+    let fixed_config = match ConfigFile::load(&target, Some(spec.kind)) {
+        Ok(c) => c,
+        Err(e) => return Repair::Error(e),
+    };
+    let only: Vec<String> = correction.fixed.iter().map(|(c, _)| c.clone()).collect();
+    if !json {
+        eprintln!("re-running {} on {}...", only.join(", "), target.display());
+    }
+    let req = RunRequest { spec: spec.clone(), config: fixed_config, profile, idle, only: only.clone(), keep_on_fail: false, transport };
+    let rerun_result = run::run_proxy(runtime, req, &run::Schedule::single()).await;
+    if let Some(issue) = &rerun_result.setup_error {
+        say(format!("--fix: the corrected copy did not start ({}): {}; no diff shown", issue.kind, issue.message));
+        let rerun = only.iter().map(|c| (c.clone(), Grade::Fail)).collect();
+        return Repair::Done { written: target, fixed: correction.fixed, unfixed: correction.unfixed, rerun, held: false, diff: None };
+    }
+    let rerun: Vec<(String, Grade)> = rerun_result.checks.iter().map(|c| (c.id.clone(), c.grade)).collect();
+    let not_held: Vec<&(String, Grade)> = rerun.iter().filter(|(_, g)| *g != Grade::Pass).collect();
+    for (check, grade) in &rerun {
+        say(format!("  re-run {check:<18} {} {}", report::markdown::mark(*grade), grade.to_string().to_uppercase()));
+    }
+    if !not_held.is_empty() {
+        for (check, grade) in &not_held {
+            let what = correction.fixed.iter().find(|(c, _)| c == check).map(|(_, w)| w.as_str()).unwrap_or("");
+            say(format!("--fix: the fix for {check} did not hold ({grade} on the corrected copy): {what}"));
+        }
+        say("--fix: no diff shown: the corrected copy does not pass what it was meant to fix".into());
+        return Repair::Done { written: target, fixed: correction.fixed, unfixed: correction.unfixed, rerun, held: false, diff: None };
+    }
+    let diff = diagnose::unified_diff(&text, &corrected, &config.path.display().to_string(), &target.display().to_string());
+    say(format!("\n{diff}"));
+    Repair::Done { written: target, fixed: correction.fixed, unfixed: correction.unfixed, rerun, held: true, diff: Some(diff) }
 }

@@ -114,3 +114,98 @@ fn bad_input_is_a_clear_error_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown check `sse.bogus`"));
 }
+
+/// The kept prefix a failed run names on stderr, removed (the user's run keeps it).
+fn remove_kept_prefix(stderr: &str) {
+    for kept in stderr.split("for debugging: ").skip(1).filter_map(|p| p.lines().next()) {
+        let _ = std::fs::remove_dir_all(kept.trim());
+    }
+}
+
+/// `check --fix` on OpenChamber's own nginx example: the cause names the WebSocket locations,
+/// the corrected copy repeats the dropped headers there, the re-run on a real nginx passes,
+/// and only then is the diff shown. The original is never touched.
+#[test]
+fn check_fix_corrects_the_openchamber_nginx_example_and_proves_it() {
+    if !nginx_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let corrected = dir.path().join("openchamber-guide.conf");
+    let original = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proxy-configs/nginx/openchamber-guide.conf")).unwrap();
+    let out = suite()
+        .args(["check", "--proxy", "nginx", "--config", "proxy-configs/nginx/openchamber-guide.conf", "--only", "auth.origin", "--lang", "en", "--fix", "--write"])
+        .arg(&corrected)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    remove_kept_prefix(&stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("auth.origin         ✗ FAIL") || stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("cause:    proxy-configs/nginx/openchamber-guide.conf:25: location = /api/terminal/ws {"), "{stdout}");
+    assert!(stdout.contains("guide:    Forward normal proxy headers such as Host, X-Forwarded-For, and X-Forwarded-Proto."), "{stdout}");
+    assert!(stdout.contains("re-run auth.origin"), "{stdout}");
+    assert!(stdout.contains("+++ ") && stdout.contains("+        proxy_set_header X-Forwarded-Host $host;"), "{stdout}");
+    let fixed = std::fs::read_to_string(&corrected).unwrap();
+    assert_eq!(fixed.matches("proxy_set_header X-Forwarded-Host $host;").count(), 4, "{fixed}");
+    let after = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proxy-configs/nginx/openchamber-guide.conf")).unwrap();
+    assert_eq!(after, original, "the original is never changed");
+}
+
+/// A failure `--fix` has no fix for is said, nothing is claimed, and the exit status is 1:
+/// NPM's own `location /` cannot get X-Forwarded-Host from the Advanced text.
+#[test]
+fn check_fix_refuses_to_claim_a_fix_it_does_not_have() {
+    if !nginx_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let corrected = dir.path().join("npm.conf");
+    let out = suite()
+        .args(["check", "--proxy", "npm", "--config", "proxy-configs/npm/first-try-ws-off.conf", "--only", "headers.forwarded", "--lang", "en", "--fix", "--write"])
+        .arg(&corrected)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    remove_kept_prefix(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("--fix: no fix for headers.forwarded: NPM's own location /"), "{stdout}");
+    assert!(stdout.contains("nothing written"), "{stdout}");
+    assert!(!stdout.contains("+++ "), "{stdout}");
+    assert!(!corrected.exists());
+}
+
+/// `--write` naming the config itself is refused: the original is never overwritten.
+#[test]
+fn check_fix_never_overwrites_the_original() {
+    if !nginx_available() {
+        return;
+    }
+    let out = suite()
+        .args(["check", "--proxy", "nginx", "--config", "proxy-configs/nginx/neg-small-body.conf", "--only", "body.large", "--fix", "--write", "proxy-configs/nginx/neg-small-body.conf"])
+        .output()
+        .unwrap();
+    remove_kept_prefix(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the config itself"));
+}
+
+/// `--lang zh` and `--lang ko` print the failure sign and the rule in the guide's own words.
+#[test]
+fn check_lang_prints_the_guides_words() {
+    if !nginx_available() {
+        return;
+    }
+    for (lang, sign, rule) in [("zh", "文件上传失败 — client_max_body_size太小", "如果用户上传文件,请增大请求体大小限制。"), ("ko", "파일 업로드가 실패함 — client_max_body_size가 너무 작음", "사용자가 파일을 업로드한다면 본문 크기 제한을 늘리세요.")] {
+        let out = suite().args(["check", "--proxy", "nginx", "--config", "proxy-configs/nginx/neg-small-body.conf", "--only", "body.large", "--lang", lang]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        remove_kept_prefix(&String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains(&format!("sign:     {sign}")), "{lang}: {stdout}");
+        assert!(stdout.contains(&format!("guide:    {rule}")), "{lang}: {stdout}");
+        // Directives stay in nginx's syntax.
+        assert!(stdout.contains("client_max_body_size 50M;"), "{stdout}");
+        assert!(stdout.contains("neg-small-body.conf:16: client_max_body_size 1m;"), "{stdout}");
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod catalogue;
 pub mod config;
+pub mod diagnose;
 pub mod kinds;
 pub mod render;
 

@@ -1,0 +1,219 @@
+//! Diagnosis of a user's config: the line that causes a failed check, printed like a
+//! compiler (`file:line: <the line>` and why), and the corrected copy that `check --fix`
+//! writes (the smallest change per failed check). One module per proxy kind, each reading the
+//! config with a parser for its format; this module owns what they share: the cause and edit
+//! types, applying edits to the text, the unified diff, and which request paths each check
+//! sends (so a kind can find the block that serves them).
+
+pub mod apache;
+pub mod haproxy;
+pub mod nginx;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mock_server::Profile;
+use serde::Serialize;
+
+use super::config::ConfigFile;
+
+/// The config line that makes a check fail, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cause {
+    pub check: String,
+    /// The file the line is in: the user's config, or a distribution's file around it
+    /// (Debian's nginx.conf) that the user never wrote.
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// The line as written, trimmed.
+    pub text: String,
+    pub why: String,
+}
+
+impl Cause {
+    /// `file:line: <the line>`, as compilers print a location.
+    pub fn location(&self) -> String {
+        format!("{}:{}: {}", self.file.display(), self.line, self.text)
+    }
+}
+
+/// One change of the corrected copy, by 1-based line of the original.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// New lines after line N (0: before the first line).
+    InsertAfter { line: usize, lines: Vec<String> },
+    /// Line N becomes these lines (none: removed).
+    Replace { line: usize, lines: Vec<String> },
+}
+
+/// What a kind can change to fix the failed checks.
+#[derive(Debug, Clone, Default)]
+pub struct Correction {
+    pub edits: Vec<Edit>,
+    /// Per fixed check, what was changed (one line each, for the report).
+    pub fixed: Vec<(String, String)>,
+    /// Failed checks this kind has no automatic fix for, with the reason.
+    pub unfixed: Vec<(String, String)>,
+}
+
+/// What the diagnosis knows about the run besides the config.
+pub struct Situation<'a> {
+    pub config: &'a ConfigFile,
+    /// The config's text as written.
+    pub text: &'a str,
+    /// The file that wraps the user's config (Debian's nginx.conf), when there is one.
+    pub context: Option<PathBuf>,
+    pub profile: Profile,
+    pub idle: Duration,
+}
+
+/// The file a kind's distribution wraps around the user's config, when the diagnosis reads
+/// it (the `gzip on` of Debian's nginx.conf, NPM's nginx.conf).
+pub fn context_file(config: &ConfigFile, distribution: Option<&str>, root: &Path) -> Option<PathBuf> {
+    let path = match config.kind.name() {
+        "nginx" => {
+            let name = distribution.map(String::from).or_else(|| config.context.clone()).unwrap_or_else(|| "debian".into());
+            if name == super::kinds::IN_IMAGE {
+                return None;
+            }
+            root.join(format!("nginx/_context/{name}.conf"))
+        }
+        "npm" => root.join("npm/_context/nginx.conf"),
+        _ => return None,
+    };
+    path.exists().then_some(path)
+}
+
+/// The ids of the checks a run did not pass (fail or warn), in its order.
+pub fn not_passed(checks: &[crate::checks::Outcome]) -> Vec<&str> {
+    checks.iter().filter(|c| matches!(c.grade, crate::checks::Grade::Fail | crate::checks::Grade::Warn)).map(|c| c.id.as_str()).collect()
+}
+
+/// The causes of the failed checks `failed` that the kind's parser can point at.
+pub fn causes(s: &Situation, failed: &[&str]) -> Vec<Cause> {
+    let found = match s.config.kind.name() {
+        "nginx" | "npm" => nginx::causes(s, failed),
+        "haproxy" => haproxy::causes(s, failed),
+        "apache" => apache::causes(s, failed),
+        _ => Ok(Vec::new()),
+    };
+    // A config the parser cannot read has no cause to show; the proxy's own validation
+    // reports what is wrong with it.
+    let mut found = found.unwrap_or_default();
+    // By check as the run lists them, then as a compiler lists errors: file, then line.
+    found.sort_by_key(|c| (failed.iter().position(|f| *f == c.check), c.file.clone(), c.line));
+    found
+}
+
+/// The corrected copy's edits for the failed checks, or why there is none.
+pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
+    match s.config.kind.name() {
+        "nginx" | "npm" => nginx::correct(s, failed),
+        "haproxy" => haproxy::correct(s, failed),
+        "apache" => apache::correct(s, failed),
+        other => Err(format!("--fix does not rewrite {other} configs yet: apply the printed fix by hand")),
+    }
+}
+
+/// `text` with `edits` applied. Edits at the same line keep their order; an inserted line
+/// that is already inserted at the same place is not repeated (two checks asking for the same
+/// directive in the same block).
+pub fn apply(text: &str, edits: &[Edit]) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<String> = Vec::new();
+    let inserts_after = |n: usize| {
+        let mut seen: Vec<String> = Vec::new();
+        for e in edits {
+            if let Edit::InsertAfter { line, lines } = e {
+                if *line == n {
+                    for l in lines {
+                        if !seen.contains(l) {
+                            seen.push(l.clone());
+                        }
+                    }
+                }
+            }
+        }
+        seen
+    };
+    out.extend(inserts_after(0));
+    for (i, original) in lines.iter().enumerate() {
+        let n = i + 1;
+        match edits.iter().find_map(|e| match e {
+            Edit::Replace { line, lines } if *line == n => Some(lines),
+            _ => None,
+        }) {
+            Some(replacement) => out.extend(replacement.iter().cloned()),
+            None => out.push(original.to_string()),
+        }
+        out.extend(inserts_after(n));
+    }
+    let mut result = out.join("\n");
+    if text.ends_with('\n') {
+        result.push('\n');
+    }
+    result
+}
+
+/// A unified diff of the original and the corrected copy, with 3 lines of context.
+pub fn unified_diff(original: &str, corrected: &str, original_name: &str, corrected_name: &str) -> String {
+    similar::TextDiff::from_lines(original, corrected).unified_diff().context_radius(3).header(original_name, corrected_name).to_string()
+}
+
+/// Where the corrected copy goes by default: beside the original, `.fixed` before the
+/// extension (`site.conf` → `site.fixed.conf`), so a kind still recognises the file.
+pub fn default_output(original: &Path) -> PathBuf {
+    let stem = original.file_stem().and_then(|s| s.to_str()).unwrap_or("config");
+    let name = match original.extension().and_then(|e| e.to_str()) {
+        Some(ext) => format!("{stem}.fixed.{ext}"),
+        None => format!("{stem}.fixed"),
+    };
+    original.with_file_name(name)
+}
+
+/// The request paths a check sends for a profile, where a block that serves them decides
+/// its grade (empty: the check does not depend on a route).
+pub fn paths(check: &str, profile: Profile) -> &'static [&'static str] {
+    let dorkos = profile == Profile::Dorkos;
+    match check {
+        "ws.upgrade" | "auth.origin" => &["/api/event/ws", "/api/global/event/ws", "/api/terminal/ws"],
+        "ws.terminal" => &["/api/terminal/ws"],
+        "ws.idle" => &["/api/event/ws"],
+        "sse.stream" | "sse.headers" | "sse.idle" | "compress.sse" if dorkos => &["/api/events", "/api/sessions/suite/events"],
+        "sse.stream" | "sse.headers" | "sse.idle" | "compress.sse" => &["/api/event", "/api/global/event", "/api/notifications/stream", "/api/openchamber/events", "/api/terminal/suite/stream"],
+        "http.slow" => &["/api/mock/slow"],
+        "body.large" | "body.streaming" => &["/api/fs/upload"],
+        "compress.single" => &["/api/mock/json"],
+        "headers.forwarded" => &["/api/mock/request"],
+        _ => &[],
+    }
+}
+
+/// The idle period a timeout must exceed, with room for the check's own margin.
+pub(crate) fn too_short(timeout: Duration, idle: Duration) -> bool {
+    timeout <= idle + Duration::from_secs(5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_apply_in_place_and_do_not_repeat_a_line() {
+        let text = "a\nb\nc\n";
+        let edits = vec![
+            Edit::InsertAfter { line: 1, lines: vec!["x".into()] },
+            Edit::InsertAfter { line: 1, lines: vec!["x".into(), "y".into()] },
+            Edit::Replace { line: 3, lines: vec![] },
+            Edit::InsertAfter { line: 0, lines: vec!["top".into()] },
+        ];
+        assert_eq!(apply(text, &edits), "top\na\nx\ny\nb\n");
+    }
+
+    #[test]
+    fn the_corrected_copy_goes_beside_the_original() {
+        assert_eq!(default_output(Path::new("/x/site.conf")), PathBuf::from("/x/site.fixed.conf"));
+        assert_eq!(default_output(Path::new("/x/Caddyfile")), PathBuf::from("/x/Caddyfile.fixed"));
+    }
+}
