@@ -385,7 +385,9 @@ async fn check(
             }
             ids
         };
-        let outcome = repair_config(&config, &spec, &failed, write, profile, idle, runtime.clone(), image.is_some(), json, results.first().map(|(r, _)| r.transport).unwrap_or_default()).await;
+        let setup_error = results.iter().find_map(|(r, _)| r.setup_error.as_ref().filter(|e| e.kind == "invalid-config").map(|e| e.message.clone()));
+        let failures = Failures { checks: failed, setup_error, only: only.clone() };
+        let outcome = repair_config(&config, &spec, failures, write, profile, idle, runtime.clone(), image.is_some(), json, results.first().map(|(r, _)| r.transport).unwrap_or_default()).await;
         repaired = Some(outcome);
     }
     let results: Vec<(RunResult, Vec<Cause>)> = results;
@@ -439,6 +441,10 @@ fn print_result(result: &RunResult, causes: &[Cause], lang: Lang) {
     }
     if let Some(issue) = &result.setup_error {
         println!("\nSETUP ERROR ({}): {}", issue.kind, issue.message);
+        for cause in causes.iter().filter(|c| c.check == diagnose::SETUP) {
+            println!("  cause:    {}", cause.location());
+            println!("            {}", cause.why);
+        }
         return;
     }
     println!();
@@ -475,8 +481,13 @@ fn causes_of(result: &RunResult, config: &ConfigFile, spec: &proxies::ProxySpec,
     let Ok(text) = std::fs::read_to_string(&config.path) else { return Vec::new() };
     let root = proxies::config::default_root();
     let distribution = if in_image { Some(suite::proxies::kinds::IN_IMAGE) } else { spec.kind.distribution(&spec.source) };
-    let s = diagnose::Situation { config, text: &text, context: diagnose::context_file(config, distribution, &root), profile: result.profile, idle };
-    diagnose::causes(&s, &diagnose::not_passed(&result.checks))
+    let setup_error = result.setup_error.as_ref().map(|e| e.message.clone());
+    let s = diagnose::Situation { config, text: &text, context: diagnose::context_file(config, distribution, &root), profile: result.profile, idle, setup_error };
+    let mut failed = diagnose::not_passed(&result.checks);
+    if result.setup_error.is_some() {
+        failed.insert(0, diagnose::SETUP);
+    }
+    diagnose::causes(&s, &failed)
 }
 
 /// Each cell's causes in a check document, under `causes` (left out where there are none, so
@@ -542,20 +553,33 @@ impl Repair {
     }
 }
 
-/// `check --fix`: writes the corrected copy, re-runs the checks it fixes on it, and shows the
-/// diff only when they pass.
+/// What `--fix` starts from: the run's failed checks, or the setup error that kept the proxy
+/// from starting (every selected check then waits for the corrected copy).
+struct Failures {
+    checks: Vec<String>,
+    setup_error: Option<String>,
+    /// The checks the user selected (`--only`; empty: all).
+    only: Vec<String>,
+}
+
+/// At most this many rounds of correcting and re-running: a corrected setup error lets the
+/// checks run for the first time, and their failures get a second round.
+const REPAIR_ROUNDS: usize = 3;
+
+/// `check --fix`: writes the corrected copy, re-runs the checks it fixes on it (correcting
+/// again what only then fails, for a setup error), and shows the diff only when they pass.
 #[allow(clippy::too_many_arguments)]
-async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failed: &[String], write: Option<PathBuf>, profile: Profile, idle: Duration, runtime: Arc<dyn Runtime>, in_image: bool, json: bool, transport: Transport) -> Repair {
+async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failures: Failures, write: Option<PathBuf>, profile: Profile, idle: Duration, runtime: Arc<dyn Runtime>, in_image: bool, json: bool, transport: Transport) -> Repair {
     let say = |line: String| {
         if !json {
             println!("{line}");
         }
     };
-    if failed.is_empty() {
+    if failures.checks.is_empty() && failures.setup_error.is_none() {
         say("\n--fix: every check passed; nothing to correct".into());
         return Repair::NothingFailed;
     }
-    let Ok(text) = std::fs::read_to_string(&config.path) else { return Repair::Error(format!("cannot read {}", config.path.display())) };
+    let Ok(original) = std::fs::read_to_string(&config.path) else { return Repair::Error(format!("cannot read {}", config.path.display())) };
     let target = write.unwrap_or_else(|| diagnose::default_output(&config.path));
     let same = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if same(&target, &config.path) {
@@ -565,61 +589,89 @@ async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failed: &
     }
     let root = proxies::config::default_root();
     let distribution = if in_image { Some(suite::proxies::kinds::IN_IMAGE) } else { spec.kind.distribution(&spec.source) };
-    let s = diagnose::Situation { config, text: &text, context: diagnose::context_file(config, distribution, &root), profile, idle };
-    let failed_ids: Vec<&str> = failed.iter().map(String::as_str).collect();
-    let correction = match diagnose::correct(&s, &failed_ids) {
-        Ok(c) => c,
-        Err(e) => {
-            say(format!("\n--fix: {e}"));
+    let mut current = original.clone();
+    let mut current_config = config.clone();
+    let mut pending = failures.checks.clone();
+    let mut setup_error = failures.setup_error.clone();
+    let mut fixed: Vec<(String, String)> = Vec::new();
+    let mut unfixed: Vec<(String, String)> = Vec::new();
+    let mut rerun: Vec<(String, Grade)> = Vec::new();
+    for _round in 0..REPAIR_ROUNDS {
+        let s = diagnose::Situation { config: &current_config, text: &current, context: diagnose::context_file(&current_config, distribution, &root), profile, idle, setup_error: setup_error.clone() };
+        let mut ids: Vec<&str> = pending.iter().map(String::as_str).collect();
+        if setup_error.is_some() {
+            ids.insert(0, diagnose::SETUP);
+        }
+        let correction = match diagnose::correct(&s, &ids) {
+            Ok(c) => c,
+            Err(e) => {
+                say(format!("\n--fix: {e}"));
+                return Repair::Error(e);
+            }
+        };
+        for (check, why) in &correction.unfixed {
+            say(format!("\n--fix: no fix for {check}: {why}"));
+        }
+        unfixed.extend(correction.unfixed);
+        if correction.fixed.is_empty() {
+            break;
+        }
+        current = diagnose::apply(&current, &correction.edits);
+        if let Err(e) = std::fs::write(&target, &current) {
+            let e = format!("cannot write {}: {e}", target.display());
+            eprintln!("proxy-suite: {e}");
             return Repair::Error(e);
         }
-    };
-    for (check, why) in &correction.unfixed {
-        say(format!("\n--fix: no fix for {check}: {why}"));
-    }
-    if correction.fixed.is_empty() {
-        say("--fix: nothing written".into());
-        return Repair::Done { written: target, fixed: Vec::new(), unfixed: correction.unfixed, rerun: Vec::new(), held: false, diff: None };
-    }
-    let corrected = diagnose::apply(&text, &correction.edits);
-    if let Err(e) = std::fs::write(&target, &corrected) {
-        let e = format!("cannot write {}: {e}", target.display());
-        eprintln!("proxy-suite: {e}");
-        return Repair::Error(e);
-    }
-    say(format!("\n--fix: wrote {}", target.display()));
-    for (check, what) in &correction.fixed {
-        say(format!("  {check:<18} {what}"));
-    }
-    let fixed_config = match ConfigFile::load(&target, Some(spec.kind)) {
-        Ok(c) => c,
-        Err(e) => return Repair::Error(e),
-    };
-    let only: Vec<String> = correction.fixed.iter().map(|(c, _)| c.clone()).collect();
-    if !json {
-        eprintln!("re-running {} on {}...", only.join(", "), target.display());
-    }
-    let req = RunRequest { spec: spec.clone(), config: fixed_config, profile, idle, only: only.clone(), keep_on_fail: false, transport };
-    let rerun_result = run::run_proxy(runtime, req, &run::Schedule::single()).await;
-    if let Some(issue) = &rerun_result.setup_error {
-        say(format!("--fix: the corrected copy did not start ({}): {}; no diff shown", issue.kind, issue.message));
-        let rerun = only.iter().map(|c| (c.clone(), Grade::Fail)).collect();
-        return Repair::Done { written: target, fixed: correction.fixed, unfixed: correction.unfixed, rerun, held: false, diff: None };
-    }
-    let rerun: Vec<(String, Grade)> = rerun_result.checks.iter().map(|c| (c.id.clone(), c.grade)).collect();
-    let not_held: Vec<&(String, Grade)> = rerun.iter().filter(|(_, g)| *g != Grade::Pass).collect();
-    for (check, grade) in &rerun {
-        say(format!("  re-run {check:<18} {} {}", report::markdown::mark(*grade), grade.to_string().to_uppercase()));
-    }
-    if !not_held.is_empty() {
-        for (check, grade) in &not_held {
-            let what = correction.fixed.iter().find(|(c, _)| c == check).map(|(_, w)| w.as_str()).unwrap_or("");
-            say(format!("--fix: the fix for {check} did not hold ({grade} on the corrected copy): {what}"));
+        say(format!("\n--fix: wrote {}", target.display()));
+        for (check, what) in &correction.fixed {
+            say(format!("  {check:<18} {what}"));
         }
-        say("--fix: no diff shown: the corrected copy does not pass what it was meant to fix".into());
-        return Repair::Done { written: target, fixed: correction.fixed, unfixed: correction.unfixed, rerun, held: false, diff: None };
+        current_config = match ConfigFile::load(&target, Some(spec.kind)) {
+            Ok(c) => c,
+            Err(e) => return Repair::Error(e),
+        };
+        // After a setup fix every selected check runs for the first time.
+        let only: Vec<String> = if setup_error.is_some() { failures.only.clone() } else { correction.fixed.iter().map(|(c, _)| c.clone()).collect() };
+        fixed.extend(correction.fixed);
+        if !json {
+            eprintln!("re-running {} on {}...", if only.is_empty() { "every check".to_string() } else { only.join(", ") }, target.display());
+        }
+        let req = RunRequest { spec: spec.clone(), config: current_config.clone(), profile, idle, only, keep_on_fail: false, transport };
+        let result = run::run_proxy(runtime.clone(), req, &run::Schedule::single()).await;
+        if let Some(issue) = &result.setup_error {
+            say(format!("--fix: the corrected copy did not start ({}): {}; no diff shown", issue.kind, issue.message));
+            return Repair::Done { written: target, fixed, unfixed, rerun, held: false, diff: None };
+        }
+        rerun = result.checks.iter().map(|c| (c.id.clone(), c.grade)).collect();
+        for (check, grade) in &rerun {
+            say(format!("  re-run {check:<18} {} {}", report::markdown::mark(*grade), grade.to_string().to_uppercase()));
+        }
+        let still: Vec<String> = diagnose::not_passed(&result.checks).into_iter().map(String::from).collect();
+        let not_held: Vec<&String> = still.iter().filter(|c| fixed.iter().any(|(f, _)| f == *c)).collect();
+        if !not_held.is_empty() {
+            for check in &not_held {
+                let what = fixed.iter().find(|(c, _)| c == *check).map(|(_, w)| w.as_str()).unwrap_or("");
+                say(format!("--fix: the fix for {check} did not hold (still failing on the corrected copy): {what}"));
+            }
+            say("--fix: no diff shown: the corrected copy does not pass what it was meant to fix".into());
+            return Repair::Done { written: target, fixed, unfixed, rerun, held: false, diff: None };
+        }
+        // Checks that ran for the first time (after a setup fix) and failed: another round.
+        pending = still.into_iter().filter(|c| !unfixed.iter().any(|(u, _)| u == c)).collect();
+        setup_error = None;
+        if pending.is_empty() {
+            break;
+        }
     }
-    let diff = diagnose::unified_diff(&text, &corrected, &config.path.display().to_string(), &target.display().to_string());
+    if fixed.is_empty() {
+        say("--fix: nothing written".into());
+        return Repair::Done { written: target, fixed, unfixed, rerun, held: false, diff: None };
+    }
+    if !pending.is_empty() {
+        say(format!("--fix: still failing after {REPAIR_ROUNDS} rounds: {}; no diff shown", pending.join(", ")));
+        return Repair::Done { written: target, fixed, unfixed, rerun, held: false, diff: None };
+    }
+    let diff = diagnose::unified_diff(&original, &current, &config.path.display().to_string(), &target.display().to_string());
     say(format!("\n{diff}"));
-    Repair::Done { written: target, fixed: correction.fixed, unfixed: correction.unfixed, rerun, held: true, diff: Some(diff) }
+    Repair::Done { written: target, fixed, unfixed, rerun, held: true, diff: Some(diff) }
 }

@@ -66,7 +66,12 @@ pub struct Situation<'a> {
     pub context: Option<PathBuf>,
     pub profile: Profile,
     pub idle: Duration,
+    /// The proxy's message when it refused the config (`nginx -t`).
+    pub setup_error: Option<String>,
 }
+
+/// The pseudo check id of a setup error (the proxy refused the config) in causes and fixes.
+pub const SETUP: &str = "setup";
 
 /// The file a kind's distribution wraps around the user's config, when the diagnosis reads
 /// it (the `gzip on` of Debian's nginx.conf, NPM's nginx.conf).

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use super::{paths, too_short, Cause, Correction, Edit, Situation};
+use super::{paths, too_short, Cause, Correction, Edit, Situation, SETUP};
 
 /// One directive, with its block when it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,6 +425,17 @@ impl Finder<'_> {
 }
 
 
+/// The Advanced text's server-level directive that duplicates one of the switch's lines, when
+/// nginx refused the config for a duplicate (`"proxy_http_version" directive is duplicate`).
+fn npm_duplicate<'a>(s: &Situation, top: &'a [Directive]) -> Option<&'a Directive> {
+    if s.config.kind.name() != "npm" || !s.config.websockets {
+        return None;
+    }
+    let message = s.setup_error.as_deref()?;
+    let name = Regex::new(r#""([a-z_]+)" directive is duplicate"#).expect("static regex").captures(message)?[1].to_string();
+    (name == "proxy_http_version").then(|| top.iter().find(|d| d.name == name)).flatten()
+}
+
 /// The `# websockets:` header line of an NPM config (the switch).
 fn switch_line(text: &str) -> Option<usize> {
     text.lines().position(|l| l.trim_start().strip_prefix('#').is_some_and(|c| c.trim_start().starts_with("websockets:"))).map(|i| i + 1)
@@ -437,6 +448,11 @@ const FORWARDED_HEADERS: &[&str] = &["Host", "X-Real-IP", "X-Forwarded-For", "X-
 pub fn causes(s: &Situation, failed: &[&str]) -> Result<Vec<Cause>, String> {
     let top = parse(s.text)?;
     let mut f = Finder { s, file: s.config.path.clone(), causes: Vec::new() };
+    if failed.contains(&SETUP) {
+        if let Some(d) = npm_duplicate(s, &top) {
+            f.at(SETUP, d.line, format!("Websockets Support writes `{} 1.1;` at server level too, and nginx refuses a directive twice in one block: NPM takes the host offline", d.name));
+        }
+    }
     for site in sites(s, &top) {
         for check in failed {
             site_causes(&mut f, &site, check);
@@ -734,6 +750,16 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
         return Err("no server block that proxies: nothing to correct".into());
     }
     for check in failed {
+        if *check == SETUP {
+            match npm_duplicate(s, &top) {
+                Some(d) => {
+                    plan.replace(d.line, String::new());
+                    correction.fixed.push((SETUP.into(), format!("the Advanced text's `{}` (line {}) removed: the switch writes it", d.name, d.line)));
+                }
+                None => correction.unfixed.push((SETUP.into(), format!("no automatic fix for the proxy's refusal: {}", s.setup_error.as_deref().unwrap_or("?")))),
+            }
+            continue;
+        }
         let mut did = Vec::new();
         for site in &sites {
             if let Some(what) = site_fix(s, &mut plan, site, check) {
@@ -988,13 +1014,13 @@ mod tests {
 
     fn diagnose(id: &str, failed: &[&str]) -> Vec<Cause> {
         let (config, text) = situation(id);
-        let s = Situation { config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75) };
+        let s = Situation { config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         super::super::causes(&s, failed)
     }
 
     fn corrected(id: &str, failed: &[&str]) -> (String, Correction) {
         let (config, text) = situation(id);
-        let s = Situation { config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75) };
+        let s = Situation { config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         let c = super::super::correct(&s, failed).unwrap();
         (super::super::apply(&text, &c.edits), c)
     }
@@ -1066,7 +1092,7 @@ mod tests {
         let path = dir.path().join("site.conf");
         std::fs::write(&path, text).unwrap();
         let config = ConfigFile::load(&path, Kind::parse(kind)).unwrap();
-        let s = Situation { config: &config, text, context: context(kind), profile: Profile::Openchamber, idle: Duration::from_secs(75) };
+        let s = Situation { config: &config, text, context: context(kind), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         super::super::causes(&s, failed)
     }
 
@@ -1100,6 +1126,19 @@ mod tests {
         let causes = diagnose_text("npm", text, &["ws.upgrade"]);
         assert_eq!(causes[0].line, 3, "{causes:#?}");
         assert!(causes[0].why.contains("never reaches NPM's own `location /`"));
+    }
+
+    #[test]
+    fn npm_advanced_with_the_switch_on_names_and_removes_the_duplicate() {
+        let (config, text) = situation("npm/openchamber-advanced.conf");
+        let message = "nginx: [emerg] \"proxy_http_version\" directive is duplicate in /tmp/p/site.conf:30".to_string();
+        let s = Situation { config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: Some(message) };
+        let causes = super::super::causes(&s, &[SETUP]);
+        assert_eq!(causes.len(), 1, "{causes:#?}");
+        assert_eq!(causes[0].text, "proxy_http_version 1.1;");
+        let c = super::super::correct(&s, &[SETUP]).unwrap();
+        let fixed = super::super::apply(&text, &c.edits);
+        assert!(!fixed.lines().any(|l| l.starts_with("proxy_http_version")), "{fixed}");
     }
 
     #[test]
