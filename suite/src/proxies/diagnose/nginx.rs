@@ -397,7 +397,11 @@ impl Finder<'_> {
     fn at_location(&mut self, check: &str, here: &InForce, why: String) {
         match here.location.directive {
             Some(d) => self.at(check, d.line, why),
-            None => self.at_npm_root(check, why),
+            None => {
+                // NPM writes its own `location /` right after the Advanced text.
+                let end = self.s.text.lines().count().max(1);
+                self.at(check, end, format!("NPM's own `location /`, which NPM adds after the end of the Advanced text: {why}"));
+            }
         }
     }
 
@@ -897,7 +901,9 @@ fn site_fix(s: &Situation, plan: &mut Plan, site: &Site, check: &str) -> Option<
                     Some(d) => plan.replace(d.line, "proxy_request_buffering off;"),
                     None => plan.set(server_body, server_block, "proxy_request_buffering", "off"),
                 }
-                if !here.http11() {
+                // Not for NPM's own location /: the switch writes proxy_http_version at server
+                // level, and a second one there is a duplicate nginx refuses.
+                if !here.http11() && !npm_root_only(&here) {
                     match block {
                         Some(b) => plan.set(here.location.body(), b, "proxy_http_version", "1.1"),
                         None => plan.set(server_body, server_block, "proxy_http_version", "1.1"),
