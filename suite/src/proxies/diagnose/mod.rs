@@ -222,3 +222,75 @@ mod tests {
         assert_eq!(default_output(Path::new("/x/Caddyfile")), PathBuf::from("/x/Caddyfile.fixed"));
     }
 }
+
+/// Every guide example and first-try config of a kind `--fix` rewrites: each failure its
+/// expected-outcomes file lists (openchamber profile, plain HTTP/1.1) has a cause and a fix, and
+/// the corrected text has no cause left for it; what has no fix is only what is known to have
+/// none. The re-runs on real proxies are in `tests/cli.rs` and were measured by hand.
+#[cfg(test)]
+mod every_example {
+    use super::*;
+    use crate::proxies::config::Role;
+
+    /// Failures `--fix` knows it cannot fix, by config.
+    const NO_FIX: &[(&str, &str)] = &[
+        // NPM's own location / takes its headers from proxy.conf only.
+        ("npm/first-try.conf", "headers.forwarded"),
+        ("npm/first-try-ws-off.conf", "headers.forwarded"),
+    ];
+
+    #[test]
+    fn every_failure_of_the_examples_has_a_cause_and_a_fix_that_removes_it() {
+        let root = crate::proxies::config::default_root();
+        let mut problems = Vec::new();
+        let mut fixed = 0;
+        for config in crate::proxies::config::discover(&root).unwrap() {
+            if !matches!(config.role, Role::Guide | Role::FirstTry) || !matches!(config.kind.name(), "nginx" | "npm" | "haproxy" | "apache") {
+                continue;
+            }
+            let expectations = crate::expected::load(&config.expected_path()).unwrap();
+            let failed: Vec<&str> = expectations
+                .iter()
+                // Failures of one transport (certbot's redirecting plain listener) are not the config's
+                // to fix.
+                .filter(|e| matches!(e.outcome.as_str(), "fail" | "warn") && e.profile.as_deref().is_none_or(|p| p == "openchamber") && e.transport.is_none() && e.proxy.is_none())
+                .map(|e| e.id.as_str())
+                .collect();
+            let text = std::fs::read_to_string(&config.path).unwrap();
+            let context = context_file(&config, None, &root);
+            let setup_error = expectations.iter().find(|e| e.id == "setup").map(|_| "nginx: [emerg] \"proxy_http_version\" directive is duplicate in x:1".to_string());
+            let mut ids = failed.clone();
+            if setup_error.is_some() {
+                ids.insert(0, SETUP);
+            }
+            let s = Situation { config: &config, text: &text, context: context.clone(), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: setup_error.clone() };
+            let found = causes(&s, &ids);
+            for id in &ids {
+                let known = NO_FIX.contains(&(config.id.as_str(), *id));
+                if !found.iter().any(|c| c.check == *id) && !known {
+                    problems.push(format!("{}: {id} has no cause", config.id));
+                }
+            }
+            let correction = correct(&s, &ids).unwrap();
+            for (id, why) in &correction.unfixed {
+                if !NO_FIX.contains(&(config.id.as_str(), id.as_str())) {
+                    problems.push(format!("{}: {id} has no fix ({why})", config.id));
+                }
+            }
+            let corrected = apply(&text, &correction.edits);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(config.path.file_name().unwrap());
+            std::fs::write(&path, &corrected).unwrap();
+            let after = ConfigFile::load(&path, Some(config.kind)).unwrap();
+            let s = Situation { config: &after, text: &corrected, context, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+            for c in causes(&s, &failed) {
+                if !NO_FIX.contains(&(config.id.as_str(), c.check.as_str())) {
+                    problems.push(format!("{}: after --fix, {} still has a cause: {} ({})", config.id, c.check, c.location(), c.why));
+                }
+            }
+            fixed += correction.fixed.len();
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(fixed >= 20, "only {fixed} fixes");
+    }
+}

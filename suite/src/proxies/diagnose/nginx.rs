@@ -208,6 +208,7 @@ struct Site<'a> {
     server_line: Option<usize>,
     locations: Vec<Location<'a>>,
     npm: Option<Npm>,
+    context: Vec<Directive>,
 }
 
 /// What NPM writes around the Advanced text.
@@ -216,6 +217,9 @@ struct Npm {
     /// NPM adds its own `location /` (the text has none).
     own_root: bool,
 }
+
+/// What Debian's `proxy_params` (nginx-common) sets.
+const PROXY_PARAMS: &[(&str, &str)] = &[("Host", "$http_host"), ("X-Real-IP", "$remote_addr"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"), ("X-Forwarded-Proto", "$scheme")];
 
 /// NPM's own `location /` sets these through `proxy.conf` (as shipped in 2.15).
 const NPM_PROXY_CONF: &[&str] = &["Host", "X-Forwarded-Scheme", "X-Forwarded-Proto", "X-Forwarded-For", "X-Real-IP"];
@@ -234,6 +238,17 @@ fn locations_of(body: &[Directive]) -> Vec<Location<'_>> {
         .collect()
 }
 
+/// The simple settings (`name value;` on a line of its own) of the distribution's nginx.conf.
+/// The contexts are templates (`{{ site }}`), so they are read line by line, not parsed.
+fn context_settings(s: &Situation) -> Vec<Directive> {
+    let Some(text) = s.context.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) else { return Vec::new() };
+    let setting = Regex::new(r"^\s*([a-z_0-9]+)\s+([^;{}#]+);\s*(#.*)?$").expect("static regex");
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| setting.captures(l).map(|c| Directive { name: c[1].to_string(), args: c[2].split_whitespace().map(String::from).collect(), line: i + 1, block: None }))
+        .collect()
+}
+
 fn sites<'a>(s: &Situation, top: &'a [Directive]) -> Vec<Site<'a>> {
     if s.config.kind.name() == "npm" {
         let mut locations = locations_of(top);
@@ -241,7 +256,7 @@ fn sites<'a>(s: &Situation, top: &'a [Directive]) -> Vec<Site<'a>> {
         if own_root {
             locations.push(Location { directive: None, modifier: "", pattern: "/" });
         }
-        return vec![Site { levels: vec![top], server_line: None, locations, npm: Some(Npm { websockets: s.config.websockets, own_root }) }];
+        return vec![Site { levels: vec![top], server_line: None, locations, npm: Some(Npm { websockets: s.config.websockets, own_root }), context: context_settings(s) }];
     }
     top.iter()
         .filter(|d| d.name == "server")
@@ -251,7 +266,7 @@ fn sites<'a>(s: &Situation, top: &'a [Directive]) -> Vec<Site<'a>> {
             // the route checks.
             let locations = locations_of(body);
             let proxies = locations.iter().any(|l| l.body().iter().any(|d| d.name == "proxy_pass")) || body.iter().any(|d| d.name == "proxy_pass");
-            proxies.then(|| Site { levels: vec![top, body], server_line: Some(server.line), locations, npm: None })
+            proxies.then(|| Site { levels: vec![top, body], server_line: Some(server.line), locations, npm: None, context: context_settings(s) })
         })
         .collect()
 }
@@ -261,6 +276,9 @@ struct InForce<'a> {
     levels: Vec<&'a [Directive]>,
     location: &'a Location<'a>,
     npm: Option<&'a Npm>,
+    /// The http-level settings of the distribution's nginx.conf around the site (NPM's 90 s
+    /// timeouts and 2000m body size), below every level of the user's.
+    context: &'a [Directive],
 }
 
 impl<'a> InForce<'a> {
@@ -270,9 +288,15 @@ impl<'a> InForce<'a> {
         levels
     }
 
-    /// The nearest setting of a scalar directive.
+    /// The nearest setting of a scalar directive in the user's config.
     fn scalar(&self, name: &str) -> Option<&'a Directive> {
         self.all_levels().into_iter().rev().find_map(|level| level.iter().rev().find(|d| d.name == name))
+    }
+
+    /// The value in force, the distribution's nginx.conf included (its line is not the user's,
+    /// so this is for deciding, not for naming a line).
+    fn value(&self, name: &str) -> Option<&'a str> {
+        self.scalar(name).or_else(|| self.context.iter().rev().find(|d| d.name == name)).map(|d| d.arg(0))
     }
 
     /// Header names `proxy_set_header` sends here, with the line that sets each (None: NPM's
@@ -288,7 +312,20 @@ impl<'a> InForce<'a> {
             }
             return h;
         }
-        let own = |level: &'a [Directive]| level.iter().filter(|d| d.name == "proxy_set_header").map(|d| (d.arg(0).to_string(), d.arg(1).to_string(), Some(d))).collect::<Vec<_>>();
+        let own = |level: &'a [Directive]| {
+            let mut set = Vec::new();
+            for d in level {
+                if d.name == "proxy_set_header" {
+                    set.push((d.arg(0).to_string(), d.arg(1).to_string(), Some(d)));
+                } else if d.name == "include" && d.arg(0).ends_with("proxy_params") {
+                    // Debian's proxy_params, as nginx-common ships it.
+                    for (n, v) in PROXY_PARAMS {
+                        set.push((n.to_string(), v.to_string(), Some(d)));
+                    }
+                }
+            }
+            set
+        };
         let mut levels = self.all_levels();
         if let Some(npm) = self.npm {
             if npm.websockets {
@@ -324,7 +361,7 @@ impl<'a> InForce<'a> {
     }
 
     fn http11(&self) -> bool {
-        self.npm.is_some_and(|n| n.websockets) || self.scalar("proxy_http_version").is_some_and(|d| d.arg(0) == "1.1")
+        self.npm.is_some_and(|n| n.websockets) || self.value("proxy_http_version") == Some("1.1")
     }
 
     fn upgrades(&self) -> bool {
@@ -504,7 +541,7 @@ fn served<'a>(site: &'a Site<'a>, check: &str, profile: mock_server::Profile) ->
         if let Some(l) = serving(&site.locations, path) {
             if !seen.contains(&(l as *const _)) {
                 seen.push(l as *const _);
-                out.push(InForce { levels: site.levels.clone(), location: l, npm: site.npm.as_ref() });
+                out.push(InForce { levels: site.levels.clone(), location: l, npm: site.npm.as_ref(), context: &site.context });
             }
         }
     }
@@ -519,7 +556,7 @@ fn site_causes(f: &mut Finder, site: &Site, check: &str) {
             "ws.upgrade" | "ws.terminal" | "ws.idle" | "auth.origin" if !here.upgrades() => upgrade_cause(f, site, &here, check),
             "ws.idle" | "sse.idle" | "http.slow" => {
                 let timeout = here.scalar("proxy_read_timeout");
-                let value = timeout.and_then(|d| duration(d.arg(0))).unwrap_or(Duration::from_secs(60));
+                let value = here.value("proxy_read_timeout").and_then(duration).unwrap_or(Duration::from_secs(60));
                 if too_short(value, idle) {
                     match timeout {
                         Some(d) => f.at(check, d.line, format!("{}s is not longer than the {}s idle period: nginx closes a connection silent for that long", value.as_secs(), idle.as_secs())),
@@ -548,7 +585,7 @@ fn site_causes(f: &mut Finder, site: &Site, check: &str) {
             },
             "body.large" => {
                 let limit = here.scalar("client_max_body_size");
-                let value = limit.and_then(|d| size(d.arg(0))).unwrap_or(1 << 20);
+                let value = here.value("client_max_body_size").and_then(size).unwrap_or(1 << 20);
                 if value != 0 && value < LARGE_BODY {
                     match limit {
                         Some(d) => f.at(check, d.line, format!("{} is below the 50 MB upload: nginx answers 413", d.arg(0))),
@@ -635,10 +672,12 @@ fn upgrade_cause(f: &mut Finder, site: &Site, here: &InForce, check: &str) {
 }
 
 fn origin_cause(f: &mut Finder, here: &InForce, check: &str) {
-    let missing: Vec<&str> = ORIGIN_HEADERS.iter().copied().filter(|h| here.sends(h).is_none()).collect();
-    if missing.is_empty() {
+    // The backend rebuilds the origin from Host (X-Forwarded-Host/-Proto where sent): without
+    // Host it sees the upstream's address.
+    if here.sends("Host").is_some() {
         return;
     }
+    let missing: Vec<&str> = ORIGIN_HEADERS.iter().copied().filter(|h| here.sends(h).is_none()).collect();
     let why = format!("{}; with a UI password the backend rebuilds the wrong origin and refuses the upgrade (403 Invalid origin)", dropped_or_missing(here, &missing));
     f.at_location(check, here, why);
 }
@@ -835,7 +874,7 @@ fn site_fix(s: &Situation, plan: &mut Plan, site: &Site, check: &str) -> Option<
                 }
             }
             "ws.idle" | "sse.idle" | "http.slow" => {
-                let value = here.scalar("proxy_read_timeout").and_then(|d| duration(d.arg(0))).unwrap_or(Duration::from_secs(60));
+                let value = here.value("proxy_read_timeout").and_then(duration).unwrap_or(Duration::from_secs(60));
                 if too_short(value, s.idle) {
                     match block {
                         Some(block) => timeouts(plan, &here, block, s.idle),
@@ -849,7 +888,7 @@ fn site_fix(s: &Situation, plan: &mut Plan, site: &Site, check: &str) -> Option<
             }
             "auth.origin" => {
                 let missing: Vec<&str> = ORIGIN_HEADERS.iter().copied().filter(|h| here.sends(h).is_none()).collect();
-                if missing.is_empty() {
+                if here.sends("Host").is_some() {
                     continue;
                 }
                 let block = block?;
@@ -946,7 +985,7 @@ fn site_fix(s: &Situation, plan: &mut Plan, site: &Site, check: &str) -> Option<
 
 fn timeouts(plan: &mut Plan, here: &InForce, block: usize, idle: Duration) {
     for name in ["proxy_read_timeout", "proxy_send_timeout"] {
-        let value = here.scalar(name).and_then(|d| duration(d.arg(0))).unwrap_or(Duration::from_secs(60));
+        let value = here.value(name).and_then(duration).unwrap_or(Duration::from_secs(60));
         if too_short(value, idle) {
             plan.set(here.location.body(), block, name, "3600s");
         }
