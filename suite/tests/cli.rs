@@ -61,6 +61,9 @@ fn a_failing_check_exits_1_with_the_json_contract() {
     assert_eq!(check["id"], "body.large");
     assert_eq!(check["grade"], "fail");
     assert_eq!(check["sign"], "File uploads fail");
+    // The cause in the config, as `file:line` with the line.
+    assert_eq!(check["causes"][0]["line"], 16, "{check}");
+    assert_eq!(check["causes"][0]["text"], "client_max_body_size 1m;");
     for field in ["expected", "actual", "measurements"] {
         assert!(!check[field].is_null(), "{field} missing");
     }
