@@ -6,6 +6,7 @@
 //! sends (so a kind can find the block that serves them).
 
 pub mod apache;
+pub mod caddy;
 pub mod haproxy;
 pub mod nginx;
 
@@ -101,6 +102,7 @@ pub fn causes(s: &Situation, failed: &[&str]) -> Vec<Cause> {
         "nginx" | "npm" => nginx::causes(s, failed),
         "haproxy" => haproxy::causes(s, failed),
         "apache" => apache::causes(s, failed),
+        "caddy" => caddy::causes(s, failed),
         _ => Ok(Vec::new()),
     };
     // A config the parser cannot read has no cause to show; the proxy's own validation
@@ -117,6 +119,7 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
         "nginx" | "npm" => nginx::correct(s, failed),
         "haproxy" => haproxy::correct(s, failed),
         "apache" => apache::correct(s, failed),
+        "caddy" => caddy::correct(s, failed),
         other => Err(format!("--fix does not rewrite {other} configs yet: apply the printed fix by hand")),
     }
 }
@@ -223,7 +226,8 @@ mod tests {
     }
 }
 
-/// Every guide example and first-try config of a kind `--fix` rewrites: each failure its
+/// Every guide example and first-try config of a kind `--fix` rewrites (nginx, NPM, HAProxy,
+/// Apache, Caddy): each failure its
 /// expected-outcomes file lists (openchamber profile, plain HTTP/1.1) has a cause and a fix, and
 /// the corrected text has no cause left for it; what has no fix is only what is known to have
 /// none. The re-runs on real proxies are in `tests/cli.rs` and were measured by hand.
@@ -245,7 +249,12 @@ mod every_example {
         let mut problems = Vec::new();
         let mut fixed = 0;
         for config in crate::proxies::config::discover(&root).unwrap() {
-            if !matches!(config.role, Role::Guide | Role::FirstTry) || !matches!(config.kind.name(), "nginx" | "npm" | "haproxy" | "apache") {
+            if !matches!(config.role, Role::Guide | Role::FirstTry) || !matches!(config.kind.name(), "nginx" | "npm" | "haproxy" | "apache" | "caddy") {
+                continue;
+            }
+            // Caddyfiles are read through `caddy adapt`.
+            if config.kind.name() == "caddy" && std::process::Command::new("caddy").arg("version").output().is_err() {
+                eprintln!("no caddy here: {} not diagnosed", config.id);
                 continue;
             }
             let expectations = crate::expected::load(&config.expected_path()).unwrap();
