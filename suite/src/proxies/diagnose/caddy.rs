@@ -69,10 +69,8 @@ pub fn causes(s: &Situation, failed: &[&str]) -> Result<Vec<Cause>, String> {
     for check in failed {
         match *check {
             "compress.sse" | "compress.single" if encodes => at(check, "encode", "Caddy compresses responses here on top of the backend (Caddy 2.11 also gzips the SSE streams)".into()),
-            "headers.forwarded" => {
-                if proxies.iter().any(|p| !sets_header(p, "X-Real-IP")) {
-                    at(check, "reverse_proxy", "Caddy sends X-Forwarded-For/-Proto/-Host itself but no X-Real-IP: add `header_up X-Real-IP {remote_host}`".into());
-                }
+            "headers.forwarded" if proxies.iter().any(|p| !sets_header(p, "X-Real-IP")) => {
+                at(check, "reverse_proxy", "Caddy sends X-Forwarded-For/-Proto/-Host itself but no X-Real-IP: add `header_up X-Real-IP {remote_host}`".into());
             }
             "ws.idle" | "sse.idle" | "http.slow" => {
                 for p in &proxies {

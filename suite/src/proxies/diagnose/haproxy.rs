@@ -146,11 +146,9 @@ pub fn causes(s: &Situation, failed: &[&str]) -> Result<Vec<Cause>, String> {
                     }
                 }
             }
-            "headers.forwarded" => {
-                if secs.find(&["option", "forwardfor"]).is_none() {
-                    let line = secs.first(&["frontend", "listen", "defaults"]).map(|s| s.line).unwrap_or(anchor);
-                    at(check, line, "no `option forwardfor` (no X-Forwarded-For), and no X-Forwarded-Proto/-Host or X-Real-IP set".into());
-                }
+            "headers.forwarded" if secs.find(&["option", "forwardfor"]).is_none() => {
+                let line = secs.first(&["frontend", "listen", "defaults"]).map(|s| s.line).unwrap_or(anchor);
+                at(check, line, "no `option forwardfor` (no X-Forwarded-For), and no X-Forwarded-Proto/-Host or X-Real-IP set".into());
             }
             "lb.sticky" => {
                 for b in secs.every("backend").chain(secs.every("listen")) {

@@ -705,10 +705,9 @@ fn prefix_strip(f: &mut Finder, here: &InForce, check: &str) {
     let Some(rest) = url.split_once("://").map(|(_, r)| r) else { return };
     let Some(slash) = rest.find('/') else { return };
     let uri = &rest[slash..];
-    if here.location.modifier.is_empty() || here.location.modifier == "^~" {
-        if uri != here.location.pattern && !uri.contains('$') {
-            f.at(check, pass.line, format!("the URI part `{uri}` replaces the location's `{}`: the backend gets another path than the browser asked for", here.location.pattern));
-        }
+    let prefix_location = here.location.modifier.is_empty() || here.location.modifier == "^~";
+    if prefix_location && uri != here.location.pattern && !uri.contains('$') {
+        f.at(check, pass.line, format!("the URI part `{uri}` replaces the location's `{}`: the backend gets another path than the browser asked for", here.location.pattern));
     }
 }
 
