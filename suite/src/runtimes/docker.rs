@@ -551,6 +551,9 @@ pub struct DockerInstance {
     container_id: Option<String>,
     container: Option<ContainerAsync<GenericImage>>,
     network: Option<String>,
+    /// The shared network the container is on: kept until the container is gone (the last
+    /// holder removes it).
+    shared_network: Option<Arc<SharedNetwork>>,
     forwarders: Vec<tokio::task::AbortHandle>,
     prefix: Option<tempfile::TempDir>,
     keep_prefix: bool,
@@ -576,6 +579,7 @@ impl DockerInstance {
                 }
             });
         }
+        drop(self.shared_network.take());
         if let Some(prefix) = self.prefix.take() {
             live_prefixes().retain(|p| p != prefix.path());
             crate::leftovers::close_prefix(prefix, self.keep_prefix, &self.proxy);
@@ -809,6 +813,7 @@ impl DockerRuntime {
             container_id: None,
             container: None,
             network: None,
+            shared_network: None,
             forwarders: Vec::new(),
             prefix: Some(prefix),
             keep_prefix: false,
@@ -838,6 +843,7 @@ impl DockerRuntime {
         let all_loopback = backend_refs(&text).iter().all(BackendRef::is_loopback);
         let shared = self.shared.clone().filter(|_| self.loopback == Loopback::ToHost && all_loopback);
         let on_shared = shared.is_some();
+        instance.shared_network = shared.clone();
         let (net, bridge) = block(async move {
             let docker = client().await?;
             let net = match &shared {
