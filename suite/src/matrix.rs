@@ -135,6 +135,9 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtimes:
         }
     }));
     let (direct, runs) = futures::future::join(direct, runs).await;
+    if progress.is_some() {
+        eprintln!("phases: {}, every run ended after {:.0} s", schedule.phases(), started.elapsed().as_secs_f64());
+    }
     let runtime_differences = runtime_differences(&runs, &proxies::config::default_root());
     Ok(MatrixRun {
         started_at,

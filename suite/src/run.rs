@@ -3,7 +3,7 @@
 //! whole matrix.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Semaphore};
 
@@ -158,22 +158,43 @@ pub struct Schedule {
     /// budget; 16 at a time keeps the phase well inside one idle period.
     timing: Arc<Semaphore>,
     uploads: Arc<Semaphore>,
+    created: Instant,
+}
+
+/// When a [`Schedule`]'s phases ended, from its creation: what a whole matrix's time went to.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    /// Every proxy up (or failed).
+    pub started: Option<Duration>,
+    /// Every run's timing-sensitive checks done (uploads and the long checks' ends follow).
+    pub timed: Option<Duration>,
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |d: Option<Duration>| d.map(|d| format!("{:.0} s", d.as_secs_f64())).unwrap_or_else(|| "never".into());
+        write!(f, "every proxy up after {}, every timing check done after {}", at(self.started), at(self.timed))
+    }
 }
 
 /// How many runs measure timings at once (see [`Schedule`]).
 const TIMING_SLOTS: usize = 16;
 
-/// Counts runs still before a point; everyone waits until all have passed it.
+/// Counts runs still before a point; everyone waits until all have passed it. Remembers when
+/// the last one did.
 #[derive(Clone)]
-struct Gate(Arc<watch::Sender<usize>>);
+struct Gate(Arc<watch::Sender<usize>>, Arc<std::sync::OnceLock<Instant>>);
 
 impl Gate {
     fn new(runs: usize) -> Gate {
-        Gate(Arc::new(watch::channel(runs).0))
+        Gate(Arc::new(watch::channel(runs).0), Arc::default())
     }
 
     fn arrive(&self) {
         self.0.send_modify(|left| *left = left.saturating_sub(1));
+        if *self.0.borrow() == 0 {
+            let _ = self.1.set(Instant::now());
+        }
     }
 
     async fn all_arrived(&self) {
@@ -190,7 +211,14 @@ impl Schedule {
             timed: Gate::new(runs),
             timing: Arc::new(Semaphore::new(TIMING_SLOTS)),
             uploads: Arc::new(Semaphore::new(upload_slots.max(1))),
+            created: Instant::now(),
         }
+    }
+
+    /// When its phases ended so far.
+    pub fn phases(&self) -> Phases {
+        let since = |gate: &Gate| gate.1.get().map(|at| at.saturating_duration_since(self.created));
+        Phases { started: since(&self.started), timed: since(&self.timed) }
     }
 
     /// A schedule for one run alone.

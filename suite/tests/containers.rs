@@ -181,6 +181,7 @@ async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
             ));
         }
     }
+    drop(docker); // its shared network goes with it
     eprintln!("parity: {} runs in {:.1}s", cases.len() * 2, started.elapsed().as_secs_f64());
     assert!(differences.is_empty(), "grades differ between native and docker:\n{}", differences.join("\n"));
     assert_eq!(suite_objects_in_docker(), (0, 0), "containers/networks left behind");
@@ -308,5 +309,6 @@ async fn tls_transports_run_in_a_container() {
         assert_all_pass(transport.as_str(), &r);
         assert!(r.rewrites.iter().any(|w| w.contains("container TLS port")), "{:?}", r.rewrites);
     }
+    drop(docker); // its shared network goes with it
     finish("tls in a container: 2 runs", started);
 }

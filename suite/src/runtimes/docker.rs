@@ -43,7 +43,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -94,17 +94,53 @@ pub struct DockerRuntime {
     pub loopback: Loopback,
     /// A user's own image instead of the locally built one (`check --image`).
     pub image: Option<UserImage>,
+    /// The matrix's one network, shared by every run whose backends are all on loopback
+    /// (rewritten to the host): see [`SharedNetwork`]. `None`: a network per run.
+    shared: Option<Arc<SharedNetwork>>,
 }
 
 impl DockerRuntime {
     /// As `proxy-suite check` runs a user's config: loopback kept, no host-gateway mapping.
     pub fn new(configs_root: PathBuf) -> Self {
-        DockerRuntime { configs_root, keep_failed_setups: true, host_gateway: false, loopback: Loopback::Literal, image: None }
+        DockerRuntime { configs_root, keep_failed_setups: true, host_gateway: false, loopback: Loopback::Literal, image: None, shared: None }
     }
 
     /// As the matrix runs the repository's configs, written for "the app on this host".
+    ///
+    /// Its runs share one network ([`SharedNetwork`]): a network per run cost the engine a
+    /// create and a remove (with their iptables rules) for each of a matrix's 240 runs.
     pub fn for_matrix(configs_root: PathBuf) -> Self {
-        DockerRuntime { configs_root, keep_failed_setups: false, host_gateway: true, loopback: Loopback::ToHost, image: None }
+        DockerRuntime {
+            configs_root,
+            keep_failed_setups: false,
+            host_gateway: true,
+            loopback: Loopback::ToHost,
+            image: None,
+            shared: Some(Arc::new(SharedNetwork::default())),
+        }
+    }
+}
+
+/// One user-defined network for many runs (the matrix's), created at the first run that needs
+/// it and removed when the runtime goes (or by the interrupt handler and the reaper, by label,
+/// like every network of the suite). Runs on it tell their backends apart by port: each run's
+/// loopback backends become the gateway at a port of their own, where that run's forwarder
+/// listens. Service names and `host.docker.internal` keep the port the config wrote, so a run
+/// that names them gets a network of its own.
+#[derive(Debug, Default)]
+struct SharedNetwork {
+    net: tokio::sync::OnceCell<RunNetwork>,
+}
+
+impl Drop for SharedNetwork {
+    fn drop(&mut self) {
+        if let Some(net) = self.net.take() {
+            let _ = block(async move {
+                if let Ok(docker) = client().await {
+                    let _ = docker.remove_network(&net.name).await;
+                }
+            });
+        }
     }
 }
 
@@ -153,8 +189,15 @@ fn live_prefixes() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     PREFIXES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A Docker client that answered a ping, or why there is none.
+/// A Docker client that answered a ping, or why there is none. The first one that answers is
+/// kept for the process (every call made a connection and a ping of its own: a matrix makes
+/// thousands).
 async fn client() -> Result<Docker, String> {
+    static CLIENT: tokio::sync::OnceCell<Docker> = tokio::sync::OnceCell::const_new();
+    CLIENT.get_or_try_init(connect).await.cloned()
+}
+
+async fn connect() -> Result<Docker, String> {
     let docker = Docker::connect_with_local_defaults().map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
     match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
         Ok(Ok(_)) => Ok(docker),
@@ -256,7 +299,8 @@ struct RunNetwork {
     subnet: Subnet,
 }
 
-async fn create_network(docker: &Docker) -> Result<RunNetwork, String> {
+/// A network of `size` addresses (a power of two, 16 for one run's /28), from the suite's pool.
+async fn create_network(docker: &Docker, size: u32) -> Result<RunNetwork, String> {
     use testcontainers::bollard::models::NetworkCreateRequest;
     static N: AtomicU32 = AtomicU32::new(0);
     if STOPPING.load(Ordering::SeqCst) {
@@ -264,22 +308,25 @@ async fn create_network(docker: &Docker) -> Result<RunNetwork, String> {
     }
     let name = format!("proxy-suite-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
     USED.store(true, Ordering::SeqCst);
-    // Docker's default address pools hold about 30 networks: a matrix runs more at once. Each
-    // run takes a /28 of its own pool instead (`PROXY_SUITE_DOCKER_POOL`, a /16, default
-    // 10.213.0.0/16), the next one when another network holds it.
+    // Docker's default address pools hold about 30 networks: a matrix with a network per run
+    // would need more at once. Each network takes a block of the suite's own pool instead
+    // (`PROXY_SUITE_DOCKER_POOL`, a /16, default 10.213.0.0/16), the next one when another
+    // network holds it.
     let pool = std::env::var("PROXY_SUITE_DOCKER_POOL").ok().and_then(|p| Subnet::parse(&p)).unwrap_or(Subnet { base: Ipv4Addr::new(10, 213, 0, 0), prefix: 16 });
-    let slots = 1u32 << (28u8.saturating_sub(pool.prefix)).min(16);
+    let size = size.next_power_of_two().clamp(16, 1 << 12);
+    let prefix_len = 32 - size.trailing_zeros() as u8;
+    let slots = 1u32 << (prefix_len.saturating_sub(pool.prefix)).min(16);
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let start = std::process::id().wrapping_mul(7919);
     let mut last = String::new();
     for _ in 0..64 {
         let slot = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % slots;
-        let base = Ipv4Addr::from(u32::from(pool.base) + slot * 16);
-        let subnet = Subnet { base, prefix: 28 };
+        let base = Ipv4Addr::from(u32::from(pool.base) + slot * size);
+        let subnet = Subnet { base, prefix: prefix_len };
         let gateway = Ipv4Addr::from(u32::from(base) + 1);
         let ipam = testcontainers::bollard::models::Ipam {
             config: Some(vec![testcontainers::bollard::models::IpamConfig {
-                subnet: Some(format!("{base}/28")),
+                subnet: Some(format!("{base}/{prefix_len}")),
                 gateway: Some(gateway.to_string()),
                 ..Default::default()
             }]),
@@ -292,7 +339,7 @@ async fn create_network(docker: &Docker) -> Result<RunNetwork, String> {
             Err(e) => return Err(format!("cannot create the network {name}: {e}")),
         }
     }
-    Err(format!("cannot create the network {name}: no free /28 in {}/{}: {last}", pool.base, pool.prefix))
+    Err(format!("cannot create the network {name}: no free /{prefix_len} in {}/{}: {last}", pool.base, pool.prefix))
 }
 
 /// The gateway and subnet of a network (`bridge` is the default one, `host-gateway`'s).
@@ -309,10 +356,12 @@ async fn gateway_of(docker: &Docker, network: &str) -> Result<(Ipv4Addr, Subnet)
     Err(format!("network {network} has no IPv4 gateway"))
 }
 
-/// Forwards connections from `listen` (a host address on a Docker network) to the in-process
-/// mock at `to`, for peers inside `allow` only.
-async fn forwarder(listen: SocketAddr, allow: Subnet, to: SocketAddr) -> Result<tokio::task::AbortHandle, String> {
+/// Forwards connections from `listen` (a host address on a Docker network; port 0: one the
+/// kernel picks) to the in-process mock at `to`, for peers inside `allow` only. Returns where
+/// it listens.
+async fn forwarder(listen: SocketAddr, allow: Subnet, to: SocketAddr) -> Result<(SocketAddr, tokio::task::AbortHandle), String> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen} for the backend: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("cannot read the forwarder's address: {e}"))?;
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut inbound, peer)) = listener.accept().await else { continue };
@@ -328,7 +377,7 @@ async fn forwarder(listen: SocketAddr, allow: Subnet, to: SocketAddr) -> Result<
             });
         }
     });
-    Ok(task.abort_handle())
+    Ok((bound, task.abort_handle()))
 }
 
 /// A backend address as a config names it: host (`127.0.0.1`, `openchamber`,
@@ -387,6 +436,26 @@ struct BackendPlan {
     /// No backend can be reached from the container: readiness accepts any answer.
     unreachable: bool,
 }
+
+impl BackendPlan {
+    /// The forward planned at `planned` listens at `bound` instead (a port of the run's own on
+    /// a shared network): the renderer and the notes say so.
+    fn moved(&mut self, planned: SocketAddr, bound: SocketAddr) {
+        for b in self.render_backends.iter_mut().filter(|b| **b == planned) {
+            *b = bound;
+        }
+        for n in self.notes.iter_mut() {
+            *n = n.replace(&format!("-> {planned} ("), &format!("-> {bound} ("));
+        }
+        if let Some(to) = self.forwards.remove(&planned) {
+            self.forwards.insert(bound, to);
+        }
+    }
+}
+
+/// Addresses on the matrix's shared network: room for every run of a matrix at once (240
+/// containers today), and more.
+const SHARED_NETWORK_SIZE: u32 = 1024;
 
 fn plan_backends(text: &str, mocks: &[SocketAddr], net: &RunNetwork, bridge: Option<(Ipv4Addr, Subnet)>, host_gateway: bool, loopback: Loopback) -> BackendPlan {
     let mut refs = backend_refs(text);
@@ -482,6 +551,9 @@ pub struct DockerInstance {
     container_id: Option<String>,
     container: Option<ContainerAsync<GenericImage>>,
     network: Option<String>,
+    /// The shared network the container is on: kept until the container is gone (the last
+    /// holder removes it).
+    shared_network: Option<Arc<SharedNetwork>>,
     forwarders: Vec<tokio::task::AbortHandle>,
     prefix: Option<tempfile::TempDir>,
     keep_prefix: bool,
@@ -507,6 +579,7 @@ impl DockerInstance {
                 }
             });
         }
+        drop(self.shared_network.take());
         if let Some(prefix) = self.prefix.take() {
             live_prefixes().retain(|p| p != prefix.path());
             crate::leftovers::close_prefix(prefix, self.keep_prefix, &self.proxy);
@@ -657,6 +730,11 @@ fn request(image: &LocalImage, launch: Launch, net: &RunNetwork, hosts: &BTreeMa
     req
 }
 
+/// How many containers the engine is asked to start at once. All of a matrix's 240 at once
+/// kept the engine busy past testcontainers' 60 s start-up bound (72 runs lost on 2 cores);
+/// a few at a time, each start takes a fraction of a second.
+static STARTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Starts a container of `launch`, again (up to three times) when the engine picked a host
 /// port another process of this machine took meanwhile ("address already in use": Docker's
 /// port allocator and the kernel's ephemeral ports share a range, and a matrix binds hundreds).
@@ -667,7 +745,11 @@ fn start(image: &LocalImage, launch: &Launch, net: &RunNetwork, hosts: &BTreeMap
             return Err(STOPPING_MESSAGE.into());
         }
         let req = request(image, launch.clone(), net, hosts, prefix);
-        match block(async move { req.start().await.map_err(|e| e.to_string()) }).and_then(|r| r) {
+        let starting = async move {
+            let _turn = STARTS.acquire().await;
+            req.start().await.map_err(|e| e.to_string())
+        };
+        match block(starting).and_then(|r| r) {
             Err(e) if attempt < 3 && e.contains("address already in use") => attempt += 1,
             other => return other,
         }
@@ -731,6 +813,7 @@ impl DockerRuntime {
             container_id: None,
             container: None,
             network: None,
+            shared_network: None,
             forwarders: Vec::new(),
             prefix: Some(prefix),
             keep_prefix: false,
@@ -755,20 +838,34 @@ impl DockerRuntime {
             text.push('\n');
             text.push_str(&std::fs::read_to_string(&c).unwrap_or_default());
         }
-        let (net, bridge) = block(async {
+        // The matrix's shared network, when every backend is on loopback (moved to the host,
+        // each run at ports of its own); a network of the run's own otherwise.
+        let all_loopback = backend_refs(&text).iter().all(BackendRef::is_loopback);
+        let shared = self.shared.clone().filter(|_| self.loopback == Loopback::ToHost && all_loopback);
+        let on_shared = shared.is_some();
+        instance.shared_network = shared.clone();
+        let (net, bridge) = block(async move {
             let docker = client().await?;
-            let net = create_network(&docker).await?;
+            let net = match &shared {
+                Some(s) => s.net.get_or_try_init(|| create_network(&docker, SHARED_NETWORK_SIZE)).await?.clone(),
+                None => create_network(&docker, 16).await?,
+            };
             let bridge = gateway_of(&docker, "bridge").await.ok();
             Ok::<_, String>((net, bridge))
         })
         .and_then(|r| r)
         .map_err(io)?;
-        instance.network = Some(net.name.clone());
-        let plan = plan_backends(&text, mocks, &net, bridge, self.host_gateway, self.loopback);
+        if !on_shared {
+            instance.network = Some(net.name.clone());
+        }
+        let mut plan = plan_backends(&text, mocks, &net, bridge, self.host_gateway, self.loopback);
         for (listen, to) in plan.forwards.clone() {
-            let allow = net.subnet;
-            let handle = block(forwarder(listen, allow, to)).and_then(|r| r).map_err(io)?;
+            let at = if on_shared { SocketAddr::new(listen.ip(), 0) } else { listen };
+            let (bound, handle) = block(forwarder(at, net.subnet, to)).and_then(|r| r).map_err(io)?;
             instance.forwarders.push(handle);
+            if bound != listen {
+                plan.moved(listen, bound);
+            }
         }
         let ports = Ports {
             listen: SocketAddr::from(([0, 0, 0, 0], CONTAINER_PORT)),
@@ -789,14 +886,18 @@ impl DockerRuntime {
         if let Some(missing) = spec.kind.missing_route(&rendered) {
             return Err(SetupError::NoRoute { config: config.id.clone(), missing });
         }
+        // The proxy's own checker runs in a container of its own only to validate, or to say
+        // why a serving container did not come up: a config that serves needs no second
+        // container (a matrix starts hundreds).
+        let mut checker = None;
         let launch = match user {
             Some(u) => self.image_launch(instance, spec, &rendered, &ports, u, &prefix)?,
             None => {
                 if let Some(args) = spec.kind.args(Mode::Validate, &rendered, &prefix) {
-                    self.validate_in_container(spec, config, image, args, &net, &plan, &prefix)?;
                     if !serve {
-                        return Ok(());
+                        return self.validate_in_container(spec, config, image, args, &net, &plan, &prefix);
                     }
+                    checker = Some(args);
                 }
                 let args = spec
                     .kind
@@ -808,7 +909,14 @@ impl DockerRuntime {
                 Launch { args: Some(args), files: Vec::new(), publish: Vec::new() }
             }
         };
-        self.serve(instance, spec, image, &rendered, launch, &net, &plan, &prefix, user.is_some())
+        let served = self.serve(instance, spec, image, &rendered, launch, &net, &plan, &prefix, user.is_some());
+        match (served, checker) {
+            (Err(not_up), Some(args)) => {
+                self.validate_in_container(spec, config, image, args, &net, &plan, &prefix)?;
+                Err(not_up)
+            }
+            (served, _) => served,
+        }
     }
 
     /// The mounts of a user's image: the rendered file where its layout reads it, and the
@@ -930,18 +1038,10 @@ impl DockerRuntime {
 fn wait_ready(instance: &DockerInstance, unreachable: bool, bound: Duration) -> Result<(), String> {
     let deadline = Instant::now() + bound;
     let mut last = String::from("no answer");
+    // The engine is asked whether the container still runs only after a failed probe, at most
+    // once a second: 240 runs starting at once, each asking every 150 ms, kept the engine busy.
+    let mut inspected: Option<Instant> = None;
     while Instant::now() < deadline {
-        if let Some(id) = instance.container_id.clone() {
-            let running = block(async move {
-                let docker = client().await.ok()?;
-                docker.inspect_container(&id, None).await.ok()?.state?.running
-            })
-            .ok()
-            .flatten();
-            if running == Some(false) {
-                return Err("the container exited".into());
-            }
-        }
         let answer = match &instance.tls {
             // A config with TLS is probed there: its plain listener may only redirect to it.
             Some(tls) => super::native::probe_tls(tls, &instance.host),
@@ -952,6 +1052,18 @@ fn wait_ready(instance: &DockerInstance, unreachable: bool, bound: Duration) -> 
             Ok(head) if unreachable && head.starts_with("HTTP/") => return Ok(()),
             Ok(head) => last = format!("answered without reaching the backend: {}", head.lines().next().unwrap_or("")),
             Err(e) => last = e,
+        }
+        if let Some(id) = instance.container_id.clone().filter(|_| inspected.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))) {
+            inspected = Some(Instant::now());
+            let running = block(async move {
+                let docker = client().await.ok()?;
+                docker.inspect_container(&id, None).await.ok()?.state?.running
+            })
+            .ok()
+            .flatten();
+            if running == Some(false) {
+                return Err("the container exited".into());
+            }
         }
         std::thread::sleep(Duration::from_millis(150));
     }
@@ -1078,6 +1190,13 @@ mod tests {
         let moved = plan_backends("proxy_pass http://127.0.0.1:3000;", &mocks, &net(), None, false, Loopback::ToHost);
         assert!(!moved.unreachable);
         assert_eq!(moved.forwards.get(&"172.30.0.1:3000".parse().unwrap()), Some(&mocks[0]));
+        // On a shared network the run's forwarder listens at a port of its own.
+        let mut own_port = moved;
+        let bound: SocketAddr = "172.30.0.1:41000".parse().unwrap();
+        own_port.moved("172.30.0.1:3000".parse().unwrap(), bound);
+        assert_eq!(own_port.render_backends, [bound]);
+        assert_eq!(own_port.forwards.get(&bound), Some(&mocks[0]));
+        assert!(own_port.notes[0].contains("-> 172.30.0.1:41000 ("), "{:?}", own_port.notes);
     }
 
     #[test]
