@@ -140,6 +140,14 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
                     if per_route {
                         m.remove("echo_rtt_us");
                     }
+                    // Routes left with their path alone say what the catalogue says already.
+                    let only_paths = m.get("paths").and_then(Value::as_array).is_some_and(|p| p.iter().all(|r| r.as_object().is_some_and(|o| o.len() == 1 && o.contains_key("path"))));
+                    if only_paths {
+                        m.remove("paths");
+                    }
+                }
+                if cell.measurements.as_object().is_some_and(Map::is_empty) {
+                    cell.measurements = Value::Null;
                 }
             }
         }
