@@ -198,12 +198,7 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
             }
             _ => {}
         }
-        if did.is_empty() {
-            c.unfixed.push((check.to_string(), "no automatic fix for this check in this config: apply the printed fix by hand".into()));
-        } else {
-            did.dedup();
-            c.fixed.push((check.to_string(), did.join("; ")));
-        }
+        c.record(check, did);
     }
     Ok(c)
 }

@@ -58,6 +58,21 @@ pub struct Correction {
     pub unfixed: Vec<(String, String)>,
 }
 
+/// Said of a failed check whose kind has changes for other configs but none for this one.
+pub const NO_FIX_HERE: &str = "no automatic fix for this check in this config: apply the printed fix by hand";
+
+impl Correction {
+    /// Records what was changed for `check` (one part per change), or that nothing was.
+    pub fn record(&mut self, check: &str, mut did: Vec<String>) {
+        if did.is_empty() {
+            self.unfixed.push((check.to_string(), NO_FIX_HERE.into()));
+        } else {
+            did.dedup();
+            self.fixed.push((check.to_string(), did.join("; ")));
+        }
+    }
+}
+
 /// What the diagnosis knows about the run besides the config.
 pub struct Situation<'a> {
     pub config: &'a ConfigFile,

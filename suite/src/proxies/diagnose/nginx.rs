@@ -834,7 +834,7 @@ fn unfixable(check: &str, sites: &[Site]) -> String {
     match check {
         "h2.websocket" => "nginx does not implement WebSocket over HTTP/2: no config change makes it".into(),
         "headers.forwarded" if sites.iter().any(|s| s.npm.as_ref().is_some_and(|n| n.own_root)) => "NPM's own location / sets its headers through proxy.conf: add a custom location (or a `location /` in the Advanced text) with the missing proxy_set_header lines".into(),
-        _ => "no automatic fix for this check in this config: apply the printed fix by hand".into(),
+        _ => super::NO_FIX_HERE.into(),
     }
 }
 
