@@ -135,12 +135,16 @@ struct SharedNetwork {
 impl Drop for SharedNetwork {
     fn drop(&mut self) {
         if let Some(net) = self.net.take() {
-            let _ = block(async move {
-                if let Ok(docker) = client().await {
-                    let _ = docker.remove_network(&net.name).await;
-                }
-            });
+            let _ = block(async move { remove_network(&net.name).await });
         }
+    }
+}
+
+/// Removes a network of this process, best effort: one that cannot go now (an endpoint left)
+/// carries the suite's labels, so the interrupt handler or the next run's reaper takes it.
+async fn remove_network(name: &str) {
+    if let Ok(docker) = client().await {
+        let _ = docker.remove_network(name).await;
     }
 }
 
@@ -573,9 +577,7 @@ impl DockerInstance {
                     let _ = c.rm().await;
                 }
                 if let Some(n) = network {
-                    if let Ok(docker) = client().await {
-                        let _ = docker.remove_network(&n).await;
-                    }
+                    remove_network(&n).await;
                 }
             });
         }
