@@ -254,6 +254,7 @@ fn merge(inputs: &[PathBuf], out: &Path, junit: Option<&Path>, full_evidence: bo
     fill_roles(&mut run);
     // A native run and its container twin may have been in different shards.
     run.runtime_differences = matrix::runtime_differences(&run.runs, &proxies::config::default_root());
+    run.causes = matrix::published_causes(&run.runs, &proxies::config::default_root(), Duration::from_secs(run.idle_s));
     if let Err(e) = report::write_all(out, &run, merged.evidence) {
         return setup_failure(&format!("merge: cannot write {}: {e}", out.display()));
     }
@@ -366,7 +367,7 @@ async fn check(
             eprintln!("running {} checks on {} with {} ({}, profile {profile}, transport {transport}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, runtime.name(), idle.as_secs());
         }
         let result = run::run_proxy(runtime.clone(), req, &run::Schedule::single()).await;
-        let causes = causes_of(&result, &config, &spec, image.is_some(), idle);
+        let causes = diagnose::causes_of_run(&result, &config, &spec, image.is_some(), idle);
         if !json {
             print_result(&result, &causes, lang);
         }
@@ -476,20 +477,6 @@ fn print_result(result: &RunResult, causes: &[Cause], lang: Lang) {
     }
 }
 
-/// The causes the config's parser finds for a run's failed checks.
-fn causes_of(result: &RunResult, config: &ConfigFile, spec: &proxies::ProxySpec, in_image: bool, idle: Duration) -> Vec<Cause> {
-    let Ok(text) = std::fs::read_to_string(&config.path) else { return Vec::new() };
-    let root = proxies::config::default_root();
-    let distribution = if in_image { Some(suite::proxies::kinds::IN_IMAGE) } else { spec.kind.distribution(&spec.source) };
-    let setup_error = result.setup_error.as_ref().map(|e| e.message.clone());
-    let s = diagnose::Situation { config, text: &text, context: diagnose::context_file(config, distribution, &root), profile: result.profile, idle, setup_error };
-    let mut failed = diagnose::not_passed(&result.checks);
-    if result.setup_error.is_some() {
-        failed.insert(0, diagnose::SETUP);
-    }
-    diagnose::causes(&s, &failed)
-}
-
 /// Each cell's causes in a check document, under `causes` (left out where there are none, so
 /// the document of a run without any is as before).
 fn add_causes(doc: &mut serde_json::Value, causes: &[Cause]) {
@@ -597,7 +584,7 @@ async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failures:
     let mut unfixed: Vec<(String, String)> = Vec::new();
     let mut rerun: Vec<(String, Grade)> = Vec::new();
     for _round in 0..REPAIR_ROUNDS {
-        let s = diagnose::Situation { config: &current_config, text: &current, context: diagnose::context_file(&current_config, distribution, &root), profile, idle, setup_error: setup_error.clone() };
+        let s = diagnose::Situation { transport, config: &current_config, text: &current, context: diagnose::context_file(&current_config, distribution, &root), profile, idle, setup_error: setup_error.clone() };
         let mut ids: Vec<&str> = pending.iter().map(String::as_str).collect();
         if setup_error.is_some() {
             ids.insert(0, diagnose::SETUP);

@@ -139,6 +139,7 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtimes:
         eprintln!("phases: {}, every run ended after {:.0} s", schedule.phases(), started.elapsed().as_secs_f64());
     }
     let runtime_differences = runtime_differences(&runs, &proxies::config::default_root());
+    let causes = published_causes(&runs, &proxies::config::default_root(), plan.idle);
     Ok(MatrixRun {
         started_at,
         machine: machine(),
@@ -149,7 +150,25 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtimes:
         direct,
         runs,
         runtime_differences,
+        causes,
     })
+}
+
+/// The config lines behind the failing and warning cells of `runs` (configs under `root`),
+/// found as `check` finds them for each run's proxy, once per config, check and line.
+pub fn published_causes(runs: &[RunResult], root: &std::path::Path, idle: Duration) -> Vec<crate::report::PublishedCause> {
+    let mut out = std::collections::BTreeSet::new();
+    for r in runs {
+        if crate::proxies::diagnose::not_passed(&r.checks).is_empty() && r.setup_error.as_ref().is_none_or(|e| e.kind != "invalid-config") {
+            continue;
+        }
+        let (Ok(spec), Ok(config)) = (crate::proxies::catalogue::resolve(&r.proxy), ConfigFile::load(&root.join(&r.config), None)) else { continue };
+        for c in crate::proxies::diagnose::causes_of_run(r, &config, &spec, false, idle) {
+            let file = c.file.strip_prefix(root).map(|p| p.display().to_string()).unwrap_or_else(|_| c.file.display().to_string());
+            out.insert(crate::report::PublishedCause { config: r.config.clone(), check: c.check, file, line: c.line, text: c.text, why: c.why });
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Every check graded differently in two runtimes for the same proxy, config, profile and
@@ -202,9 +221,12 @@ pub fn runtime_differences(runs: &[RunResult], root: &std::path::Path) -> Vec<Ru
                 (None, _) => other.checks.iter().find(|c| c.id == id).map(|c| c.actual.lines().next().unwrap_or("").to_string()).unwrap_or_default(),
             };
             let outcome = other.checks.iter().find(|c| c.id == id);
-            let reason = crate::expected::runtime_reason(&expectations, other, &id)
+            let native = group[0].checks.iter().find(|c| c.id == id).filter(|_| group[0].runtime == "native");
+            // A run that did not start has no grades: its setup's reason is every check's.
+            let reason_id = if other.setup_error.is_some() { "setup" } else { id.as_str() };
+            let reason = crate::expected::runtime_reason(&expectations, other, reason_id)
                 .map(|e| e.reason.clone())
-                .or_else(|| outcome.filter(|_| other.runtime == "docker").and_then(crate::runtimes::docker::deployment_reason).map(String::from));
+                .or_else(|| outcome.filter(|_| other.runtime == "docker").and_then(|o| crate::runtimes::docker::deployment_reason(native, o)).map(String::from));
             out.push(RuntimeDifference { proxy: proxy.clone(), config: config.clone(), profile: profile.clone(), transport: transport.to_string(), check: id, grades, actual, reason });
         }
     }

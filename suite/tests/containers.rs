@@ -81,8 +81,8 @@ fn request(spec: ProxySpec, config: ConfigFile, only: &[&str]) -> RunRequest {
 }
 
 /// A grade that differs for a known, stated reason of the container deployment, never noise.
-fn explained(native: Grade, docker: &suite::checks::Outcome) -> Option<&'static str> {
-    (native != Grade::Fail).then(|| suite::runtimes::docker::deployment_reason(docker)).flatten()
+fn explained(native: &suite::checks::Outcome, docker: &suite::checks::Outcome) -> Option<&'static str> {
+    (native.grade != Grade::Fail).then(|| suite::runtimes::docker::deployment_reason(Some(native), docker)).flatten()
 }
 
 /// Every check of `r` passed, or the evidence of those that did not.
@@ -159,7 +159,7 @@ async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
             .iter()
             .zip(&d.checks)
             .filter(|(a, b)| a.grade != b.grade)
-            .filter(|(a, b)| match explained(a.grade, b) {
+            .filter(|(a, b)| match explained(a, b) {
                 Some(reason) => {
                     eprintln!("  {} {}: {} native, {} docker: {reason}", d.proxy, a.id, a.grade, b.grade);
                     false

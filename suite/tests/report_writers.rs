@@ -109,6 +109,7 @@ fn matrix() -> MatrixRun {
         shard: None,
         runs: vec![buffering, holding, broken],
         runtime_differences: Vec::new(),
+        causes: Vec::new(),
     }
 }
 

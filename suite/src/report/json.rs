@@ -45,6 +45,9 @@
 //! - `runtime_differences` (only in a matrix of both runtimes, when there are any): each check
 //!   graded differently natively and in a container, `{proxy, config, profile, transport,
 //!   check, grades, actual, reason}`, `reason` null when no `.expected` entry explains it.
+//! - `causes` (when any cell fails or warns where the config's parser can point at a line):
+//!   `{config, check, file, line, text, why}`, once per config, check and line: what
+//!   `proxy-suite check` prints as `cause: file:line: text`.
 //!
 //! Layout: compact JSON with one entry of `proxies` and `checks`, one run header and one cell
 //! per line, so a republish without a change in behaviour differs only in the lines that carry
@@ -307,6 +310,9 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
     if !run.runtime_differences.is_empty() {
         fields.push(format!("\"runtime_differences\":{}", list(run.runtime_differences.iter().map(|d| entry(serde_json::to_string(d))).collect())));
     }
+    if !run.causes.is_empty() {
+        fields.push(format!("\"causes\":{}", list(run.causes.iter().map(|c| entry(serde_json::to_string(c))).collect())));
+    }
     format!("{{{}}}\n", fields.join(",\n"))
 }
 
@@ -537,6 +543,10 @@ pub fn read_matrix(text: &str) -> Result<Document, String> {
         runs: runs("runs")?,
         runtime_differences: match doc.get("runtime_differences") {
             Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("`runtime_differences`: {e}"))?,
+            None => Vec::new(),
+        },
+        causes: match doc.get("causes") {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| format!("`causes`: {e}"))?,
             None => Vec::new(),
         },
     };

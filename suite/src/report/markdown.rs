@@ -393,6 +393,35 @@ pub fn differences(list: &[super::RuntimeDifference]) -> Vec<DifferenceLine> {
         .collect()
 }
 
+/// One config's causes, for `matrix.md`.
+#[derive(Serialize)]
+pub struct ConfigCauses {
+    pub config: String,
+    pub lines: Vec<CauseLine>,
+}
+
+#[derive(Serialize)]
+pub struct CauseLine {
+    pub check: String,
+    /// `file:line`.
+    pub location: String,
+    pub text: String,
+    pub why: String,
+}
+
+/// The published causes, grouped by config in the order they are listed.
+pub fn causes(list: &[super::PublishedCause]) -> Vec<ConfigCauses> {
+    let mut out: Vec<ConfigCauses> = Vec::new();
+    for c in list {
+        let line = CauseLine { check: c.check.clone(), location: format!("{}:{}", c.file, c.line), text: c.text.clone(), why: c.why.trim_end_matches('.').to_string() };
+        match out.last_mut() {
+            Some(group) if group.config == c.config => group.lines.push(line),
+            _ => out.push(ConfigCauses { config: c.config.clone(), lines: vec![line] }),
+        }
+    }
+    out
+}
+
 /// The text of `matrix.md`.
 pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
     let table = Table::new(matrix);
@@ -423,6 +452,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         negative => negative,
         verdicts => verdicts(matrix),
         differences => differences(&matrix.runtime_differences),
+        causes => causes(&matrix.causes),
         // A note's number is its position from 1 (`loop.index`).
         notes => notes.0,
     })

@@ -41,6 +41,27 @@ pub struct MatrixRun {
     /// (a matrix of both runtimes): findings, each with its reason or marked unexplained.
     #[serde(default)]
     pub runtime_differences: Vec<RuntimeDifference>,
+    /// The config lines that cause the failing and warning cells, as `check` prints them
+    /// ([`crate::proxies::diagnose`]), once per config, check and line.
+    #[serde(default)]
+    pub causes: Vec<PublishedCause>,
+}
+
+/// A config line that makes a check fail or warn, in a published matrix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublishedCause {
+    /// The config (`nginx/openchamber-guide.conf`).
+    pub config: String,
+    /// The check id, or `setup` when the proxy refused the config.
+    pub check: String,
+    /// The file the line is in, under `proxy-configs/`: the config, or the distribution's
+    /// file around it (`nginx/_context/debian.conf`).
+    pub file: String,
+    /// 1-based.
+    pub line: usize,
+    /// The line as written, trimmed.
+    pub text: String,
+    pub why: String,
 }
 
 /// One check graded differently in two runtimes: a finding of the container deployment

@@ -1072,23 +1072,49 @@ fn wait_ready(instance: &DockerInstance, unreachable: bool, bound: Duration) -> 
     Err(format!("no request reached the backend within {}s; last: {last}", bound.as_secs()))
 }
 
-/// Why `outcome`, measured through a container of this runtime, differs from the native grade
-/// whatever the config says, when that is the reason: the checks' client is on this host, so
-/// its connections reach the container through the published port from the run network's
-/// gateway, and the proxy forwards that address as the client's (X-Forwarded-For, X-Real-IP).
+/// Why `outcome`, measured through a container of this runtime, differs from `native` (the
+/// same check natively, when there is one) whatever the config says, when that is the reason:
+/// the checks' client is on this host, so its connections reach the container through the
+/// published port from the run network's gateway.
+/// - `headers.forwarded`: the proxy forwards the gateway as the client (X-Forwarded-For,
+///   X-Real-IP). Only when the problems beyond the client address are the native run's own
+///   (or there are none): the container adds that problem and no other.
+/// - `lb.sticky`: a proxy that balances by client address (`ip_hash`, `balance source`) sees
+///   every client as the one gateway address and sends them all to one backend.
+///
 /// A client elsewhere, through Docker's NAT, keeps its address; one on the Docker host (a
-/// local reverse tunnel, a health check) does not. Only when every problem of the outcome is
-/// that one.
-pub fn deployment_reason(outcome: &crate::checks::Outcome) -> Option<&'static str> {
+/// local reverse tunnel, a health check) does not.
+pub fn deployment_reason(native: Option<&crate::checks::Outcome>, outcome: &crate::checks::Outcome) -> Option<&'static str> {
+    use crate::checks::Grade;
+    if outcome.grade == Grade::Pass {
+        return None;
+    }
+    match outcome.id.as_str() {
+        "headers.forwarded" => {
+            let (client, other) = forwarded_problems(outcome);
+            // A pass has no problems, whatever its text says.
+            let native_other = native.filter(|n| n.grade != Grade::Pass).map(|n| forwarded_problems(n).1).unwrap_or_default();
+            (!client.is_empty() && other == native_other).then_some(
+                "the checks' client is on the Docker host: through the published port the proxy sees the run network's gateway as the client (users' clients on the host see the same; remote clients through Docker's NAT keep their address)",
+            )
+        }
+        "lb.sticky" if outcome.actual.starts_with("only one instance ever served") && native.is_none_or(|n| n.grade == Grade::Pass) => Some(
+            "every client reaches the container from the run network's gateway: balancing by client address (ip_hash) sees one client and sends all to one backend (clients on the Docker host see the same; remote clients through Docker's NAT keep their addresses and spread)",
+        ),
+        _ => None,
+    }
+}
+
+/// A `headers.forwarded` outcome's problems (its warnings included), split into those about
+/// the client's address and the others.
+fn forwarded_problems(outcome: &crate::checks::Outcome) -> (Vec<&str>, Vec<&str>) {
     let client = crate::checks::CLIENT_IP;
-    let about_client = |part: &str| part.contains(&format!("is not the client {client}")) || part.contains(&format!("does not end with the client {client}"));
+    let about_client = |part: &&str| part.contains(&format!("is not the client {client}")) || part.contains(&format!("does not end with the client {client}"));
     // The problems come first, the notes (which may hold "; " themselves) after them.
     let problems_text = outcome.actual.split("note:").next().unwrap_or("");
-    let problems: Vec<&str> = problems_text.split("; ").map(str::trim).filter(|p| !p.is_empty()).collect();
-    let only_the_client = !problems.is_empty() && problems.iter().all(|p| about_client(p));
-    (outcome.id == "headers.forwarded" && outcome.grade != crate::checks::Grade::Pass && only_the_client).then_some(
-        "the checks' client is on the Docker host: through the published port the proxy sees the run network's gateway as the client (users' clients on the host see the same; remote clients through Docker's NAT keep their address)",
-    )
+    let mut problems: Vec<&str> = problems_text.split("; ").map(str::trim).filter(|p| !p.is_empty()).collect();
+    problems.sort_unstable();
+    problems.into_iter().partition(about_client)
 }
 
 /// Removes every container and network this process created (for the interrupt handler).
@@ -1158,6 +1184,34 @@ async fn remove_where<F: Fn(&str) -> bool>(owner_matches: F) -> Reaped {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn forwarded(grade: crate::checks::Grade, actual: &str) -> crate::checks::Outcome {
+        crate::checks::Outcome { id: "headers.forwarded".into(), grade, expected: String::new(), actual: actual.into(), sign: String::new(), fix: String::new(), measurements: serde_json::Value::Null, elapsed_ms: 0 }
+    }
+
+    /// The gateway as client explains a container's grade only when it is the one problem the
+    /// container adds to the native run's.
+    #[test]
+    fn the_gateway_explains_only_the_problems_it_adds() {
+        use crate::checks::Grade::*;
+        let gateway = "GET /api/mock/request: X-Forwarded-For \"172.30.0.1\" does not end with the client 127.0.0.2";
+        let no_host = "GET /api/mock/request: no X-Forwarded-Host";
+        let native_warn = forwarded(Warn, no_host);
+        let docker = forwarded(Fail, &format!("{gateway}; {no_host}"));
+        assert!(deployment_reason(Some(&native_warn), &docker).is_some());
+        assert!(deployment_reason(None, &forwarded(Fail, gateway)).is_some());
+        // A problem the native run does not have is not the deployment's.
+        let other = forwarded(Fail, &format!("{gateway}; GET /api/mock/request: no X-Forwarded-Proto"));
+        assert!(deployment_reason(Some(&native_warn), &other).is_none());
+        assert!(deployment_reason(Some(&native_warn), &forwarded(Fail, "GET /api/mock/request: no X-Forwarded-Proto")).is_none());
+        let mut sticky = forwarded(Fail, "only one instance ever served: all 4 clients landed on 127.0.0.1:3001; 127.0.0.1:3002 got nothing");
+        sticky.id = "lb.sticky".into();
+        let mut native_sticky = forwarded(Pass, "");
+        native_sticky.id = "lb.sticky".into();
+        assert!(deployment_reason(Some(&native_sticky), &sticky).is_some());
+        native_sticky.grade = Fail;
+        assert!(deployment_reason(Some(&native_sticky), &sticky).is_none());
+    }
 
     #[test]
     fn a_subnet_admits_its_own_peers_only() {

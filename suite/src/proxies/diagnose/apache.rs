@@ -214,7 +214,7 @@ mod tests {
         let path = crate::proxies::config::default_root().join("apache/first-try.conf");
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let s = Situation { config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         let failed = ["ws.upgrade", "ws.terminal", "ws.idle", "headers.forwarded", "auth.origin"];
         let causes = causes(&s, &failed).unwrap();
         let ws = causes.iter().find(|c| c.check == "ws.upgrade").unwrap();
@@ -230,7 +230,7 @@ mod tests {
         let fixed_path = dir.path().join("fixed.conf");
         std::fs::write(&fixed_path, &fixed).unwrap();
         let config = ConfigFile::load(&fixed_path, crate::proxies::Kind::parse("apache")).unwrap();
-        let s = Situation { config: &config, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         assert_eq!(super::causes(&s, &failed).unwrap(), vec![]);
     }
 }

@@ -142,7 +142,7 @@ mod tests {
         let path = crate::proxies::config::default_root().join("caddy/encode-gzip.Caddyfile");
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let s = Situation { config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         let failed = ["compress.sse", "headers.forwarded"];
         let found = causes(&s, &failed).unwrap();
         assert_eq!(found.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), vec!["encode gzip", "reverse_proxy 127.0.0.1:3000"], "{found:#?}");
@@ -152,7 +152,7 @@ mod tests {
         let out = dir.path().join("Caddyfile");
         std::fs::write(&out, &fixed).unwrap();
         let after = ConfigFile::load(&out, crate::proxies::Kind::parse("caddy")).unwrap();
-        let s = Situation { config: &after, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &after, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         assert_eq!(causes(&s, &failed).unwrap(), vec![]);
     }
 }

@@ -282,7 +282,7 @@ mod tests {
         let path = crate::proxies::config::default_root().join(id);
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let s = Situation { config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         let causes = causes(&s, failed).unwrap();
         let c = correct(&s, failed).unwrap();
         (causes, super::super::apply(&text, &c.edits), c)
@@ -304,7 +304,7 @@ mod tests {
         let path = dir.path().join("fixed.cfg");
         std::fs::write(&path, &fixed).unwrap();
         let config = ConfigFile::load(&path, crate::proxies::Kind::parse("haproxy")).unwrap();
-        let s = Situation { config: &config, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         assert_eq!(super::causes(&s, &["ws.idle", "sse.idle", "http.slow", "headers.forwarded"]).unwrap(), vec![]);
     }
 
@@ -315,7 +315,7 @@ mod tests {
         let path = dir.path().join("h.cfg");
         std::fs::write(&path, text).unwrap();
         let config = ConfigFile::load(&path, crate::proxies::Kind::parse("haproxy")).unwrap();
-        let s = Situation { config: &config, text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         let causes = causes(&s, &["body.streaming", "compress.sse"]).unwrap();
         assert_eq!(causes.iter().map(|c| c.line).collect::<Vec<_>>(), vec![3, 5]);
         let fixed = super::super::apply(text, &correct(&s, &["body.streaming", "compress.sse"]).unwrap().edits);

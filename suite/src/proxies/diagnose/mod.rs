@@ -84,6 +84,9 @@ pub struct Situation<'a> {
     pub idle: Duration,
     /// The proxy's message when it refused the config (`nginx -t`).
     pub setup_error: Option<String>,
+    /// How the client reached the proxy: over plain HTTP a listener that only redirects to
+    /// HTTPS is what every check meets.
+    pub transport: crate::tls::Transport,
 }
 
 /// The pseudo check id of a setup error (the proxy refused the config) in causes and fixes.
@@ -126,6 +129,22 @@ pub fn causes(s: &Situation, failed: &[&str]) -> Vec<Cause> {
     // By check as the run lists them, then as a compiler lists errors: file, then line.
     found.sort_by_key(|c| (failed.iter().position(|f| *f == c.check), c.file.clone(), c.line));
     found
+}
+
+/// The causes of a run's failed checks (and of its setup error), as `check` prints them and
+/// the matrix publishes them: the config read as the run's proxy read it, in the context its
+/// distribution wraps around it (none for a user's own image).
+pub fn causes_of_run(result: &crate::run::RunResult, config: &ConfigFile, spec: &crate::proxies::ProxySpec, in_image: bool, idle: Duration) -> Vec<Cause> {
+    let Ok(text) = std::fs::read_to_string(&config.path) else { return Vec::new() };
+    let root = super::config::default_root();
+    let distribution = if in_image { Some(super::kinds::IN_IMAGE) } else { spec.kind.distribution(&spec.source) };
+    let setup_error = result.setup_error.as_ref().map(|e| e.message.clone());
+    let s = Situation { transport: result.transport, config, text: &text, context: context_file(config, distribution, &root), profile: result.profile, idle, setup_error };
+    let mut failed = not_passed(&result.checks);
+    if result.setup_error.is_some() {
+        failed.insert(0, SETUP);
+    }
+    causes(&s, &failed)
 }
 
 /// The corrected copy's edits for the failed checks, or why there is none.
@@ -282,12 +301,16 @@ mod every_example {
                 .collect();
             let text = std::fs::read_to_string(&config.path).unwrap();
             let context = context_file(&config, None, &root);
+            // The failures of every transport are the TLS listener's where there is one (a
+            // plain listener beside it may only redirect).
+            let offered = crate::run::transports_for(&config, &root);
+            let transport = if offered.contains(&crate::tls::Transport::H1Tls) { crate::tls::Transport::H1Tls } else { offered[0] };
             let setup_error = expectations.iter().find(|e| e.id == "setup").map(|_| "nginx: [emerg] \"proxy_http_version\" directive is duplicate in x:1".to_string());
             let mut ids = failed.clone();
             if setup_error.is_some() {
                 ids.insert(0, SETUP);
             }
-            let s = Situation { config: &config, text: &text, context: context.clone(), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: setup_error.clone() };
+            let s = Situation { transport, config: &config, text: &text, context: context.clone(), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: setup_error.clone() };
             let found = causes(&s, &ids);
             for id in &ids {
                 let known = NO_FIX.contains(&(config.id.as_str(), *id));
@@ -306,7 +329,7 @@ mod every_example {
             let path = dir.path().join(config.path.file_name().unwrap());
             std::fs::write(&path, &corrected).unwrap();
             let after = ConfigFile::load(&path, Some(config.kind)).unwrap();
-            let s = Situation { config: &after, text: &corrected, context, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+            let s = Situation { transport, config: &after, text: &corrected, context, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
             for c in causes(&s, &failed) {
                 if !NO_FIX.contains(&(config.id.as_str(), c.check.as_str())) {
                     problems.push(format!("{}: after --fix, {} still has a cause: {} ({})", config.id, c.check, c.location(), c.why));

@@ -20,6 +20,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::{paths, too_short, Cause, Correction, Edit, Situation, SETUP};
+use crate::tls::Transport;
 
 /// One directive, with its block when it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +223,7 @@ struct Npm {
 const PROXY_PARAMS: &[(&str, &str)] = &[("Host", "$http_host"), ("X-Real-IP", "$remote_addr"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"), ("X-Forwarded-Proto", "$scheme")];
 
 /// NPM's own `location /` sets these through `proxy.conf` (as shipped in 2.15).
-const NPM_PROXY_CONF: &[&str] = &["Host", "X-Forwarded-Scheme", "X-Forwarded-Proto", "X-Forwarded-For", "X-Real-IP"];
+const NPM_PROXY_CONF: &[(&str, &str)] = &[("Host", "$host"), ("X-Forwarded-Scheme", "$x_forwarded_scheme"), ("X-Forwarded-Proto", "$x_forwarded_proto"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"), ("X-Real-IP", "$remote_addr")];
 
 fn locations_of(body: &[Directive]) -> Vec<Location<'_>> {
     body.iter()
@@ -260,6 +261,7 @@ fn sites<'a>(s: &Situation, top: &'a [Directive]) -> Vec<Site<'a>> {
     }
     top.iter()
         .filter(|d| d.name == "server")
+        .filter(|server| listens_for(server, s.transport))
         .filter_map(|server| {
             let body = server.block.as_deref()?;
             // Only servers that proxy: a plain-HTTP server that only redirects decides none of
@@ -270,6 +272,31 @@ fn sites<'a>(s: &Situation, top: &'a [Directive]) -> Vec<Site<'a>> {
         })
         .collect()
 }
+
+/// Whether a server block answers the transport: a plain `listen` (or none: port 80) for
+/// plain HTTP, a `listen ... ssl` for TLS.
+fn listens_for(server: &Directive, transport: Transport) -> bool {
+    let listens: Vec<&Directive> = server.block.as_deref().unwrap_or(&[]).iter().filter(|d| d.name == "listen").collect();
+    let tls = |d: &&Directive| d.args.iter().any(|a| a == "ssl" || a == "quic");
+    match transport {
+        Transport::H1 => listens.is_empty() || listens.iter().any(|d| !tls(d)),
+        Transport::H1Tls | Transport::H2 => listens.iter().any(tls),
+    }
+}
+
+/// Over plain HTTP, the `return` of the plain server when it is the only one there and does
+/// not proxy (certbot's `return 301 https://...`): every check meets it instead of the backend.
+fn redirect_only<'a>(s: &Situation, top: &'a [Directive]) -> Option<&'a Directive> {
+    if s.transport != Transport::H1 || s.config.kind.name() == "npm" || !sites(s, top).is_empty() {
+        return None;
+    }
+    let plain = top.iter().filter(|d| d.name == "server" && listens_for(d, Transport::H1));
+    let returns: Vec<&Directive> = plain.flat_map(|d| all_directives(d.block.as_deref().unwrap_or(&[]))).filter(|d| d.name == "return").collect();
+    returns.iter().find(|d| d.arg(0).starts_with('3')).or(returns.first()).copied()
+}
+
+/// The hop-by-hop header names HTTP/2 forbids in a response (RFC 9113, 8.2.2).
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"];
 
 /// The directives in force in a location: the levels above it, then its own body.
 struct InForce<'a> {
@@ -305,7 +332,7 @@ impl<'a> InForce<'a> {
         if self.location.directive.is_none() {
             // NPM's own location /: proxy.conf, and the switch's lines when on.
             let npm = self.npm.expect("only NPM has a location without a directive");
-            let mut h: Vec<(String, String, Option<&Directive>)> = NPM_PROXY_CONF.iter().map(|n| (n.to_string(), String::new(), None)).collect();
+            let mut h: Vec<(String, String, Option<&Directive>)> = NPM_PROXY_CONF.iter().map(|(n, v)| (n.to_string(), v.to_string(), None)).collect();
             if npm.websockets {
                 h.push(("Upgrade".into(), "$http_upgrade".into(), None));
                 h.push(("Connection".into(), "$http_connection".into(), None));
@@ -344,6 +371,12 @@ impl<'a> InForce<'a> {
             }
         }
         Vec::new()
+    }
+
+    /// The lines of an all-or-nothing directive (`add_header`, `proxy_hide_header`) in force:
+    /// those of the nearest level that has any.
+    fn nearest(&self, name: &str) -> Vec<&'a Directive> {
+        self.all_levels().into_iter().rev().map(|level| level.iter().filter(|d| d.name == name).collect::<Vec<_>>()).find(|set| !set.is_empty()).unwrap_or_default()
     }
 
     /// The `proxy_set_header` lines of the nearest level above the location that has any:
@@ -494,6 +527,11 @@ pub fn causes(s: &Situation, failed: &[&str]) -> Result<Vec<Cause>, String> {
             f.at(SETUP, d.line, format!("Websockets Support writes `{} 1.1;` at server level too, and nginx refuses a directive twice in one block: NPM takes the host offline", d.name));
         }
     }
+    if let Some(d) = redirect_only(s, &top) {
+        for check in failed.iter().filter(|c| **c != SETUP && **c != "tls.redirect") {
+            f.at(check, d.line, format!("over plain HTTP this server answers every request with `return {}` and proxies nothing: no request reaches the backend (check over HTTPS: --transport h1-tls)", d.args.join(" ")));
+        }
+    }
     for site in sites(s, &top) {
         for check in failed {
             site_causes(&mut f, &site, check);
@@ -514,7 +552,7 @@ pub fn causes(s: &Situation, failed: &[&str]) -> Result<Vec<Cause>, String> {
             }
         }
         if *check == "h2.headers" {
-            for d in all_directives(&top).into_iter().filter(|d| d.name == "add_header" && ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"].contains(&d.arg(0).to_ascii_lowercase().as_str())) {
+            for d in all_directives(&top).into_iter().filter(|d| d.name == "add_header" && HOP_BY_HOP.contains(&d.arg(0).to_ascii_lowercase().as_str())) {
                 f.at(check, d.line, format!("{} is a hop-by-hop header: HTTP/2 forbids it and browsers refuse the response", d.arg(0)));
             }
         }
@@ -552,6 +590,11 @@ fn site_causes(f: &mut Finder, site: &Site, check: &str) {
     let idle = f.s.idle;
     for here in served(site, check, f.s.profile) {
         prefix_strip(f, &here, check);
+        if f.s.transport == Transport::H2 && check != "h2.headers" {
+            for d in here.nearest("add_header").into_iter().filter(|d| HOP_BY_HOP.contains(&d.arg(0).to_ascii_lowercase().as_str())) {
+                f.at(check, d.line, format!("{} is a hop-by-hop header: over HTTP/2 the client (a browser too) refuses the response (RST_STREAM PROTOCOL_ERROR)", d.arg(0)));
+            }
+        }
         match check {
             "ws.upgrade" | "ws.terminal" | "ws.idle" | "auth.origin" if !here.upgrades() => upgrade_cause(f, site, &here, check),
             "ws.idle" | "sse.idle" | "http.slow" => {
@@ -566,6 +609,14 @@ fn site_causes(f: &mut Finder, site: &Site, check: &str) {
             }
             "auth.origin" => origin_cause(f, &here, check),
             "sse.stream" | "sse.headers" => {
+                if check == "sse.headers" {
+                    for d in here.nearest("proxy_hide_header").into_iter().filter(|d| ["content-type", "cache-control"].contains(&d.arg(0).to_ascii_lowercase().as_str())) {
+                        f.at(check, d.line, format!("drops the backend's {}: the stream reaches the browser without it", d.arg(0)));
+                    }
+                    for d in here.nearest("add_header").into_iter().filter(|d| d.arg(0).eq_ignore_ascii_case("content-type")) {
+                        f.at(check, d.line, format!("sends Content-Type {} on every response of this block, the event streams included: an EventSource refuses any type but text/event-stream", d.args.get(1).map(String::as_str).unwrap_or("")));
+                    }
+                }
                 match here.scalar("proxy_buffering") {
                     Some(d) if d.arg(0) == "on" => f.at(check, d.line, "proxy_buffering on holds the stream's events in nginx's buffers instead of passing each one as it comes".into()),
                     Some(_) => {}
@@ -574,6 +625,11 @@ fn site_causes(f: &mut Finder, site: &Site, check: &str) {
                 gzip_cause(f, &here, check);
             }
             "compress.sse" => gzip_cause(f, &here, check),
+            "compress.single" if here.nearest("proxy_hide_header").iter().any(|d| d.arg(0).eq_ignore_ascii_case("content-encoding")) => {
+                for d in here.nearest("proxy_hide_header").into_iter().filter(|d| d.arg(0).eq_ignore_ascii_case("content-encoding")) {
+                    f.at(check, d.line, "drops the backend's Content-Encoding: its gzip body reaches the client as if it were plain (ERR_CONTENT_DECODING_FAILED or garbage)".into());
+                }
+            }
             "compress.single" => match here.scalar("gzip") {
                 Some(d) if d.arg(0) == "on" => f.at(check, d.line, "gzip on compresses what the backend already compressed, or the other way round".into()),
                 Some(_) => {}
@@ -672,9 +728,22 @@ fn upgrade_cause(f: &mut Finder, site: &Site, here: &InForce, check: &str) {
 }
 
 fn origin_cause(f: &mut Finder, here: &InForce, check: &str) {
-    // The backend rebuilds the origin from Host (X-Forwarded-Host/-Proto where sent): without
-    // Host it sees the upstream's address.
-    if here.sends("Host").is_some() {
+    if let Some((_, _, Some(d))) = here.headers().into_iter().find(|(n, _, _)| n.eq_ignore_ascii_case("origin")) {
+        f.at(check, d.line, "replaces the browser's Origin: the backend's cross-site check now passes for a page on any site, which can open the terminal WebSocket of a logged-in user".into());
+    }
+    // The backend rebuilds the origin from X-Forwarded-Host or Host, and X-Forwarded-Proto:
+    // nginx's default Host is the upstream's address (`$proxy_host`).
+    let public_host = |h: &str| here.sends(h).is_some_and(|v| ["$host", "$http_host", "$server_name"].iter().any(|var| v.contains(var)));
+    if public_host("Host") || public_host("X-Forwarded-Host") {
+        if f.s.transport != Transport::H1 && here.sends("X-Forwarded-Proto").is_none() {
+            let why = format!("{}; behind TLS the backend then rebuilds http:// while the browser's Origin is https://, and refuses the upgrade (403 Invalid origin)", dropped_or_missing(here, &["X-Forwarded-Proto"]));
+            f.at_location(check, here, why);
+        }
+        return;
+    }
+    // Host set to another name (`$proxy_host`) is named at its own line.
+    if let Some((_, value, Some(d))) = here.headers().into_iter().find(|(n, _, _)| n.eq_ignore_ascii_case("host")) {
+        f.at(check, d.line, format!("Host {value} is the upstream's name, not the one the browser asked for, and no X-Forwarded-Host names it either: with a UI password the backend rebuilds the wrong origin and refuses the upgrade (403 Invalid origin)"));
         return;
     }
     let missing: Vec<&str> = ORIGIN_HEADERS.iter().copied().filter(|h| here.sends(h).is_none()).collect();
@@ -788,10 +857,15 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
     let mut plan = Plan::default();
     let mut correction = Correction::default();
     let sites = sites(s, &top);
-    if sites.is_empty() {
+    let redirect = redirect_only(s, &top);
+    if sites.is_empty() && redirect.is_none() {
         return Err("no server block that proxies: nothing to correct".into());
     }
     for check in failed {
+        if let Some(d) = redirect.filter(|_| *check != SETUP && *check != "tls.redirect") {
+            correction.unfixed.push((check.to_string(), format!("over plain HTTP the only server answers `return {}` (line {}), by design: check the HTTPS listener (--transport h1-tls)", d.args.join(" "), d.line)));
+            continue;
+        }
         if *check == SETUP {
             match npm_duplicate(s, &top) {
                 Some(d) => {
@@ -1058,13 +1132,13 @@ mod tests {
 
     fn diagnose(id: &str, failed: &[&str]) -> Vec<Cause> {
         let (config, text) = situation(id);
-        let s = Situation { config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         super::super::causes(&s, failed)
     }
 
     fn corrected(id: &str, failed: &[&str]) -> (String, Correction) {
         let (config, text) = situation(id);
-        let s = Situation { config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         let c = super::super::correct(&s, failed).unwrap();
         (super::super::apply(&text, &c.edits), c)
     }
@@ -1136,7 +1210,7 @@ mod tests {
         let path = dir.path().join("site.conf");
         std::fs::write(&path, text).unwrap();
         let config = ConfigFile::load(&path, Kind::parse(kind)).unwrap();
-        let s = Situation { config: &config, text, context: context(kind), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text, context: context(kind), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
         super::super::causes(&s, failed)
     }
 
@@ -1176,7 +1250,7 @@ mod tests {
     fn npm_advanced_with_the_switch_on_names_and_removes_the_duplicate() {
         let (config, text) = situation("npm/openchamber-advanced.conf");
         let message = "nginx: [emerg] \"proxy_http_version\" directive is duplicate in /tmp/p/site.conf:30".to_string();
-        let s = Situation { config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: Some(message) };
+        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: Some(message) };
         let causes = super::super::causes(&s, &[SETUP]);
         assert_eq!(causes.len(), 1, "{causes:#?}");
         assert_eq!(causes[0].text, "proxy_http_version 1.1;");
