@@ -155,20 +155,32 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtimes:
 }
 
 /// The config lines behind the failing and warning cells of `runs` (configs under `root`),
-/// found as `check` finds them for each run's proxy, once per config, check and line.
+/// found as `check` finds them for each run's proxy: once per config and line with the checks
+/// it fails.
 pub fn published_causes(runs: &[RunResult], root: &std::path::Path, idle: Duration) -> Vec<crate::report::PublishedCause> {
-    let mut out = std::collections::BTreeSet::new();
+    use std::collections::BTreeMap;
+    let mut lines: BTreeMap<(String, Option<String>, usize, String, String), Vec<String>> = BTreeMap::new();
     for r in runs {
         if crate::proxies::diagnose::not_passed(&r.checks).is_empty() && r.setup_error.as_ref().is_none_or(|e| e.kind != "invalid-config") {
             continue;
         }
         let (Ok(spec), Ok(config)) = (crate::proxies::catalogue::resolve(&r.proxy), ConfigFile::load(&root.join(&r.config), None)) else { continue };
         for c in crate::proxies::diagnose::causes_of_run(r, &config, &spec, false, idle) {
-            let file = c.file.strip_prefix(root).map(|p| p.display().to_string()).unwrap_or_else(|_| c.file.display().to_string());
-            out.insert(crate::report::PublishedCause { config: r.config.clone(), check: c.check, file, line: c.line, text: c.text, why: c.why });
+            let file = (c.file != config.path).then(|| c.file.strip_prefix(root).map(|p| p.display().to_string()).unwrap_or_else(|_| c.file.display().to_string()));
+            let checks = lines.entry((r.config.clone(), file, c.line, c.text, c.why)).or_default();
+            if !checks.contains(&c.check) {
+                checks.push(c.check);
+            }
         }
     }
-    out.into_iter().collect()
+    let order = |id: &str| crate::checks::catalogue().iter().position(|c| c.id == id).map_or(0, |i| i + 1);
+    lines
+        .into_iter()
+        .map(|((config, file, line, text, why), mut checks)| {
+            checks.sort_by_key(|c| order(c));
+            crate::report::PublishedCause { config, file, line, text, why, checks }
+        })
+        .collect()
 }
 
 /// Every check graded differently in two runtimes for the same proxy, config, profile and

@@ -46,8 +46,9 @@
 //!   graded differently natively and in a container, `{proxy, config, profile, transport,
 //!   check, grades, actual, reason}`, `reason` null when no `.expected` entry explains it.
 //! - `causes` (when any cell fails or warns where the config's parser can point at a line):
-//!   `{config, check, file, line, text, why}`, once per config, check and line: what
-//!   `proxy-suite check` prints as `cause: file:line: text`.
+//!   `{config, file, line, text, why, checks}`, once per config and line, `file` only when the
+//!   line is in another file than the config (the distribution's context): what `proxy-suite
+//!   check` prints as `cause: file:line: text` for each of `checks`.
 //!
 //! Layout: compact JSON with one entry of `proxies` and `checks`, one run header and one cell
 //! per line, so a republish without a change in behaviour differs only in the lines that carry

@@ -402,7 +402,7 @@ pub struct ConfigCauses {
 
 #[derive(Serialize)]
 pub struct CauseLine {
-    pub check: String,
+    pub checks: Vec<String>,
     /// `file:line`.
     pub location: String,
     pub text: String,
@@ -413,7 +413,8 @@ pub struct CauseLine {
 pub fn causes(list: &[super::PublishedCause]) -> Vec<ConfigCauses> {
     let mut out: Vec<ConfigCauses> = Vec::new();
     for c in list {
-        let line = CauseLine { check: c.check.clone(), location: format!("{}:{}", c.file, c.line), text: c.text.clone(), why: c.why.trim_end_matches('.').to_string() };
+        let file = c.file.as_deref().unwrap_or(&c.config);
+        let line = CauseLine { checks: c.checks.clone(), location: format!("{file}:{}", c.line), text: c.text.clone(), why: c.why.trim_end_matches('.').to_string() };
         match out.last_mut() {
             Some(group) if group.config == c.config => group.lines.push(line),
             _ => out.push(ConfigCauses { config: c.config.clone(), lines: vec![line] }),

@@ -47,21 +47,22 @@ pub struct MatrixRun {
     pub causes: Vec<PublishedCause>,
 }
 
-/// A config line that makes a check fail or warn, in a published matrix.
+/// A config line that makes checks fail or warn, in a published matrix.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PublishedCause {
     /// The config (`nginx/openchamber-guide.conf`).
     pub config: String,
-    /// The check id, or `setup` when the proxy refused the config.
-    pub check: String,
-    /// The file the line is in, under `proxy-configs/`: the config, or the distribution's
-    /// file around it (`nginx/_context/debian.conf`).
-    pub file: String,
+    /// The file the line is in, under `proxy-configs/`, when it is not the config: the
+    /// distribution's file around it (`nginx/_context/debian.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// 1-based.
     pub line: usize,
     /// The line as written, trimmed.
     pub text: String,
     pub why: String,
+    /// The check ids it fails (`setup` when the proxy refused the config), in catalogue order.
+    pub checks: Vec<String>,
 }
 
 /// One check graded differently in two runtimes: a finding of the container deployment
