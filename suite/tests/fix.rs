@@ -97,6 +97,7 @@ fn fix_corrects_every_guide_example_and_first_try_config_on_a_real_proxy() {
             continue;
         }
         let (fixed, unfixed) = (ids(repair, "fixed"), ids(repair, "unfixed"));
+        eprintln!("{id} on {} ({}): failed {failed:?}, fixed {fixed:?}, unfixed {unfixed:?}, {}, exit {:?}", doc["proxy"]["name"].as_str().unwrap_or("?"), doc["transport"].as_str().unwrap_or("?"), repair["status"], r.code);
         let rerun: Vec<(String, String)> = repair["rerun"].as_array().map(|a| a.iter().map(|c| (c["check"].as_str().unwrap_or("").to_string(), c["grade"].as_str().unwrap_or("").to_string())).collect()).unwrap_or_default();
         let mut known_unfixed = false;
         for check in &failed {
