@@ -47,8 +47,12 @@ fn fix(config: ConfigFile) -> Run {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    // A failed run keeps the proxy's prefix for the user: not here.
-    for kept in stderr.split("for debugging: ").skip(1).filter_map(|p| p.lines().next()) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // A failed run keeps the proxy's prefix for the user (named on stderr), and a refused
+    // config its rendered files (named in the setup error): not here.
+    let failed_runs = stderr.split("for debugging: ").skip(1).filter_map(|p| p.lines().next());
+    let refused = stdout.split("kept in ").skip(1).filter_map(|p| p.split(')').next());
+    for kept in failed_runs.chain(refused) {
         let _ = std::fs::remove_dir_all(kept.trim());
     }
     let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| serde_json::json!({"unreadable": e.to_string(), "stdout": String::from_utf8_lossy(&out.stdout)}));

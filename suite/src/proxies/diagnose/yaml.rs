@@ -21,7 +21,7 @@ pub fn get<'a>(node: &'a Node, path: &[&str]) -> Option<&'a Node> {
 }
 
 /// A scalar's text (`None` for a mapping, a sequence or a missing node).
-pub fn text<'a>(node: Option<&'a Node>) -> Option<&'a str> {
+pub fn text(node: Option<&Node>) -> Option<&str> {
     node.and_then(Node::as_scalar).map(|s| s.as_str())
 }
 
