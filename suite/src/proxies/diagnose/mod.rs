@@ -293,6 +293,24 @@ mod tests {
         assert_eq!(default_output(Path::new("/x/site.conf")), PathBuf::from("/x/site.fixed.conf"));
         assert_eq!(default_output(Path::new("/x/Caddyfile")), PathBuf::from("/x/Caddyfile.fixed"));
     }
+
+    /// Traefik's dynamic file goes beside the copy under the copy's name, and the static file
+    /// names it there (its comments left alone).
+    #[test]
+    fn a_companion_is_written_beside_the_copy_and_named_by_it() {
+        assert_eq!(companion_target(Path::new("/a/first-try.yml"), Path::new("/a/first-try.dynamic.yml"), Path::new("/b/site.yml")), PathBuf::from("/b/site.dynamic.yml"));
+        let path = crate::proxies::config::default_root().join("traefik/first-try.yml");
+        let config = ConfigFile::load(&path, None).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dynamic = config.companions().remove(0);
+        let edit = Edit::InsertAfter { line: 0, lines: vec!["# edited".into()] };
+        let correction = Correction { companions: vec![(dynamic, vec![edit])], ..Correction::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_corrected(&config, &text, &correction, &dir.path().join("site.yml")).unwrap();
+        assert_eq!(written.iter().map(|w| w.path.file_name().unwrap().to_str().unwrap()).collect::<Vec<_>>(), vec!["site.yml", "site.dynamic.yml"]);
+        assert!(written[0].text.contains("    filename: site.dynamic.yml\n"), "{}", written[0].text);
+        assert!(std::fs::read_to_string(dir.path().join("site.dynamic.yml")).unwrap().starts_with("# edited\n# source: proxy-suite (dynamic configuration of first-try.yml"));
+    }
 }
 
 /// Failures of the guide examples and first-try configs that `--fix` knows it cannot fix, by
