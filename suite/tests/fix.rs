@@ -111,7 +111,8 @@ fn fix_corrects_every_guide_example_and_first_try_config_on_a_real_proxy() {
                     problems.push(format!("{id}: {check} has no fix, and --fix did not say so: {repair}"));
                 }
             } else if !fixed.contains(check) {
-                problems.push(format!("{id}: {check} failed and was not fixed: {repair}"));
+                let actual = doc["checks"].as_array().and_then(|a| a.iter().find(|c| c["id"] == check.as_str())).map(|c| c["actual"].to_string()).unwrap_or_default();
+                problems.push(format!("{id}: {check} failed ({actual}) and was not fixed: {}", repair["unfixed"]));
             } else if check != "setup" && !rerun.iter().any(|(c, g)| c == check && g == "pass") {
                 problems.push(format!("{id}: the fix for {check} did not hold: re-run {rerun:?}"));
             } else {
