@@ -417,6 +417,7 @@ async fn check(
     if let Some(repaired) = &repaired {
         return match repaired {
             Repair::Error(_) => ExitCode::from(2),
+            Repair::NothingFailed => ExitCode::SUCCESS,
             Repair::Done { held, unfixed, .. } if *held && unfixed.is_empty() => ExitCode::SUCCESS,
             _ => ExitCode::from(1),
         };
@@ -567,6 +568,7 @@ async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failures:
         return Repair::NothingFailed;
     }
     let Ok(original) = std::fs::read_to_string(&config.path) else { return Repair::Error(format!("cannot read {}", config.path.display())) };
+    let companions: Vec<(PathBuf, String)> = config.companions().into_iter().filter_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t))).collect();
     let target = write.unwrap_or_else(|| diagnose::default_output(&config.path));
     let same = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if same(&target, &config.path) {
@@ -599,17 +601,19 @@ async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failures:
         for (check, why) in &correction.unfixed {
             say(format!("\n--fix: no fix for {check}: {why}"));
         }
-        unfixed.extend(correction.unfixed);
+        unfixed.extend(correction.unfixed.clone());
         if correction.fixed.is_empty() {
             break;
         }
-        current = diagnose::apply(&current, &correction.edits);
-        if let Err(e) = std::fs::write(&target, &current) {
-            let e = format!("cannot write {}: {e}", target.display());
-            eprintln!("proxy-suite: {e}");
-            return Repair::Error(e);
-        }
-        say(format!("\n--fix: wrote {}", target.display()));
+        let written = match diagnose::write_corrected(&current_config, &current, &correction, &target) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("proxy-suite: {e}");
+                return Repair::Error(e);
+            }
+        };
+        current = written[0].text.clone();
+        say(format!("\n--fix: wrote {}", written.iter().map(|w| w.path.display().to_string()).collect::<Vec<_>>().join(", ")));
         for (check, what) in &correction.fixed {
             say(format!("  {check:<18} {what}"));
         }
@@ -658,7 +662,15 @@ async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failures:
         say(format!("--fix: still failing after {REPAIR_ROUNDS} rounds: {}; no diff shown", pending.join(", ")));
         return Repair::Done { written: target, fixed, unfixed, rerun, held: false, diff: None };
     }
-    let diff = diagnose::unified_diff(&original, &current, &config.path.display().to_string(), &target.display().to_string());
+    let mut diff = diagnose::unified_diff(&original, &current, &config.path.display().to_string(), &target.display().to_string());
+    // The files rendered with the config (Traefik's dynamic file), as written beside the copy.
+    for (path, before) in &companions {
+        let to = diagnose::companion_target(&config.path, path, &target);
+        let after = std::fs::read_to_string(&to).unwrap_or_default();
+        if after != *before {
+            diff.push_str(&diagnose::unified_diff(before, &after, &path.display().to_string(), &to.display().to_string()));
+        }
+    }
     say(format!("\n{diff}"));
     Repair::Done { written: target, fixed, unfixed, rerun, held: true, diff: Some(diff) }
 }

@@ -7,8 +7,11 @@
 
 pub mod apache;
 pub mod caddy;
+pub mod envoy;
 pub mod haproxy;
 pub mod nginx;
+pub mod traefik;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +55,9 @@ pub enum Edit {
 #[derive(Debug, Clone, Default)]
 pub struct Correction {
     pub edits: Vec<Edit>,
+    /// Edits of the files rendered with the config (Traefik's dynamic file), by the path of
+    /// the file as the situation's config names it.
+    pub companions: Vec<(PathBuf, Vec<Edit>)>,
     /// Per fixed check, what was changed (one line each, for the report).
     pub fixed: Vec<(String, String)>,
     /// Failed checks this kind has no automatic fix for, with the reason.
@@ -121,6 +127,8 @@ pub fn causes(s: &Situation, failed: &[&str]) -> Vec<Cause> {
         "haproxy" => haproxy::causes(s, failed),
         "apache" => apache::causes(s, failed),
         "caddy" => caddy::causes(s, failed),
+        "traefik" => traefik::causes(s, failed),
+        "envoy" => envoy::causes(s, failed),
         _ => Ok(Vec::new()),
     };
     // A config the parser cannot read has no cause to show; the proxy's own validation
@@ -154,13 +162,16 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
         "haproxy" => haproxy::correct(s, failed),
         "apache" => apache::correct(s, failed),
         "caddy" => caddy::correct(s, failed),
+        "traefik" => traefik::correct(s, failed),
+        "envoy" => envoy::correct(s, failed),
         other => Err(format!("--fix does not rewrite {other} configs yet: apply the printed fix by hand")),
     }
 }
 
-/// `text` with `edits` applied. Edits at the same line keep their order; an inserted line
-/// that is already inserted at the same place is not repeated (two checks asking for the same
-/// directive in the same block).
+/// `text` with `edits` applied. Edits at the same line keep their order; a line that an
+/// earlier edit already inserts at the same place is not repeated (two checks asking for the
+/// same directive in the same block), while the lines of one edit are kept as they are (a
+/// YAML block repeats `- header:`).
 pub fn apply(text: &str, edits: &[Edit]) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let mut out: Vec<String> = Vec::new();
@@ -169,11 +180,8 @@ pub fn apply(text: &str, edits: &[Edit]) -> String {
         for e in edits {
             if let Edit::InsertAfter { line, lines } = e {
                 if *line == n {
-                    for l in lines {
-                        if !seen.contains(l) {
-                            seen.push(l.clone());
-                        }
-                    }
+                    let new: Vec<String> = lines.iter().filter(|l| !seen.contains(l)).cloned().collect();
+                    seen.extend(new);
                 }
             }
         }
@@ -196,6 +204,50 @@ pub fn apply(text: &str, edits: &[Edit]) -> String {
         result.push('\n');
     }
     result
+}
+
+/// One file of a corrected copy as written.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Where a companion of `config` goes beside `target`: the same suffix after the target's
+/// stem (`first-try.dynamic.yml` of `first-try.yml` → `site.dynamic.yml` of `site.yml`), so
+/// the kind finds it beside the corrected copy as it found the original.
+pub fn companion_target(config: &Path, companion: &Path, target: &Path) -> PathBuf {
+    let stem = |p: &Path| p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let name = companion.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let suffix = name.strip_prefix(&stem(config)).unwrap_or(name);
+    target.with_file_name(format!("{}{suffix}", stem(target)))
+}
+
+/// Writes the corrected copy of `text` (the config's current text) to `target`, and each of
+/// the config's companion files beside it with its edits, the config's lines naming a
+/// companion renamed with it. The config's file first, then the companions.
+pub fn write_corrected(config: &ConfigFile, text: &str, correction: &Correction, target: &Path) -> Result<Vec<Written>, String> {
+    let mut main = apply(text, &correction.edits);
+    let mut out = Vec::new();
+    for companion in config.companions() {
+        let to = companion_target(&config.path, &companion, target);
+        let original = std::fs::read_to_string(&companion).map_err(|e| format!("cannot read {}: {e}", companion.display()))?;
+        let edits = correction.companions.iter().filter(|(p, _)| *p == companion).flat_map(|(_, e)| e.iter().cloned()).collect::<Vec<_>>();
+        let (from_name, to_name) = (companion.file_name().and_then(|n| n.to_str()).unwrap_or_default(), to.file_name().and_then(|n| n.to_str()).unwrap_or_default());
+        if from_name != to_name {
+            let ends = main.ends_with('\n');
+            main = main.lines().map(|l| if l.trim_start().starts_with('#') { l.to_string() } else { l.replace(from_name, to_name) }).collect::<Vec<_>>().join("\n");
+            if ends {
+                main.push('\n');
+            }
+        }
+        out.push(Written { path: to, text: apply(&original, &edits) });
+    }
+    out.insert(0, Written { path: target.to_path_buf(), text: main });
+    for w in &out {
+        std::fs::write(&w.path, &w.text).map_err(|e| format!("cannot write {}: {e}", w.path.display()))?;
+    }
+    Ok(out)
 }
 
 /// A unified diff of the original and the corrected copy, with 3 lines of context.
@@ -251,6 +303,8 @@ mod tests {
             Edit::InsertAfter { line: 0, lines: vec!["top".into()] },
         ];
         assert_eq!(apply(text, &edits), "top\na\nx\ny\nb\n");
+        // One edit's own lines are all kept.
+        assert_eq!(apply(text, &[Edit::InsertAfter { line: 1, lines: vec!["- h".into(), "- h".into()] }]), "a\n- h\n- h\nb\nc\n");
     }
 
     #[test]
@@ -258,10 +312,36 @@ mod tests {
         assert_eq!(default_output(Path::new("/x/site.conf")), PathBuf::from("/x/site.fixed.conf"));
         assert_eq!(default_output(Path::new("/x/Caddyfile")), PathBuf::from("/x/Caddyfile.fixed"));
     }
+
+    /// Traefik's dynamic file goes beside the copy under the copy's name, and the static file
+    /// names it there (its comments left alone).
+    #[test]
+    fn a_companion_is_written_beside_the_copy_and_named_by_it() {
+        assert_eq!(companion_target(Path::new("/a/first-try.yml"), Path::new("/a/first-try.dynamic.yml"), Path::new("/b/site.yml")), PathBuf::from("/b/site.dynamic.yml"));
+        let path = crate::proxies::config::default_root().join("traefik/first-try.yml");
+        let config = ConfigFile::load(&path, None).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dynamic = config.companions().remove(0);
+        let edit = Edit::InsertAfter { line: 0, lines: vec!["# edited".into()] };
+        let correction = Correction { companions: vec![(dynamic, vec![edit])], ..Correction::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_corrected(&config, &text, &correction, &dir.path().join("site.yml")).unwrap();
+        assert_eq!(written.iter().map(|w| w.path.file_name().unwrap().to_str().unwrap()).collect::<Vec<_>>(), vec!["site.yml", "site.dynamic.yml"]);
+        assert!(written[0].text.contains("    filename: site.dynamic.yml\n"), "{}", written[0].text);
+        assert!(std::fs::read_to_string(dir.path().join("site.dynamic.yml")).unwrap().starts_with("# edited\n# source: proxy-suite (dynamic configuration of first-try.yml"));
+    }
 }
 
+/// Failures of the guide examples and first-try configs that `--fix` knows it cannot fix, by
+/// config id (the tests hold it to saying so).
+pub const NO_FIX: &[(&str, &str)] = &[
+    // NPM's own location / takes its headers from proxy.conf only.
+    ("npm/first-try.conf", "headers.forwarded"),
+    ("npm/first-try-ws-off.conf", "headers.forwarded"),
+];
+
 /// Every guide example and first-try config of a kind `--fix` rewrites (nginx, NPM, HAProxy,
-/// Apache, Caddy): each failure its
+/// Apache, Caddy, Traefik, Envoy): each failure its
 /// expected-outcomes file lists (openchamber profile, plain HTTP/1.1) has a cause and a fix, and
 /// the corrected text has no cause left for it; what has no fix is only what is known to have
 /// none. The re-runs on real proxies are in `tests/cli.rs` and were measured by hand.
@@ -270,12 +350,6 @@ mod every_example {
     use super::*;
     use crate::proxies::config::Role;
 
-    /// Failures `--fix` knows it cannot fix, by config.
-    const NO_FIX: &[(&str, &str)] = &[
-        // NPM's own location / takes its headers from proxy.conf only.
-        ("npm/first-try.conf", "headers.forwarded"),
-        ("npm/first-try-ws-off.conf", "headers.forwarded"),
-    ];
 
     #[test]
     fn every_failure_of_the_examples_has_a_cause_and_a_fix_that_removes_it() {
@@ -283,7 +357,7 @@ mod every_example {
         let mut problems = Vec::new();
         let mut fixed = 0;
         for config in crate::proxies::config::discover(&root).unwrap() {
-            if !matches!(config.role, Role::Guide | Role::FirstTry) || !matches!(config.kind.name(), "nginx" | "npm" | "haproxy" | "apache" | "caddy") {
+            if !matches!(config.role, Role::Guide | Role::FirstTry) || !matches!(config.kind.name(), "nginx" | "npm" | "haproxy" | "apache" | "caddy" | "traefik" | "envoy") {
                 continue;
             }
             // Caddyfiles are read through `caddy adapt`.
@@ -324,10 +398,9 @@ mod every_example {
                     problems.push(format!("{}: {id} has no fix ({why})", config.id));
                 }
             }
-            let corrected = apply(&text, &correction.edits);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(config.path.file_name().unwrap());
-            std::fs::write(&path, &corrected).unwrap();
+            let corrected = write_corrected(&config, &text, &correction, &path).unwrap().remove(0).text;
             let after = ConfigFile::load(&path, Some(config.kind)).unwrap();
             let s = Situation { transport, config: &after, text: &corrected, context, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
             for c in causes(&s, &failed) {
