@@ -265,7 +265,7 @@ mod tests {
     use mock_server::Profile;
 
     fn situation<'a>(config: &'a ConfigFile, text: &'a str) -> Situation<'a> {
-        Situation { config, text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None }
+        Situation { transport: crate::tls::Transport::H1, config, text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None }
     }
 
     #[test]
