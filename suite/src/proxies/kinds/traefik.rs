@@ -135,7 +135,7 @@ impl ProxyKind for Traefik {
             "body.streaming" => "Remove the buffering middleware (it reads the whole request body before forwarding)",
             "compress.single" => "Remove the compress middleware where the backend already compresses (one compression layer)",
             "compress.sse" => "compress middleware with excludedContentTypes: [text/event-stream], or none on the SSE routes",
-            "headers.forwarded" => "Traefik sets X-Forwarded-For/-Proto/-Host and X-Real-Ip and passes Host (loadBalancer.passHostHeader: true, the default): remove middlewares that drop them",
+            "headers.forwarded" => "Traefik sets X-Forwarded-For/-Host and X-Real-Ip and passes Host (loadBalancer.passHostHeader: true, the default), but sends X-Forwarded-Proto: ws on WebSocket upgrades: pin it with a headers middleware on the router, customRequestHeaders: { X-Forwarded-Proto: \"http\" } (\"https\" behind TLS), and remove middlewares that drop the others",
             "auth.origin" => "Traefik sends X-Forwarded-Proto: ws on upgrades: pin it with a headers middleware, customRequestHeaders: { X-Forwarded-Proto: \"http\" } (\"https\" behind TLS)",
             "lb.sticky" => "Traefik sticks by cookie, not client address: services.<name>.loadBalancer.sticky.cookie: { name: openchamber_backend } (a browser keeps it)",
             "h2.headers" => "Remove customResponseHeaders (headers middleware) that set Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE",
