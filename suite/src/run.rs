@@ -175,6 +175,12 @@ pub struct Schedule {
     /// budget; 16 at a time keeps the phase well inside one idle period.
     timing: Arc<Semaphore>,
     uploads: Arc<Semaphore>,
+    /// The browser tier's 50 MB uploads at once (each holds the body in a tab, and the
+    /// timing checks are over when they run).
+    browser_uploads: Arc<Semaphore>,
+    /// The browser tier's tabs that measure timings at once: a renderer starved by many tabs
+    /// on a small machine delays every stream of its page alike (seen: 1.2 s on all five).
+    browser_timing: Arc<Semaphore>,
     created: Instant,
 }
 
@@ -193,6 +199,11 @@ impl std::fmt::Display for Phases {
         write!(f, "every proxy up after {}, every timing check done after {}", at(self.started), at(self.timed))
     }
 }
+
+/// How many browser uploads run at once (see [`Schedule`]).
+const BROWSER_UPLOAD_SLOTS: usize = 4;
+/// How many browser tabs measure timings at once (see [`Schedule`]).
+const BROWSER_TIMING_SLOTS: usize = 6;
 
 /// How many runs measure timings at once (see [`Schedule`]).
 const TIMING_SLOTS: usize = 16;
@@ -228,6 +239,8 @@ impl Schedule {
             timed: Gate::new(runs),
             timing: Arc::new(Semaphore::new(TIMING_SLOTS)),
             uploads: Arc::new(Semaphore::new(upload_slots.max(1))),
+            browser_uploads: Arc::new(Semaphore::new(BROWSER_UPLOAD_SLOTS)),
+            browser_timing: Arc::new(Semaphore::new(BROWSER_TIMING_SLOTS)),
             created: Instant::now(),
         }
     }
@@ -299,7 +312,7 @@ async fn grade(target: &Target, backends: &Backends, only: &[String], browser: O
     let is_bulky = |id: &str| entry(id).is_some_and(|c| c.bulky);
     let is_authed = |id: &str| entry(id).is_some_and(|c| c.needs_ui_password);
     let is_browser = |id: &str| entry(id).is_some_and(|c| c.browser);
-    let in_browser: Vec<&str> = ids.iter().copied().filter(|id| is_browser(id)).collect();
+    let in_browser: Vec<&str> = ids.iter().copied().filter(|id| is_browser(id) && checks::browser::runs_under(id, target.profile)).collect();
     let ids_protocol: Vec<&str> = ids.iter().copied().filter(|id| !is_browser(id)).collect();
     let long: Vec<&str> = ids_protocol.iter().copied().filter(|id| is_long(id)).collect();
     let bulky: Vec<&str> = ids_protocol.iter().copied().filter(|id| is_bulky(id)).collect();
@@ -357,7 +370,7 @@ async fn in_the_browser(browser: &Arc<crate::browser::Browser>, ids: &[&str], ta
     let mut outcomes = Vec::new();
     for id in ids {
         let bulky = checks::info(id).is_some_and(|c| c.bulky);
-        let slots = if bulky { &schedule.uploads } else { &schedule.timing };
+        let slots = if bulky { &schedule.browser_uploads } else { &schedule.browser_timing };
         let _slot = slots.acquire().await;
         outcomes.push(checks::run_in_browser(id, target, &context).await);
     }

@@ -61,6 +61,13 @@ pub fn protocol_twin(id: &str) -> &str {
     }
 }
 
+/// Whether a browser check runs under `profile`. Under `bare` only `browser.sse`: that profile
+/// differs from `openchamber` only in the streams' helper headers and heartbeats, so its sockets
+/// and uploads would repeat the `openchamber` run's (the tier stays seconds long).
+pub fn runs_under(id: &str, profile: Profile) -> bool {
+    profile != Profile::Bare || id == BROWSER_SSE.id
+}
+
 /// The page every check loads.
 const PAGE: &str = mock_server::browser_page::PATH;
 /// How long the EventSources listen.
