@@ -116,8 +116,12 @@ async fn open(info: &CheckInfo, target: &Target, context: &Context, expected: &s
     let loaded = tab.evaluate("typeof window.probeSse === 'function'").await.unwrap_or(Value::Bool(false));
     if loaded != Value::Bool(true) {
         let net = tab.net_log();
+        // The page as the browser took it: a proxy that rewrites every Content-Type or drops
+        // the Content-Encoding of the gzipped page leaves no script to run.
+        let content_type = tab.evaluate("document.contentType").await.unwrap_or(Value::Null);
+        let text = tab.evaluate("(document.body?.innerText ?? '').slice(0, 80)").await.unwrap_or(Value::Null);
         tab.close().await;
-        return Err(fail(format!("the page {PAGE} did not load through the proxy (HTTP status {status})"), &net));
+        return Err(fail(format!("the page {PAGE} did not run through the proxy (HTTP status {status}, taken as {content_type}, starting {text})"), &net));
     }
     Ok((tab, url))
 }
