@@ -9,12 +9,14 @@
 //! - [`cli`]: the binary's flags and their validation.
 //! - `sse`, `websocket`, `terminal`: the streaming routes.
 //! - `compression`, `bodies`, `auth`, `instruments`: gzip rules, body caps, UI password, probes.
+//! - [`browser_page`]: the page the suite's headless Chromium loads through a proxy.
 
 pub mod cli;
 pub mod profile;
 
 mod auth;
 mod bodies;
+pub mod browser_page;
 mod compression;
 mod instruments;
 mod params;
@@ -277,6 +279,7 @@ fn router(state: AppState) -> Router {
         .merge(websocket::routes())
         .merge(terminal::routes())
         .merge(bodies::routes())
+        .merge(browser_page::routes())
         .merge(instruments::routes())
         .merge(auth::routes())
         .fallback(instruments::fallback)

@@ -71,6 +71,10 @@ enum Cmd {
         /// OpenChamber guide in that language. Default: from LC_ALL, LC_MESSAGES or LANG.
         #[arg(long, value_enum)]
         lang: Option<Lang>,
+        /// Also run the browser tier (`browser.*`) in headless Chromium (Debian's `chromium`,
+        /// `./proxy-suite setup --with-browser`), over plain HTTP/1.1.
+        #[arg(long)]
+        browser: bool,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
@@ -101,6 +105,11 @@ enum Cmd {
         /// Keep every measurement of passing cells too (large files; not for publishing).
         #[arg(long)]
         full_evidence: bool,
+        /// Also run the browser tier (`browser.*`) in headless Chromium (Debian's `chromium`,
+        /// `./proxy-suite setup --with-browser`), on the guides' examples,
+        /// the known-good configs and the browser's negative controls, over plain HTTP/1.1.
+        #[arg(long)]
+        browser: bool,
         /// `native` (the binaries of this machine), `docker` (the locally built images;
         /// loopback backends moved to the Docker host, host.docker.internal mapped), or both
         /// (`native,docker` or `both`): every run in each, side by side, and each grade that
@@ -213,7 +222,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.command {
         Cmd::List { json } => list(json),
-        Cmd::Check { proxy, config, profile, idle, only, transport, json, junit, fix, write, lang, runtime: r } => {
+        Cmd::Check { proxy, config, profile, idle, only, transport, json, junit, fix, write, lang, browser, runtime: r } => {
             let image = r.image.clone().map(|reference| runtimes::UserImage { reference, layout: r.layout });
             let kind = if image.is_some() { RuntimeKind::Docker } else { r.runtime };
             let proxy_runtime = match make_runtime(kind, r.host_gateway, r.rewrite_loopback, false, image) {
@@ -222,9 +231,20 @@ fn main() -> ExitCode {
             };
             let repair = fix.then(|| write.clone());
             let lang = lang.unwrap_or_else(Lang::from_env);
-            runtime.block_on(check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime, r.image, repair, lang))
+            if let Err(e) = browser_tier_asked(&only, browser) {
+                return setup_failure(&e);
+            }
+            runtime.block_on(async {
+                let browser = match launch_browser(browser).await {
+                    Ok(b) => b,
+                    Err(e) => return setup_failure(&e),
+                };
+                let code = check(proxy, config, profile, Duration::from_secs(idle), only, transport, json, junit, proxy_runtime, r.image, repair, lang, browser.clone()).await;
+                close_browser(browser).await;
+                code
+            })
         }
-        Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence, runtime: kinds } => {
+        Cmd::Matrix { idle, out, proxies, only, configs, shard, junit, full_evidence, browser, runtime: kinds } => {
             let mut proxy_runtimes = Vec::new();
             for kind in MatrixRuntime::expand(&kinds) {
                 match make_runtime(kind, true, true, true, None) {
@@ -232,10 +252,47 @@ fn main() -> ExitCode {
                     Err(e) => return setup_failure(&e),
                 }
             }
-            let plan = Plan { idle: Duration::from_secs(idle), proxies, only, configs, shard };
-            runtime.block_on(matrix::run(plan, matrix::Output { dir: out, junit, full_evidence }, proxy_runtimes))
+            if let Err(e) = browser_tier_asked(&only, browser) {
+                return setup_failure(&e);
+            }
+            runtime.block_on(async {
+                let browser = match launch_browser(browser).await {
+                    Ok(b) => b,
+                    Err(e) => return setup_failure(&e),
+                };
+                let plan = Plan { idle: Duration::from_secs(idle), proxies, only, configs, shard, browser: browser.clone() };
+                let code = matrix::run(plan, matrix::Output { dir: out, junit, full_evidence }, proxy_runtimes).await;
+                close_browser(browser).await;
+                code
+            })
         }
         Cmd::Merge { inputs, out, junit, full_evidence } => merge(&inputs, &out, junit.as_deref(), full_evidence),
+    }
+}
+
+/// `--only browser.*` without `--browser` would run nothing: said at once.
+fn browser_tier_asked(only: &[String], browser: bool) -> Result<(), String> {
+    match only.iter().find(|id| suite::checks::info(id).is_some_and(|c| c.browser)) {
+        Some(id) if !browser => Err(format!("`{id}` is a check of the browser tier: add --browser")),
+        _ => Ok(()),
+    }
+}
+
+/// The process's one Chromium, when `--browser` asks for it; a missing one is a setup error
+/// with the install hint.
+async fn launch_browser(wanted: bool) -> Result<Option<Arc<suite::browser::Browser>>, String> {
+    if !wanted {
+        return Ok(None);
+    }
+    let browser = suite::browser::Browser::launch().await.map_err(|e| format!("--browser: {e}"))?;
+    eprintln!("browser tier: {}", browser.version());
+    Ok(Some(Arc::new(browser)))
+}
+
+/// Closes the browser (its processes and profile); every run has let go of it by now.
+async fn close_browser(browser: Option<Arc<suite::browser::Browser>>) {
+    if let Some(browser) = browser.and_then(|b| Arc::try_unwrap(b).ok()) {
+        browser.close().await;
     }
 }
 
@@ -331,6 +388,7 @@ async fn check(
     image: Option<String>,
     repair: Option<Option<PathBuf>>,
     lang: Lang,
+    browser: Option<Arc<suite::browser::Browser>>,
 ) -> ExitCode {
     let mut spec = match catalogue::resolve(&proxy) {
         Ok(s) => s,
@@ -362,9 +420,10 @@ async fn check(
     };
     let mut results = Vec::new();
     for transport in transports {
-        let req = RunRequest { spec: spec.clone(), config: config.clone(), profile, idle, only: only.clone(), keep_on_fail: true, transport };
+        let browser = browser.clone().filter(|_| transport == Transport::H1);
+        let req = RunRequest { spec: spec.clone(), config: config.clone(), profile, idle, only: only.clone(), keep_on_fail: true, transport, browser };
         if !json {
-            eprintln!("running {} checks on {} with {} ({}, profile {profile}, transport {transport}, idle {}s)...", run::selected(&req.only).len(), req.config.path.display(), req.spec.name, runtime.name(), idle.as_secs());
+            eprintln!("running {} checks on {} with {} ({}, profile {profile}, transport {transport}, idle {}s)...", run::selected(&req.only, req.browser.is_some()).len(), req.config.path.display(), req.spec.name, runtime.name(), idle.as_secs());
         }
         let result = run::run_proxy(runtime.clone(), req, &run::Schedule::single()).await;
         let causes = diagnose::causes_of_run(&result, &config, &spec, image.is_some(), idle);
@@ -627,7 +686,7 @@ async fn repair_config(config: &ConfigFile, spec: &proxies::ProxySpec, failures:
         if !json {
             eprintln!("re-running {} on {}...", if only.is_empty() { "every check".to_string() } else { only.join(", ") }, target.display());
         }
-        let req = RunRequest { spec: spec.clone(), config: current_config.clone(), profile, idle, only, keep_on_fail: false, transport };
+        let req = RunRequest { spec: spec.clone(), config: current_config.clone(), profile, idle, only, keep_on_fail: false, transport, browser: None };
         let result = run::run_proxy(runtime.clone(), req, &run::Schedule::single()).await;
         if let Some(issue) = &result.setup_error {
             say(format!("--fix: the corrected copy did not start ({}): {}; no diff shown", issue.kind, issue.message));

@@ -29,6 +29,9 @@ pub struct Plan {
     pub configs: Vec<String>,
     /// Run only this slice of the requests (see [`requests`]); `None` runs them all.
     pub shard: Option<Shard>,
+    /// The browser tier (`--browser`): this process's Chromium, used by the runs
+    /// [`run::browser_tier_applies`] selects.
+    pub browser: Option<Arc<crate::browser::Browser>>,
 }
 
 /// Every (proxy, config, profile) the plan covers, and the catalogue entries.
@@ -56,7 +59,11 @@ pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), Strin
             let transports = run::transports_for(config, &proxies::config::default_root());
             for profile in run::profiles_for(config) {
                 for transport in &transports {
-                    requests.push(request(&spec, config, profile, *transport, plan));
+                    let req = request(&spec, config, profile, *transport, plan);
+                    // A run that would grade nothing (`--only browser.*` over TLS) is not started.
+                    if !run::selected(&req.only, req.browser.is_some()).is_empty() {
+                        requests.push(req);
+                    }
                 }
             }
         }
@@ -74,7 +81,8 @@ fn request_key(r: &RunRequest) -> (String, String, &'static str, &'static str) {
 }
 
 fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, transport: crate::tls::Transport, plan: &Plan) -> RunRequest {
-    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false, transport }
+    let browser = plan.browser.clone().filter(|_| run::browser_tier_applies(config, transport));
+    RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false, transport, browser }
 }
 
 fn entry(spec: &ProxySpec, availability: &Availability) -> ProxyEntry {

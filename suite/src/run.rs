@@ -34,6 +34,9 @@ pub struct RunRequest {
     /// How the checks' client reaches the proxy ([`transports_for`] says which the config
     /// offers).
     pub transport: Transport,
+    /// The process's browser, when this run includes the browser tier (`--browser`, and
+    /// [`browser_tier_applies`]): the run gets its own incognito context in it.
+    pub browser: Option<Arc<crate::browser::Browser>>,
 }
 
 /// The result of one proxy x config x profile.
@@ -139,9 +142,23 @@ pub fn advise(kind: Kind, outcomes: &mut [Outcome]) {
     }
 }
 
-/// Selected check ids, in catalogue order.
-pub fn selected(only: &[String]) -> Vec<&'static str> {
-    checks::catalogue().iter().map(|c| c.id).filter(|id| only.is_empty() || only.iter().any(|o| o == id)).collect()
+/// Selected check ids, in catalogue order: the browser tier only when `browser` is set.
+pub fn selected(only: &[String], browser: bool) -> Vec<&'static str> {
+    checks::catalogue()
+        .iter()
+        .filter(|c| browser || !c.browser)
+        .map(|c| c.id)
+        .filter(|id| only.is_empty() || only.iter().any(|o| o == id))
+        .collect()
+}
+
+/// Whether a matrix run of `config` over `transport` includes the browser tier: the configs a
+/// user copies (guide examples, known-good) and the browser's own negative controls, over plain
+/// HTTP/1.1 (the browser does not yet trust a run's certificate authority).
+pub fn browser_tier_applies(config: &ConfigFile, transport: Transport) -> bool {
+    transport == Transport::H1
+        && (matches!(config.role, Role::Guide | Role::KnownGood | Role::User)
+            || config.negative_control.iter().any(|n| n.starts_with("browser.")))
 }
 
 /// Orders the work of concurrent runs so that their measurements do not disturb each other:
@@ -158,6 +175,12 @@ pub struct Schedule {
     /// budget; 16 at a time keeps the phase well inside one idle period.
     timing: Arc<Semaphore>,
     uploads: Arc<Semaphore>,
+    /// The browser tier's 50 MB uploads at once (each holds the body in a tab, and the
+    /// timing checks are over when they run).
+    browser_uploads: Arc<Semaphore>,
+    /// The browser tier's tabs that measure timings at once: a renderer starved by many tabs
+    /// on a small machine delays every stream of its page alike (seen: 1.2 s on all five).
+    browser_timing: Arc<Semaphore>,
     created: Instant,
 }
 
@@ -176,6 +199,11 @@ impl std::fmt::Display for Phases {
         write!(f, "every proxy up after {}, every timing check done after {}", at(self.started), at(self.timed))
     }
 }
+
+/// How many browser uploads run at once (see [`Schedule`]).
+const BROWSER_UPLOAD_SLOTS: usize = 4;
+/// How many browser tabs measure timings at once (see [`Schedule`]).
+const BROWSER_TIMING_SLOTS: usize = 6;
 
 /// How many runs measure timings at once (see [`Schedule`]).
 const TIMING_SLOTS: usize = 16;
@@ -211,6 +239,8 @@ impl Schedule {
             timed: Gate::new(runs),
             timing: Arc::new(Semaphore::new(TIMING_SLOTS)),
             uploads: Arc::new(Semaphore::new(upload_slots.max(1))),
+            browser_uploads: Arc::new(Semaphore::new(BROWSER_UPLOAD_SLOTS)),
+            browser_timing: Arc::new(Semaphore::new(BROWSER_TIMING_SLOTS)),
             created: Instant::now(),
         }
     }
@@ -273,17 +303,21 @@ impl Drop for Arrival {
 /// Grades every selected check on `target`. `auth.origin` runs after the other short checks,
 /// alone, with the backends in auth mode (the UI password would make every other check need
 /// credentials); the long idle checks have made their requests by then.
-async fn grade(target: &Target, backends: &Backends, only: &[String], arrival: &mut Arrival) -> Vec<Outcome> {
+async fn grade(target: &Target, backends: &Backends, only: &[String], browser: Option<&Arc<crate::browser::Browser>>, arrival: &mut Arrival) -> Vec<Outcome> {
     arrival.started().await;
-    let ids = selected(only);
+    let browser = browser.filter(|_| target.transport == Transport::H1);
+    let ids = selected(only, browser.is_some());
     let entry = |id: &str| checks::info(id).copied();
     let is_long = |id: &str| entry(id).is_some_and(|c| c.long);
     let is_bulky = |id: &str| entry(id).is_some_and(|c| c.bulky);
     let is_authed = |id: &str| entry(id).is_some_and(|c| c.needs_ui_password);
-    let long: Vec<&str> = ids.iter().copied().filter(|id| is_long(id)).collect();
-    let bulky: Vec<&str> = ids.iter().copied().filter(|id| is_bulky(id)).collect();
-    let authed: Vec<&str> = ids.iter().copied().filter(|id| is_authed(id)).collect();
-    let timing: Vec<&str> = ids
+    let is_browser = |id: &str| entry(id).is_some_and(|c| c.browser);
+    let in_browser: Vec<&str> = ids.iter().copied().filter(|id| is_browser(id) && checks::browser::runs_under(id, target.profile)).collect();
+    let ids_protocol: Vec<&str> = ids.iter().copied().filter(|id| !is_browser(id)).collect();
+    let long: Vec<&str> = ids_protocol.iter().copied().filter(|id| is_long(id)).collect();
+    let bulky: Vec<&str> = ids_protocol.iter().copied().filter(|id| is_bulky(id)).collect();
+    let authed: Vec<&str> = ids_protocol.iter().copied().filter(|id| is_authed(id)).collect();
+    let timing: Vec<&str> = ids_protocol
         .iter()
         .copied()
         .filter(|id| !is_long(id) && !is_bulky(id) && !is_authed(id))
@@ -307,12 +341,42 @@ async fn grade(target: &Target, backends: &Backends, only: &[String], arrival: &
             let _slot = arrival.schedule.uploads.acquire().await;
             outcomes.push(checks::run(id, target).await);
         }
+        if let Some(browser) = browser.filter(|_| !in_browser.is_empty()) {
+            outcomes.extend(in_the_browser(browser, &in_browser, target, &arrival.schedule).await);
+        }
         outcomes
     };
     let (mut outcomes, long_outcomes) = futures::future::join(short_checks, long_checks).await;
     outcomes.extend(long_outcomes);
     let order = |id: &str| ids.iter().position(|i| *i == id).unwrap_or(usize::MAX);
     outcomes.sort_by_key(|o| order(&o.id));
+    outcomes
+}
+
+/// The browser tier of one run, after its other short checks (every proxy is up by then, so no
+/// container is being created while the browser measures): one incognito context, the
+/// timing-sensitive checks in a timing slot, the uploads in an upload slot.
+async fn in_the_browser(browser: &Arc<crate::browser::Browser>, ids: &[&str], target: &Target, schedule: &Schedule) -> Vec<Outcome> {
+    let context = match browser.context().await {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            return ids
+                .iter()
+                .filter_map(|id| checks::info(id))
+                .map(|info| info.outcome(Grade::Error, "a browser context for the run", e.clone(), serde_json::Value::Null))
+                .collect()
+        }
+    };
+    let mut outcomes = Vec::new();
+    for id in ids {
+        let bulky = checks::info(id).is_some_and(|c| c.bulky);
+        let slots = if bulky { &schedule.browser_uploads } else { &schedule.browser_timing };
+        let _slot = slots.acquire().await;
+        outcomes.push(checks::run_in_browser(id, target, &context).await);
+    }
+    if let Ok(context) = Arc::try_unwrap(context) {
+        context.dispose().await;
+    }
     outcomes
 }
 
@@ -384,7 +448,7 @@ pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration,
         trust: None,
         tls_listener: None,
     };
-    result.checks = grade(&target, &backends, only, &mut arrival).await;
+    result.checks = grade(&target, &backends, only, None, &mut arrival).await;
     backends.shutdown().await;
     result.elapsed_ms = started.elapsed().as_millis() as u64;
     result
@@ -451,7 +515,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         trust: instance.tls().map(|tls| Trust { ca_pem: tls.files.ca_pem.clone() }),
         tls_listener: instance.tls().map(|tls| tls.addr),
     };
-    result.checks = grade(&target, &backends, &req.only, &mut arrival).await;
+    result.checks = grade(&target, &backends, &req.only, req.browser.as_ref(), &mut arrival).await;
     advise(req.spec.kind, &mut result.checks);
     if req.keep_on_fail && result.failed() {
         instance.keep_prefix();

@@ -36,7 +36,8 @@ async fn control(profile: Profile, through_proxy: bool) -> Vec<Outcome> {
     };
     let mut outcomes = checks::run_all(&target).await;
     outcomes.push(run_auth_origin(&target, &[&m]).await);
-    assert_eq!(outcomes.len(), checks::catalogue().len());
+    // Every check but the browser tier's, which needs a browser (tests/browser.rs).
+    assert_eq!(outcomes.len(), checks::catalogue().iter().filter(|c| !c.browser).count());
     let context = format!("{profile} {}", target.label);
     for o in &outcomes {
         assert_grade(o, control_grade(profile, &o.id), &context);
@@ -189,7 +190,10 @@ fn catalogue_is_complete_and_ordered() {
             "lb.sticky",
             "h2.headers",
             "h2.websocket",
-            "tls.redirect"
+            "tls.redirect",
+            "browser.sse",
+            "browser.ws",
+            "browser.upload"
         ]
     );
     for c in checks::catalogue() {
@@ -207,6 +211,15 @@ fn catalogue_is_complete_and_ordered() {
         );
     }
     assert!(checks::info("no.such").is_none());
+}
+
+/// Without a browser a browser-tier check is a skip saying how to run it, never a pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_check_without_a_browser_is_a_skip_naming_the_flag() {
+    let m = mock(Profile::Openchamber, "mock-a").await;
+    let outcome = checks::run("browser.sse", &direct(&m, Profile::Openchamber)).await;
+    assert_eq!(outcome.grade, Grade::Skip);
+    assert!(outcome.actual.contains("--browser"), "{}", outcome.actual);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,9 @@ fault_cases!(
     redirect_308,
     extended_connect_refused,
     extended_connect_not_advertised,
+    browser_buffered_sse,
+    browser_stripped_upgrade,
+    browser_body_cap,
 );
 
 #[test]

@@ -90,6 +90,7 @@ async fn every_proxy_config_and_profile_graded_as_expected() {
         only: Vec::new(),
         configs: Vec::new(),
         shard: None,
+        browser: None,
     };
     let run = matrix::execute(&plan, None).await.expect("matrix plan");
     eprintln!(
@@ -139,7 +140,8 @@ async fn every_proxy_config_and_profile_graded_as_expected() {
                 _ => (named.as_str(), Grade::Fail),
             };
             let grade = r.checks.iter().find(|c| c.id == id).map(|c| c.grade);
-            let applies = suite::checks::http2::applies(id, r.transport);
+            // The browser tier's controls are graded by tests/browser.rs (this run has no browser).
+            let applies = suite::checks::http2::applies(id, r.transport) && !suite::checks::info(id).is_some_and(|c| c.browser);
             // A check graded on one transport only (`h2.websocket` on h2, `tls.redirect` on the
             // plain listener's h1) skips on the others, as the `.expected` file says there.
             let not_this_transport = grade == Some(Grade::Skip)

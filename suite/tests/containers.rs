@@ -77,7 +77,7 @@ fn docker_for_matrix() -> DockerRuntime {
 }
 
 fn request(spec: ProxySpec, config: ConfigFile, only: &[&str]) -> RunRequest {
-    RunRequest { spec, config, profile: Profile::Openchamber, idle: Duration::from_secs(5), only: only.iter().map(|s| s.to_string()).collect(), keep_on_fail: false, transport: suite::tls::Transport::H1 }
+    RunRequest { spec, config, profile: Profile::Openchamber, idle: Duration::from_secs(5), only: only.iter().map(|s| s.to_string()).collect(), keep_on_fail: false, transport: suite::tls::Transport::H1, browser: None }
 }
 
 /// A grade that differs for a known, stated reason of the container deployment, never noise.

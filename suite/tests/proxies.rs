@@ -243,6 +243,7 @@ async fn a_config_that_proxies_nothing_is_a_setup_error_at_once_with_the_version
             only: vec!["ws.upgrade".into()],
             keep_on_fail: false,
             transport: suite::tls::Transport::H1,
+            browser: None,
         };
         let runtime: std::sync::Arc<dyn Runtime> = std::sync::Arc::new(runtime().discarding_failed_setups());
         let started = std::time::Instant::now();

@@ -22,6 +22,7 @@ pub const AUTH_ORIGIN: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: true,
+    browser: false,
 };
 
 /// An Origin no site of the run has: the backend must refuse it, or it is not checking origins.

@@ -30,6 +30,7 @@ pub const LB_STICKY: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// Clients, one per /24 of 127.0.0.0/8 (nginx's `ip_hash` keys on the first three octets, so

@@ -28,6 +28,7 @@ pub const BODY_LARGE: CheckInfo = CheckInfo {
     long: false,
     bulky: true,
     needs_ui_password: false,
+    browser: false,
 };
 
 pub const BODY_STREAMING: CheckInfo = CheckInfo {
@@ -38,6 +39,7 @@ pub const BODY_STREAMING: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// "50 MB" as the guide's attachments: 50,000,000 bytes, under both the guide's
@@ -54,7 +56,7 @@ const PAUSE: Duration = Duration::from_secs(2);
 
 /// The body sizes for a profile: 50 MB, or 90% of a smaller backend limit (DorkOS: 1 MiB JSON,
 /// 10 MiB uploads), so the backend itself never refuses them.
-fn large_sizes(profile: Profile) -> (u64, u64) {
+pub(crate) fn large_sizes(profile: Profile) -> (u64, u64) {
     let fit = |limit: u64| LARGE.min(limit - limit / 10);
     (fit(profile.upload_limit()), fit(profile.json_limit()))
 }

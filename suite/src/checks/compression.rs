@@ -26,6 +26,7 @@ pub const COMPRESS_SINGLE: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 pub const COMPRESS_SSE: CheckInfo = CheckInfo {
@@ -36,6 +37,7 @@ pub const COMPRESS_SSE: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// A body above the backend's 1024-byte gzip threshold, and one below it, each asked for with

@@ -28,6 +28,7 @@ pub const HEADERS_FORWARDED: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// Values a client sends itself, to see whether the proxy passes them on unverified.

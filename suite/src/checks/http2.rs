@@ -26,6 +26,7 @@ pub const H2_HEADERS: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// Checks that grade HTTP/2 only; on another transport they skip, and a skip there is not a

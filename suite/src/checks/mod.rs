@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod balancing;
 pub mod bodies;
+pub mod browser;
 mod client;
 
 pub use client::Tick;
@@ -68,6 +69,9 @@ pub struct CheckInfo {
     /// True when the check needs the backends in UI-password mode (`auth.origin`): it runs
     /// alone, after the other short checks of its run.
     pub needs_ui_password: bool,
+    /// True for the browser tier (`browser.*`): run in headless Chromium, only when a run is
+    /// handed a browser context (`--browser`), never in an ordinary run.
+    pub browser: bool,
 }
 
 /// One graded check with its evidence.
@@ -180,7 +184,7 @@ impl CheckInfo {
 }
 
 /// Every check, in catalogue order (`shared/reference/checks.md`).
-static CATALOGUE: [CheckInfo; 17] = [
+static CATALOGUE: [CheckInfo; 20] = [
     websocket::WS_UPGRADE,
     websocket::WS_TERMINAL,
     websocket::WS_IDLE,
@@ -198,6 +202,9 @@ static CATALOGUE: [CheckInfo; 17] = [
     http2::H2_HEADERS,
     websocket_h2::H2_WEBSOCKET,
     tls_redirect::TLS_REDIRECT,
+    browser::BROWSER_SSE,
+    browser::BROWSER_WS,
+    browser::BROWSER_UPLOAD,
 ];
 
 /// Every check, in catalogue order.
@@ -229,9 +236,15 @@ async fn dispatch(id: &str, target: &Target) -> Outcome {
         "h2.headers" => http2::headers(target).await,
         "h2.websocket" => websocket_h2::websocket(target).await,
         "tls.redirect" => tls_redirect::redirect(target).await,
-        other => unknown(other),
+        other => match info(other) {
+            Some(info) if info.browser => info.skip(BROWSER_TIER_SKIP),
+            _ => unknown(other),
+        },
     }
 }
+
+/// Why a browser-tier check given no browser did not run.
+pub const BROWSER_TIER_SKIP: &str = "browser tier: run with --browser";
 
 fn unknown(id: &str) -> Outcome {
     Outcome {
@@ -266,9 +279,28 @@ pub async fn run(id: &str, target: &Target) -> Outcome {
     let Some(info) = info(id) else {
         return unknown(id);
     };
-    let started = Instant::now();
     let owned = target.clone();
-    let mut task = tokio::spawn(async move { dispatch(info.id, &owned).await });
+    guarded(info, target, async move { dispatch(info.id, &owned).await }).await
+}
+
+/// Runs one browser-tier check against `target` in the run's browser `context`, guarded as
+/// [`run`] guards the others. Any other id runs as [`run`] runs it.
+pub async fn run_in_browser(id: &str, target: &Target, context: &std::sync::Arc<crate::browser::Context>) -> Outcome {
+    let Some(info) = info(id) else {
+        return unknown(id);
+    };
+    if !info.browser {
+        return run(id, target).await;
+    }
+    let (owned, context) = (target.clone(), context.clone());
+    guarded(info, target, async move { browser::dispatch(info.id, &owned, &context).await }).await
+}
+
+/// Runs a check's future in its own task: a panic is graded `error`, an overrun of the hard
+/// limit `fail`; the elapsed time and the browser's sign (HTTP/2) are set.
+async fn guarded(info: &'static CheckInfo, target: &Target, check: impl std::future::Future<Output = Outcome> + Send + 'static) -> Outcome {
+    let started = Instant::now();
+    let mut task = tokio::spawn(check);
     let limit = hard_limit(info, target);
     let mut outcome = match tokio::time::timeout(limit, &mut task).await {
         Ok(Ok(outcome)) => outcome,
@@ -314,12 +346,12 @@ pub async fn run_many(ids: &[&str], target: &Target) -> Vec<Outcome> {
 }
 
 /// Every check of the catalogue except `auth.origin` (which needs the backends in
-/// UI-password mode), at the same time.
+/// UI-password mode) and the browser tier, at the same time.
 pub async fn run_all(target: &Target) -> Vec<Outcome> {
     let ids: Vec<&str> = CATALOGUE
         .iter()
         .map(|c| c.id)
-        .filter(|id| *id != auth::AUTH_ORIGIN.id)
+        .filter(|id| *id != auth::AUTH_ORIGIN.id && !info(id).is_some_and(|c| c.browser))
         .collect();
     run_many(&ids, target).await
 }

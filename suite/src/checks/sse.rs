@@ -27,6 +27,7 @@ pub const SSE_STREAM: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 pub const SSE_HEADERS: CheckInfo = CheckInfo {
@@ -37,6 +38,7 @@ pub const SSE_HEADERS: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 pub const SSE_IDLE: CheckInfo = CheckInfo {
@@ -47,6 +49,7 @@ pub const SSE_IDLE: CheckInfo = CheckInfo {
     long: true,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// Ticks per stream, 100 ms apart: two seconds of live traffic, about 1.5 KiB in all, so a

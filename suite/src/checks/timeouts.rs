@@ -21,6 +21,7 @@ pub const HTTP_SLOW: CheckInfo = CheckInfo {
     long: true,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// How long a check waits for what should arrive after the idle period: the period plus a

@@ -30,6 +30,7 @@ pub const TLS_REDIRECT: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// An upload a browser would send (a small file: body limits are `body.large`'s business).

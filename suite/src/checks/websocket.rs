@@ -26,6 +26,7 @@ pub const WS_UPGRADE: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 pub const WS_TERMINAL: CheckInfo = CheckInfo {
@@ -36,6 +37,7 @@ pub const WS_TERMINAL: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 pub const WS_IDLE: CheckInfo = CheckInfo {
@@ -46,6 +48,7 @@ pub const WS_IDLE: CheckInfo = CheckInfo {
     long: true,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// The event WebSocket routes and the scope of their `ready` frame.

@@ -38,6 +38,7 @@ pub const H2_WEBSOCKET: CheckInfo = CheckInfo {
     long: false,
     bulky: false,
     needs_ui_password: false,
+    browser: false,
 };
 
 /// The routes a browser's sockets take: an event socket and the terminal.

@@ -271,8 +271,42 @@ pub const FAULT_CASES: &[FaultCase] = {
             transport: Transport::H2,
             ..case("extended_connect_not_advertised", Fault::None, Openchamber, &[("h2.websocket", Skip)])
         },
+        // The browser tier, in headless Chromium through the same faults.
+        FaultCase {
+            evidence: &["no event"],
+            ..case("browser_buffered_sse", Fault::BufferSse, Openchamber, &[("browser.sse", Fail)])
+        },
+        FaultCase {
+            evidence: &["never opened", "1006"],
+            ..case("browser_stripped_upgrade", Fault::StripUpgrade, Openchamber, &[("browser.ws", Fail)])
+        },
+        FaultCase {
+            evidence: &["413"],
+            ..case("browser_body_cap", Fault::CapBody(8 * 1024 * 1024), Openchamber, &[("browser.upload", Fail)])
+        },
     ]
 };
+
+/// The process's browser for a test of the browser tier: `None` (the test skips, saying so)
+/// when Chromium is not installed, a failure naming it under `PROXY_SUITE_STRICT=1`; a
+/// Chromium that is installed but does not start always fails the test.
+pub async fn browser() -> Option<std::sync::Arc<suite::browser::Browser>> {
+    match suite::browser::Browser::launch().await {
+        Ok(b) => Some(std::sync::Arc::new(b)),
+        Err(e @ suite::browser::Unavailable::Missing(_)) => {
+            suite::strict::skip_or_fail(suite::browser::COMPONENT, &e.to_string());
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Closes the browser once every context has let go of it.
+pub async fn close_browser(browser: std::sync::Arc<suite::browser::Browser>) {
+    if let Ok(b) = std::sync::Arc::try_unwrap(browser) {
+        b.close().await;
+    }
+}
 
 /// Runs the case `name` of [`FAULT_CASES`]: fails the test unless every check grades as listed.
 pub async fn run_fault_case(name: &str) {
@@ -300,7 +334,22 @@ pub async fn run_fault_case(name: &str) {
     // auth.origin last and alone: the UI password it needs would make every other check 401.
     let (auth, others): (Vec<_>, Vec<_>) =
         case.grades.iter().partition(|(id, _)| *id == "auth.origin");
-    let mut outcomes = join_all(others.iter().map(|(id, _)| checks::run(id, &target))).await;
+    let in_browser = others.iter().any(|(id, _)| checks::info(id).is_some_and(|c| c.browser));
+    let mut outcomes = if in_browser {
+        let Some(browser) = browser().await else { return };
+        let context = std::sync::Arc::new(browser.context().await.expect("a browser context"));
+        let mut outcomes = Vec::new();
+        for (id, _) in &others {
+            outcomes.push(checks::run_in_browser(id, &target, &context).await);
+        }
+        if let Ok(context) = std::sync::Arc::try_unwrap(context) {
+            context.dispose().await;
+        }
+        close_browser(browser).await;
+        outcomes
+    } else {
+        join_all(others.iter().map(|(id, _)| checks::run(id, &target))).await
+    };
     if !auth.is_empty() {
         outcomes.push(run_auth_origin(&target, &mocks).await);
     }

@@ -122,18 +122,19 @@ pub fn not_passed(checks: &[crate::checks::Outcome]) -> Vec<&str> {
 
 /// The causes of the failed checks `failed` that the kind's parser can point at.
 pub fn causes(s: &Situation, failed: &[&str]) -> Vec<Cause> {
+    let asked = twins(failed);
     let found = match s.config.kind.name() {
-        "nginx" | "npm" => nginx::causes(s, failed),
-        "haproxy" => haproxy::causes(s, failed),
-        "apache" => apache::causes(s, failed),
-        "caddy" => caddy::causes(s, failed),
-        "traefik" => traefik::causes(s, failed),
-        "envoy" => envoy::causes(s, failed),
+        "nginx" | "npm" => nginx::causes(s, &asked),
+        "haproxy" => haproxy::causes(s, &asked),
+        "apache" => apache::causes(s, &asked),
+        "caddy" => caddy::causes(s, &asked),
+        "traefik" => traefik::causes(s, &asked),
+        "envoy" => envoy::causes(s, &asked),
         _ => Ok(Vec::new()),
     };
     // A config the parser cannot read has no cause to show; the proxy's own validation
     // reports what is wrong with it.
-    let mut found = found.unwrap_or_default();
+    let mut found = as_asked(failed, found.unwrap_or_default(), |c| c.check.clone(), |c, id| Cause { check: id.to_string(), ..c.clone() });
     // By check as the run lists them, then as a compiler lists errors: file, then line.
     found.sort_by_key(|c| (failed.iter().position(|f| *f == c.check), c.file.clone(), c.line));
     found
@@ -155,17 +156,51 @@ pub fn causes_of_run(result: &crate::run::RunResult, config: &ConfigFile, spec: 
     causes(&s, &failed)
 }
 
+/// The checks to diagnose for `failed`: a browser check's cause is its protocol twin's
+/// (`browser.upload`: `body.large`'s), each asked once.
+fn twins<'a>(failed: &[&'a str]) -> Vec<&'a str> {
+    let mut asked: Vec<&str> = Vec::new();
+    for id in failed {
+        let twin = crate::checks::browser::protocol_twin(id);
+        if !asked.contains(&twin) {
+            asked.push(twin);
+        }
+    }
+    asked
+}
+
+/// Findings about the twins, said of the checks that were asked: a twin's finding goes to every
+/// browser check of it, and stays its own only where the twin itself failed.
+fn as_asked<T>(failed: &[&str], found: Vec<T>, check: impl Fn(&T) -> String, relabel: impl Fn(&T, &str) -> T) -> Vec<T> {
+    let mut out = Vec::new();
+    for f in found {
+        let id = check(&f);
+        for browser in failed.iter().filter(|b| **b != id && crate::checks::browser::protocol_twin(b) == id) {
+            out.push(relabel(&f, browser));
+        }
+        if failed.contains(&id.as_str()) {
+            out.push(f);
+        }
+    }
+    out
+}
+
 /// The corrected copy's edits for the failed checks, or why there is none.
 pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
-    match s.config.kind.name() {
-        "nginx" | "npm" => nginx::correct(s, failed),
-        "haproxy" => haproxy::correct(s, failed),
-        "apache" => apache::correct(s, failed),
-        "caddy" => caddy::correct(s, failed),
-        "traefik" => traefik::correct(s, failed),
-        "envoy" => envoy::correct(s, failed),
+    let asked = twins(failed);
+    let mut correction = match s.config.kind.name() {
+        "nginx" | "npm" => nginx::correct(s, &asked),
+        "haproxy" => haproxy::correct(s, &asked),
+        "apache" => apache::correct(s, &asked),
+        "caddy" => caddy::correct(s, &asked),
+        "traefik" => traefik::correct(s, &asked),
+        "envoy" => envoy::correct(s, &asked),
         other => Err(format!("--fix does not rewrite {other} configs yet: apply the printed fix by hand")),
-    }
+    }?;
+    let relabel = |(_, what): &(String, String), id: &str| (id.to_string(), what.clone());
+    correction.fixed = as_asked(failed, std::mem::take(&mut correction.fixed), |f| f.0.clone(), relabel);
+    correction.unfixed = as_asked(failed, std::mem::take(&mut correction.unfixed), |f| f.0.clone(), relabel);
+    Ok(correction)
 }
 
 /// `text` with `edits` applied. Edits at the same line keep their order; a line that an

@@ -229,6 +229,12 @@ impl Kind {
         Kind::all().find(|k| k.name() == name)
     }
 
+    /// The kind's fix for a check; a browser-tier check takes the fix of the protocol check
+    /// that tests the same requirement (`browser.ws`: `ws.upgrade`'s).
+    pub fn fix(&self, check_id: &str) -> Option<&'static str> {
+        self.0.fix(crate::checks::browser::protocol_twin(check_id))
+    }
+
     pub fn as_str(self) -> &'static str {
         self.0.name()
     }
