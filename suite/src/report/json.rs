@@ -24,6 +24,9 @@
 //!   a cell whose Actual is that text leaves it out.
 //! - `fix`: `{"<check id> <proxy> <grade>": text}`, the same for the Fix (each proxy kind has
 //!   its own advice); a cell whose Fix is that text leaves it out.
+//! - `rewrites`: `{"<proxy> <runtime> <config>": [rewrite, ...]}`, what the suite rewrote in a
+//!   config for a proxy when its runs (profiles, transports) share it; a run whose rewrites
+//!   are that list leaves them out.
 //! - `direct`: the control (the checks against the mock itself), one run per profile.
 //! - `runs`: every proxy x config x profile, ordered by proxy (catalogue order), config id and
 //!   profile (then transport and runtime). A run (also in `direct`) is `{proxy: {name,
@@ -160,7 +163,8 @@ pub fn with_evidence(run: &MatrixRun, evidence: Evidence) -> MatrixRun {
 }
 
 /// What a passing cell keeps in a summary: the samples the reports draw from, nothing else
-/// (null for most checks). `sse.stream`: the plan, and per route its path, every tick's lag
+/// (null for most checks). `sse.stream`: the plan, and per route its path (without the query,
+/// which the plan says), every tick's lag
 /// (`lag_us`, for `performance.md`) and [`SAMPLED_TICKS`] ticks spread over the stream (for the
 /// chart). `ws.upgrade`: the echo round trips (`echo_rtt_us`, top level and per route).
 pub fn summary_measurements(id: &str, m: &Value) -> Value {
@@ -176,15 +180,27 @@ pub fn summary_measurements(id: &str, m: &Value) -> Value {
         "ws.upgrade" => pick(m, &["echo_rtt_us"]),
         _ => return Value::Null,
     };
+    // A route by its path alone: the query a check sent is the plan's (`ticks`, `interval_ms`),
+    // the same on every cell.
+    let route_path = |route: &mut Value| {
+        if let Some(path) = route.get("path").and_then(Value::as_str).and_then(|p| p.split_once('?')).map(|(p, _)| p.to_string()) {
+            route["path"] = path.into();
+        }
+    };
     let routes = match id {
         "sse.stream" => paths(&|p| {
             let mut route = pick(p, &["path", "lag_us"]);
+            route_path(&mut route);
             if let Some(ticks) = p.get("ticks").and_then(Value::as_array) {
                 route["ticks"] = sample(ticks, SAMPLED_TICKS).into();
             }
             route
         }),
-        _ => paths(&|p| pick(p, &["path", "echo_rtt_us"])),
+        _ => paths(&|p| {
+            let mut route = pick(p, &["path", "echo_rtt_us"]);
+            route_path(&mut route);
+            route
+        }),
     };
     if let Some(routes) = routes {
         out["paths"] = routes;
@@ -297,7 +313,7 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
     let entry = |v: Result<String, serde_json::Error>| v.unwrap_or_else(|e| json!({"error": e.to_string()}).to_string());
     fields.push(format!("\"proxies\":{}", list(run.proxies.iter().map(|p| entry(serde_json::to_string(p))).collect())));
     fields.push(format!("\"checks\":{}", list(checks::catalogue().iter().map(|c| entry(serde_json::to_string(c))).collect())));
-    let tables = Tables { expected: expected_table(run), actual: actual_table(run), fix: fix_table(run), catalogue: catalogue_values() };
+    let tables = Tables { expected: expected_table(run), actual: actual_table(run), fix: fix_table(run), rewrites: rewrites_table(run), catalogue: catalogue_values() };
     let object = |table: &BTreeMap<String, String>| {
         let entries = table.iter().map(|(key, text)| format!("{}:{}", json!(key), json!(text))).collect::<Vec<_>>();
         format!("{{\n{}\n}}", entries.join(",\n"))
@@ -305,6 +321,8 @@ pub fn matrix_text(run: &MatrixRun, evidence: Evidence) -> String {
     fields.push(format!("\"expected\":{}", object(&tables.expected)));
     fields.push(format!("\"actual\":{}", object(&tables.actual)));
     fields.push(format!("\"fix\":{}", object(&tables.fix)));
+    let lists: Vec<String> = tables.rewrites.iter().map(|(key, list)| format!("{}:{}", json!(key), json!(list))).collect();
+    fields.push(format!("\"rewrites\":{{\n{}\n}}", lists.join(",\n")));
     fields.push(format!("\"direct\":{}", list(run.direct.iter().map(|r| run_text(r, &tables)).collect())));
     fields.push(format!("\"runs\":{}", list(run.runs.iter().map(|r| run_text(r, &tables)).collect())));
     // Only a matrix of more than one runtime compares them.
@@ -322,6 +340,7 @@ struct Tables {
     expected: BTreeMap<String, String>,
     actual: BTreeMap<String, String>,
     fix: BTreeMap<String, String>,
+    rewrites: BTreeMap<String, Vec<String>>,
     /// The catalogue the document carries (`checks`): the sign and fix a cell defaults to.
     catalogue: Vec<Value>,
 }
@@ -348,6 +367,26 @@ pub(crate) fn actual_table(run: &MatrixRun) -> BTreeMap<String, String> {
 /// (see [`crate::proxies::kinds`]), said once.
 pub(crate) fn fix_table(run: &MatrixRun) -> BTreeMap<String, String> {
     usual_text(run, |c, r| fix_key(c, r), |c| &c.fix)
+}
+
+/// Per proxy, runtime and config, the rewrites most of its runs share (two or more).
+fn rewrites_table(run: &MatrixRun) -> BTreeMap<String, Vec<String>> {
+    let mut counts: BTreeMap<String, BTreeMap<&Vec<String>, usize>> = BTreeMap::new();
+    for r in &run.runs {
+        *counts.entry(rewrites_key(r)).or_default().entry(&r.rewrites).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter_map(|(key, lists)| {
+            let best = lists.into_iter().filter(|(list, n)| *n >= 2 && !list.is_empty()).max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))?;
+            Some((key, best.0.clone()))
+        })
+        .collect()
+}
+
+/// The key of a run's rewrites in the `rewrites` table.
+fn rewrites_key(r: &RunResult) -> String {
+    format!("{} {} {}", r.proxy, r.runtime, r.config)
 }
 
 /// The key of a cell's Fix in the `fix` table.
@@ -422,6 +461,9 @@ fn run_text(result: &RunResult, tables: &Tables) -> String {
         })
         .collect();
     let mut header = run_fields(result);
+    if tables.rewrites.get(&rewrites_key(result)) == Some(&result.rewrites) {
+        header.retain(|(k, _)| *k != "rewrites");
+    }
     let times: Map<String, Value> = result.checks.iter().map(|c| (c.id.clone(), json!(c.elapsed_ms))).collect();
     header.push(("check_ms", Value::Object(times)));
     header.push(("checks", Value::Null));
@@ -515,6 +557,10 @@ pub fn read_matrix(text: &str) -> Result<Document, String> {
         expected: table("expected")?,
         actual: table("actual")?,
         fix: table("fix")?,
+        rewrites: match doc.get("rewrites") {
+            Some(t) => serde_json::from_value(t.clone()).map_err(|e| format!("`rewrites`: {e}"))?,
+            None => BTreeMap::new(),
+        },
         catalogue: doc.get("checks").and_then(Value::as_array).cloned().unwrap_or_else(catalogue_values),
     };
     let runs = |k: &str| -> Result<Vec<RunResult>, String> {
@@ -596,7 +642,15 @@ fn run_from_value(v: &Value, tables: &Tables) -> Result<RunResult, String> {
         negative_control: or_default("negative_control").map(serde_json::from_value).transpose().map_err(|e| fail("negative_control", e))?.unwrap_or_default(),
         profile,
         setup_error: serde_json::from_value(field("setup_error")).map_err(|e| fail("setup_error", e))?,
-        rewrites: or_default("rewrites").map(serde_json::from_value).transpose().map_err(|e| fail("rewrites", e))?.unwrap_or_default(),
+        rewrites: match or_default("rewrites") {
+            Some(list) => serde_json::from_value(list).map_err(|e| fail("rewrites", e))?,
+            // Left out: the table's list for its proxy, runtime and config (none: nothing).
+            None => {
+                let runtime = text("/proxy/runtime").unwrap_or_else(|| "native".into());
+                let key = format!("{} {runtime} {}", text("/proxy/name").unwrap_or_default(), text("/config").unwrap_or_default());
+                tables.rewrites.get(&key).cloned().unwrap_or_default()
+            }
+        },
         checks: serde_json::from_value(cells).map_err(|e| fail("checks", e))?,
         elapsed_ms: v.get("elapsed_ms").and_then(Value::as_u64).unwrap_or(0),
     })
