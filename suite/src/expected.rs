@@ -82,11 +82,12 @@ pub fn runtime_reason<'a>(expectations: &'a [Expectation], result: &RunResult, c
     expectations.iter().find(|e| e.runtime.is_some() && e.id == check && e.applies(result))
 }
 
-/// Whether the config is expected to be refused by `proxy`.
+/// Whether the config is expected to be refused by `proxy` natively (a `runtime=docker` entry
+/// is the container's outer context, not the proxy's validation here).
 pub fn expects_invalid<'a>(expectations: &'a [Expectation], proxy: &str) -> Option<&'a Expectation> {
-    expectations
-        .iter()
-        .find(|e| e.id == "setup" && e.outcome == "invalid-config" && e.proxy.as_deref().is_none_or(|p| p == proxy))
+    expectations.iter().find(|e| {
+        e.id == "setup" && e.outcome == "invalid-config" && e.proxy.as_deref().is_none_or(|p| p == proxy) && e.runtime.as_deref().is_none_or(|r| r == "native")
+    })
 }
 
 /// Compares a measured run with the expectations: every non-pass grade must be listed, and
