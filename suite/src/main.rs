@@ -231,11 +231,8 @@ fn main() -> ExitCode {
             };
             let repair = fix.then(|| write.clone());
             let lang = lang.unwrap_or_else(Lang::from_env);
-            if let Err(e) = browser_tier_asked(&only, browser) {
-                return setup_failure(&e);
-            }
             runtime.block_on(async {
-                let browser = match launch_browser(browser).await {
+                let browser = match launch_browser(&only, browser).await {
                     Ok(b) => b,
                     Err(e) => return setup_failure(&e),
                 };
@@ -252,11 +249,8 @@ fn main() -> ExitCode {
                     Err(e) => return setup_failure(&e),
                 }
             }
-            if let Err(e) = browser_tier_asked(&only, browser) {
-                return setup_failure(&e);
-            }
             runtime.block_on(async {
-                let browser = match launch_browser(browser).await {
+                let browser = match launch_browser(&only, browser).await {
                     Ok(b) => b,
                     Err(e) => return setup_failure(&e),
                 };
@@ -279,8 +273,9 @@ fn browser_tier_asked(only: &[String], browser: bool) -> Result<(), String> {
 }
 
 /// The process's one Chromium, when `--browser` asks for it; a missing one is a setup error
-/// with the install hint.
-async fn launch_browser(wanted: bool) -> Result<Option<Arc<suite::browser::Browser>>, String> {
+/// with the install hint, and so is a browser check in `--only` without `--browser`.
+async fn launch_browser(only: &[String], wanted: bool) -> Result<Option<Arc<suite::browser::Browser>>, String> {
+    browser_tier_asked(only, wanted)?;
     if !wanted {
         return Ok(None);
     }

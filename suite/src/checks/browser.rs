@@ -135,11 +135,20 @@ fn browser_said(errors: &[String]) -> String {
     }
 }
 
-/// Evaluates a probe; its failure to run is the check's error, not the proxy's fault.
-async fn probe(info: &CheckInfo, tab: &Tab, expected: &str, expression: &str) -> Result<Value, Outcome> {
-    tab.evaluate(expression)
-        .await
-        .map_err(|e| info.outcome(Grade::Error, expected, format!("the page's probe did not run: {e}"), Value::Null))
+/// Opens the page, evaluates a probe and takes the evidence: what the probe returned, the
+/// measurements every browser check keeps and the browser's own reports. A probe that does not
+/// run is the check's error, not the proxy's fault.
+async fn probe(info: &CheckInfo, target: &Target, context: &Context, expected: &str, expression: &str) -> Result<(Value, Value, NetLog), Outcome> {
+    let (tab, url) = open(info, target, context, expected).await?;
+    let result = match tab.evaluate(expression).await {
+        Ok(r) => r,
+        Err(e) => {
+            tab.close().await;
+            return Err(info.outcome(Grade::Error, expected, format!("the page's probe did not run: {e}"), Value::Null));
+        }
+    };
+    let (measurements, net) = evidence(tab, &url, &result).await;
+    Ok((result, measurements, net))
 }
 
 /// The evidence every browser check keeps: the page, the browser, what the probe returned, the
@@ -159,19 +168,11 @@ pub async fn sse(target: &Target, context: &Context) -> Outcome {
         routes.iter().map(|r| r.split('?').next().unwrap_or(r)).collect::<Vec<_>>().join(", "),
         SSE_WINDOW.as_secs_f64()
     );
-    let (tab, url) = match open(info, target, context, &expected).await {
-        Ok(t) => t,
+    let call = format!("probeSse({}, {})", json!(routes), SSE_WINDOW.as_millis());
+    let (result, measurements, net) = match probe(info, target, context, &expected, &call).await {
+        Ok(taken) => taken,
         Err(outcome) => return outcome,
     };
-    let call = format!("probeSse({}, {})", json!(routes), SSE_WINDOW.as_millis());
-    let result = match probe(info, &tab, &expected, &call).await {
-        Ok(r) => r,
-        Err(outcome) => {
-            tab.close().await;
-            return outcome;
-        }
-    };
-    let (measurements, net) = evidence(tab, &url, &result).await;
     let mut failed = Vec::new();
     let mut late = Vec::new();
     for r in result.as_array().into_iter().flatten() {
@@ -217,19 +218,11 @@ pub async fn ws(target: &Target, context: &Context) -> Outcome {
         "new WebSocket() on /api/event/ws, /api/global/event/ws and /api/terminal/ws opens within {} s; a text and a binary frame come back intact; the terminal answers attach and write (binary 0x01+JSON frames)",
         WS_TIMEOUT.as_secs()
     );
-    let (tab, url) = match open(info, target, context, &expected).await {
-        Ok(t) => t,
+    let call = format!("probeWs({sockets}, {})", WS_TIMEOUT.as_millis());
+    let (result, measurements, net) = match probe(info, target, context, &expected, &call).await {
+        Ok(taken) => taken,
         Err(outcome) => return outcome,
     };
-    let call = format!("probeWs({sockets}, {})", WS_TIMEOUT.as_millis());
-    let result = match probe(info, &tab, &expected, &call).await {
-        Ok(r) => r,
-        Err(outcome) => {
-            tab.close().await;
-            return outcome;
-        }
-    };
-    let (measurements, net) = evidence(tab, &url, &result).await;
     let mut problems = Vec::new();
     for r in result.as_array().into_iter().flatten() {
         let route = r["route"].as_str().unwrap_or("?").split('?').next().unwrap_or("?");
@@ -282,19 +275,11 @@ pub async fn upload(target: &Target, context: &Context) -> Outcome {
     let (size, _) = super::bodies::large_sizes(target.profile);
     let route = "/api/fs/upload?path=browser%2Fupload.bin";
     let expected = format!("fetch POST of {size} bytes (application/octet-stream) to /api/fs/upload answers 2xx, and the backend received every byte (length and SHA-256 match)");
-    let (tab, url) = match open(info, target, context, &expected).await {
-        Ok(t) => t,
+    let call = format!("probeUpload({}, {size}, {})", json!(route), UPLOAD_TIMEOUT.as_millis());
+    let (result, measurements, net) = match probe(info, target, context, &expected, &call).await {
+        Ok(taken) => taken,
         Err(outcome) => return outcome,
     };
-    let call = format!("probeUpload({}, {size}, {})", json!(route), UPLOAD_TIMEOUT.as_millis());
-    let result = match probe(info, &tab, &expected, &call).await {
-        Ok(r) => r,
-        Err(outcome) => {
-            tab.close().await;
-            return outcome;
-        }
-    };
-    let (measurements, net) = evidence(tab, &url, &result).await;
     let said = browser_said(&net.errors_for("/api/fs/upload"));
     let status = result["status"].as_u64();
     let problem = match (status, result["error"].as_str()) {
