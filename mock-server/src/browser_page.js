@@ -50,6 +50,51 @@ window.probeSse = async function (routes, windowMs) {
   return results;
 };
 
+// One EventSource on a durable stream for `windowMs`, across the reconnects the browser makes
+// by itself when the stream ends: per connection, the ticks' first and last seq and when the
+// last event and the end came; every tick's seq in arrival order.
+window.probeReconnect = async function (route, windowMs) {
+  const r = { route, connections: [], seqs: [], errors: [], final_state: null };
+  const states = ["CONNECTING", "OPEN", "CLOSED"];
+  const started = performance.now();
+  let current = null;
+  record("sse.open", route);
+  const es = new EventSource(route);
+  es.onopen = () => {
+    current = { opened_ms: performance.now() - started, first_seq: null, last_seq: null, ticks: 0, last_event_ms: null, ended_ms: null };
+    r.connections.push(current);
+    record("sse.opened", route, { connection: r.connections.length });
+  };
+  es.onmessage = (ev) => {
+    const at = performance.now() - started;
+    try {
+      const data = JSON.parse(ev.data);
+      if (data.type === "mock.tick") {
+        r.seqs.push(data.seq);
+        if (current) {
+          if (current.first_seq === null) current.first_seq = data.seq;
+          current.last_seq = data.seq;
+          current.ticks += 1;
+        }
+      }
+    } catch (e) { /* a non-JSON event is still an event */ }
+    if (current) current.last_event_ms = at;
+    record("sse.event", route, { id: ev.lastEventId, data: ev.data.slice(0, 120) });
+  };
+  es.onerror = () => {
+    const at = performance.now() - started;
+    if (current && current.ended_ms === null) current.ended_ms = at;
+    current = null;
+    r.errors.push({ at_ms: at, state: states[es.readyState] });
+    record("sse.error", route, { readyState: states[es.readyState] });
+  };
+  await sleep(windowMs);
+  r.final_state = states[es.readyState];
+  es.close();
+  record("sse.closed", route);
+  return r;
+};
+
 // The terminal's protocol v3 frame: 0x01 + UTF-8 JSON.
 function terminalFrame(obj) {
   const json = new TextEncoder().encode(JSON.stringify(obj));

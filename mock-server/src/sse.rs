@@ -214,6 +214,8 @@ struct TickPlan {
     pad: String,
     /// `seq` of the first tick (DorkOS durable streams resume after `Last-Event-ID`).
     first_seq: u64,
+    /// The reconnection time to ask of an `EventSource` (`retry:`), sent before anything else.
+    retry: Option<u64>,
 }
 
 const MAX_MS: u64 = 3_600_000;
@@ -229,6 +231,7 @@ impl TickPlan {
             hold: params.millis("hold_ms", 0..=MAX_MS)?,
             pad: "x".repeat(params.bounded("pad", 0..=65_536)?.unwrap_or(0) as usize),
             first_seq: 0,
+            retry: params.bounded("retry_ms", 0..=MAX_MS)?,
         })
     }
 
@@ -310,6 +313,10 @@ fn stream_body(
         // Silence means no byte at all: not even the first frame or a heartbeat.
         if !plan.silence.is_zero() && !shutdown.sleep_until(Instant::now() + plan.silence).await {
             return;
+        }
+        // A client told to reconnect quickly (the browser tier's resume probe) hears it first.
+        if let Some(ms) = plan.retry {
+            yield Ok::<Bytes, Infallible>(Bytes::from(format!("retry: {ms}\n\n")));
         }
         for frame in kind.first_frames(id.as_deref()) {
             yield Ok::<Bytes, Infallible>(Bytes::from(frame));

@@ -231,6 +231,16 @@ async fn dorkos_durable_streams_resume_after_last_event_id() {
     assert_eq!(frames.next().await.unwrap().json()["seq"], 43);
 }
 
+#[tokio::test]
+async fn retry_ms_asks_the_event_source_to_reconnect_that_soon_before_the_first_frame() {
+    let mock = mock(Profile::Dorkos).await;
+    let (_, mut frames) = sse(&mock, "/api/sessions/s/events?ticks=1&retry_ms=250").await;
+    assert_eq!(frames.next().await.unwrap().text, "retry: 250");
+    assert!(frames.next().await.unwrap().json()["type"] == "connected");
+    let bad = get(&mock, "/api/sessions/s/events?retry_ms=soon", &[]).await;
+    assert_eq!(bad.status(), 400);
+}
+
 /// Even when the client accepts gzip and ticks are big, SSE leaves the backend identity-encoded.
 #[rstest]
 #[case("/api/event")]

@@ -30,6 +30,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use crate::tls::Transport;
+
 /// The component name a missing browser is reported under (skip, or failure in strict mode).
 pub const COMPONENT: &str = "chromium";
 /// What a user without Chromium runs.
@@ -96,6 +98,7 @@ impl Browser {
             .tempdir()
             .map_err(|e| Unavailable::Broken(format!("cannot create the profile folder: {e}")))?;
         crate::leftovers::claim(profile.path()).map_err(|e| Unavailable::Broken(format!("cannot claim the profile folder: {e}")))?;
+        let pin = crate::tls::leaf_spki_pin().map_err(Unavailable::Broken)?;
         let mut config = BrowserConfig::builder()
             .chrome_executable(&exe)
             .user_data_dir(profile.path())
@@ -128,7 +131,10 @@ impl Browser {
                 // A site's name (the Host the proxy's config routes on) reaches the proxy's
                 // loopback listener; no name leaves the machine.
                 ("host-resolver-rules", "MAP * 127.0.0.1,EXCLUDE localhost"),
-            ]);
+            ])
+            // TLS runs: the certificates of this process's leaf key and no other, whatever
+            // authority a run made for them (see `tls`); every other certificate error stands.
+            .arg(("ignore-certificate-errors-spki-list", pin.as_str()));
         // Chromium refuses to run as root with its sandbox (containers, CI).
         if running_as_root() {
             config = config.no_sandbox();
@@ -404,16 +410,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The page's URL on a target: the site's name (the Host the proxy's config routes on,
 /// resolved to loopback by the browser) with the listener's port, or the address itself when
-/// the site has no name.
-pub fn page_url(host: &str, addr: SocketAddr, path: &str) -> String {
+/// the site has no name; `https` over a TLS transport.
+pub fn page_url(transport: Transport, host: &str, addr: SocketAddr, path: &str) -> String {
+    let scheme = transport.scheme();
     let name = match host.rsplit_once(':') {
         Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
     if name.is_empty() || name.contains(['[', ':']) || name.parse::<std::net::IpAddr>().is_ok() || !addr.ip().is_loopback() {
-        format!("http://{addr}{path}")
+        format!("{scheme}://{addr}{path}")
     } else {
-        format!("http://{name}:{}{path}", addr.port())
+        format!("{scheme}://{name}:{}{path}", addr.port())
     }
 }
 
@@ -424,9 +431,10 @@ mod tests {
     #[test]
     fn the_page_is_asked_for_by_the_sites_name_on_the_listeners_port() {
         let addr: SocketAddr = "127.0.0.1:4711".parse().unwrap();
-        assert_eq!(page_url("openchamber.example.com", addr, "/p"), "http://openchamber.example.com:4711/p");
-        assert_eq!(page_url("openchamber.example.com:80", addr, "/p"), "http://openchamber.example.com:4711/p");
-        assert_eq!(page_url("127.0.0.1:4711", addr, "/p"), "http://127.0.0.1:4711/p");
-        assert_eq!(page_url("", addr, "/p"), "http://127.0.0.1:4711/p");
+        assert_eq!(page_url(Transport::H1, "openchamber.example.com", addr, "/p"), "http://openchamber.example.com:4711/p");
+        assert_eq!(page_url(Transport::H1, "openchamber.example.com:80", addr, "/p"), "http://openchamber.example.com:4711/p");
+        assert_eq!(page_url(Transport::H1, "127.0.0.1:4711", addr, "/p"), "http://127.0.0.1:4711/p");
+        assert_eq!(page_url(Transport::H1, "", addr, "/p"), "http://127.0.0.1:4711/p");
+        assert_eq!(page_url(Transport::H2, "dorkos.example.com:443", addr, "/p"), "https://dorkos.example.com:4711/p");
     }
 }

@@ -72,7 +72,7 @@ enum Cmd {
         #[arg(long, value_enum)]
         lang: Option<Lang>,
         /// Also run the browser tier (`browser.*`) in headless Chromium (Debian's `chromium`,
-        /// `./proxy-suite setup --with-browser`), over plain HTTP/1.1.
+        /// `./proxy-suite setup --with-browser`), over the transport the checks use (over TLS Chromium negotiates h2 where offered).
         #[arg(long)]
         browser: bool,
         #[command(flatten)]
@@ -107,7 +107,7 @@ enum Cmd {
         full_evidence: bool,
         /// Also run the browser tier (`browser.*`) in headless Chromium (Debian's `chromium`,
         /// `./proxy-suite setup --with-browser`), on the guides' examples,
-        /// the known-good configs and the browser's negative controls, over plain HTTP/1.1.
+        /// the known-good configs and the browser's negative controls, over plain HTTP/1.1 and TLS (h2 where offered).
         #[arg(long)]
         browser: bool,
         /// `native` (the binaries of this machine), `docker` (the locally built images;
@@ -415,7 +415,9 @@ async fn check(
     };
     let mut results = Vec::new();
     for transport in transports {
-        let browser = browser.clone().filter(|_| transport == Transport::H1);
+        // The transport asked for is the one the browser is pointed at (over TLS, Chromium
+        // still negotiates h2 where the proxy offers it; the evidence says which it took).
+        let browser = browser.clone();
         let req = RunRequest { spec: spec.clone(), config: config.clone(), profile, idle, only: only.clone(), keep_on_fail: true, transport, browser };
         if !json {
             eprintln!("running {} checks on {} with {} ({}, profile {profile}, transport {transport}, idle {}s)...", run::selected(&req.only, req.browser.is_some()).len(), req.config.path.display(), req.spec.name, runtime.name(), idle.as_secs());

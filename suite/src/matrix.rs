@@ -59,7 +59,7 @@ pub fn requests(plan: &Plan) -> Result<(Vec<ProxyEntry>, Vec<RunRequest>), Strin
             let transports = run::transports_for(config, &proxies::config::default_root());
             for profile in run::profiles_for(config) {
                 for transport in &transports {
-                    let req = request(&spec, config, profile, *transport, plan);
+                    let req = request(&spec, config, profile, *transport, &transports, plan);
                     // A run that would grade nothing (`--only browser.*` over TLS) is not started.
                     if !run::selected(&req.only, req.browser.is_some()).is_empty() {
                         requests.push(req);
@@ -80,8 +80,8 @@ fn request_key(r: &RunRequest) -> (String, String, &'static str, &'static str) {
     (r.spec.name.clone(), r.config.id.clone(), r.profile.as_str(), r.transport.as_str())
 }
 
-fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, transport: crate::tls::Transport, plan: &Plan) -> RunRequest {
-    let browser = plan.browser.clone().filter(|_| run::browser_tier_applies(config, transport));
+fn request(spec: &ProxySpec, config: &ConfigFile, profile: Profile, transport: crate::tls::Transport, offered: &[crate::tls::Transport], plan: &Plan) -> RunRequest {
+    let browser = plan.browser.clone().filter(|_| run::browser_tier_applies(config, transport, offered));
     RunRequest { spec: spec.clone(), config: config.clone(), profile, idle: plan.idle, only: plan.only.clone(), keep_on_fail: false, transport, browser }
 }
 

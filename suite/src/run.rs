@@ -153,13 +153,25 @@ pub fn selected(only: &[String], browser: bool) -> Vec<&'static str> {
 }
 
 /// Whether a matrix run of `config` over `transport` includes the browser tier: the configs a
-/// user copies (guide examples, known-good) and the browser's own negative controls, over plain
-/// HTTP/1.1 (the browser does not yet trust a run's certificate authority).
-pub fn browser_tier_applies(config: &ConfigFile, transport: Transport) -> bool {
-    transport == Transport::H1
+/// user copies (guide examples, known-good) and the browser's own negative controls, over each
+/// way a browser reaches the site. That is plain HTTP/1.1, and TLS as Chromium negotiates it:
+/// HTTP/2 where the TLS listener offers it (an `h1-tls` run beside it would repeat the `h2` one,
+/// since the browser takes h2 when offered), else HTTP/1.1 over TLS. `offered` is what
+/// [`transports_for`] found.
+pub fn browser_tier_applies(config: &ConfigFile, transport: Transport, offered: &[Transport]) -> bool {
+    let reached = match transport {
+        Transport::H1 | Transport::H2 => true,
+        Transport::H1Tls => !offered.contains(&Transport::H2),
+    };
+    reached
         && (matches!(config.role, Role::Guide | Role::KnownGood | Role::User)
-            || config.negative_control.iter().any(|n| n.starts_with("browser.")))
+            || config.negative_control.iter().any(|n| n.starts_with("browser.") || REPEATED_BY_THE_BROWSER.contains(&n.as_str())))
 }
+
+/// The protocol checks whose requirement the browser tier repeats (the page itself is a
+/// compressed response, like `compress.single`'s): their negative controls run in the browser
+/// too, so the matrix shows where the browser and the protocol check agree and where not.
+const REPEATED_BY_THE_BROWSER: &[&str] = &["sse.stream", "sse.headers", "sse.idle", "ws.upgrade", "body.large", "compress.single"];
 
 /// Orders the work of concurrent runs so that their measurements do not disturb each other:
 /// every proxy is started first (start-up is the heaviest moment), then the timing-sensitive
@@ -305,7 +317,6 @@ impl Drop for Arrival {
 /// credentials); the long idle checks have made their requests by then.
 async fn grade(target: &Target, backends: &Backends, only: &[String], browser: Option<&Arc<crate::browser::Browser>>, arrival: &mut Arrival) -> Vec<Outcome> {
     arrival.started().await;
-    let browser = browser.filter(|_| target.transport == Transport::H1);
     let ids = selected(only, browser.is_some());
     let entry = |id: &str| checks::info(id).copied();
     let is_long = |id: &str| entry(id).is_some_and(|c| c.long);

@@ -4,12 +4,17 @@
 //! into the run's prefix (the proxy must read it); the authority's key never leaves memory and
 //! is dropped once the leaf is signed, so nothing outside the run can be signed with it.
 //!
+//! Every leaf of one process is issued for the same key pair (made once, in memory): the browser
+//! tier's one Chromium is started before any run exists, and is told then to accept the
+//! certificates of that key alone ([`leaf_spki_pin`]), not every certificate error.
+//!
 //! Also the [`Transport`] a check runs over: plain HTTP/1.1, HTTP/1.1 over TLS, or HTTP/2 (TLS
 //! with ALPN `h2`), as a browser would reach the site.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use base64::Engine as _;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use serde::{Deserialize, Serialize};
 
@@ -112,8 +117,8 @@ pub fn issue(names: &[String], dir: &Path) -> Result<TlsFiles, String> {
     leaf_params.use_authority_key_identifier_extension = true;
     leaf_params.not_before = now - time::Duration::days(1);
     leaf_params.not_after = now + time::Duration::days(7);
-    let leaf_key = KeyPair::generate().map_err(|e| err("certificate key", e))?;
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).map_err(|e| err("certificate", e))?;
+    let leaf_key = leaf_key()?;
+    let leaf = leaf_params.signed_by(leaf_key, &ca, &ca_key).map_err(|e| err("certificate", e))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let files = TlsFiles {
         cert: dir.join("fullchain.pem"),
@@ -129,6 +134,23 @@ pub fn issue(names: &[String], dir: &Path) -> Result<TlsFiles, String> {
     write(&files.combined, &format!("{}{}", leaf.pem(), leaf_key.serialize_pem()))?;
     write(&files.ca, &files.ca_pem)?;
     Ok(files)
+}
+
+/// The key pair of every leaf this process issues (see the module's header).
+fn leaf_key() -> Result<&'static KeyPair, String> {
+    static KEY: std::sync::OnceLock<Result<KeyPair, String>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| KeyPair::generate().map_err(|e| format!("cannot make the certificates' key: {e}")))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The pin of every leaf this process issues, as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it: base64 of the SHA-256 of the key's
+/// SubjectPublicKeyInfo.
+pub fn leaf_spki_pin() -> Result<String, String> {
+    use sha2::Digest;
+    let spki = leaf_key()?.public_key_der();
+    Ok(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(spki)))
 }
 
 /// What a client needs to reach a TLS listener as a browser would: the run's authority (and
@@ -182,6 +204,21 @@ mod tests {
         assert!(std::fs::read_to_string(&files.key).unwrap().contains("PRIVATE KEY"));
         assert!(!files.ca_pem.contains("PRIVATE KEY"));
         Trust { ca_pem: files.ca_pem }.client_config(&[b"h2"]).unwrap();
+    }
+
+    #[test]
+    fn every_leaf_has_the_pinned_key() {
+        use sha2::Digest;
+        let spki = leaf_key().unwrap().public_key_der();
+        assert_eq!(leaf_spki_pin().unwrap(), base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki)));
+        for _ in 0..2 {
+            let dir = tempfile::tempdir().unwrap();
+            let files = issue(&[], dir.path()).unwrap();
+            let pem = std::fs::read(&files.cert).unwrap();
+            let der = rustls_pemfile_certs(&mut pem.as_slice()).unwrap().remove(0);
+            // A certificate carries its key's SubjectPublicKeyInfo verbatim.
+            assert!(der.windows(spki.len()).any(|w| w == spki.as_slice()), "the leaf of {} has another key", dir.path().display());
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The browser tier: headless Chromium through every available proxy x guide example and
-//! known-good config (and the browser's negative controls), over plain HTTP/1.1, graded against
+//! known-good config (and the browser's negative controls), over plain HTTP/1.1 and TLS (h2 where
+//! the proxy offers it), graded against
 //! each config's `.expected` file. One Chromium for the whole binary, one incognito context per
 //! run, every run at once; only the browser checks run, so the binary costs seconds, not an
 //! idle period. Without Chromium it skips with the install hint (fails under
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 use suite::checks::Grade;
 use suite::matrix::{self, Plan};
 use suite::proxies::{self, ConfigFile};
-use suite::tls::Transport;
 
 fn browser_ids() -> Vec<String> {
     suite::checks::catalogue().iter().filter(|c| c.browser).map(|c| c.id.to_string()).collect()
@@ -27,7 +27,10 @@ async fn the_browser_tier_grades_every_guide_and_known_good_config_as_expected()
     let configs: Vec<ConfigFile> = proxies::config::discover(&proxies::config::default_root())
         .unwrap()
         .into_iter()
-        .filter(|c| suite::run::browser_tier_applies(c, Transport::H1))
+        .filter(|c| {
+            let offered = suite::run::transports_for(c, &proxies::config::default_root());
+            offered.iter().any(|t| suite::run::browser_tier_applies(c, *t, &offered))
+        })
         .collect();
     let plan = Plan {
         idle: Duration::from_secs(75),

@@ -193,7 +193,8 @@ fn catalogue_is_complete_and_ordered() {
             "tls.redirect",
             "browser.sse",
             "browser.ws",
-            "browser.upload"
+            "browser.upload",
+            "browser.reconnect"
         ]
     );
     for c in checks::catalogue() {

@@ -49,6 +49,8 @@ fault_cases!(
     browser_buffered_sse,
     browser_stripped_upgrade,
     browser_body_cap,
+    browser_lost_resume,
+    browser_idle_cut_resumes,
 );
 
 #[test]

@@ -1,7 +1,9 @@
 //! The browser tier: the user-visible checks repeated in headless Chromium, through the proxy,
 //! from the mock's page (`/api/mock/browser`, same origin as the app): `browser.sse`
 //! (EventSource on every SSE route), `browser.ws` (the app's sockets, text and binary frames, the
-//! terminal's protocol) and `browser.upload` (a 50 MB `fetch`). Each keeps the page's own
+//! terminal's protocol), `browser.upload` (a 50 MB `fetch`) and `browser.reconnect` (a DorkOS
+//! durable stream ended again and again: EventSource comes back and resumes after
+//! `Last-Event-ID`, whether the backend or the proxy cut it). Each keeps the page's own
 //! timeline (`performance.now()` and the wall clock of every event) and what Chromium reported
 //! (`net::ERR_...` texts, handshake statuses, close codes, console errors) as evidence.
 //!
@@ -50,8 +52,20 @@ pub const BROWSER_UPLOAD: CheckInfo = CheckInfo {
     browser: true,
 };
 
+pub const BROWSER_RECONNECT: CheckInfo = CheckInfo {
+    id: "browser.reconnect",
+    requirement: "Durable streams resume after a cut: when a DorkOS session stream ends (the backend ends it, or the proxy cuts it when idle), the browser's EventSource reconnects with Last-Event-ID and gets every later event once",
+    sign: "After a reconnect, messages are missing or shown twice, or live updates stop until the page is reloaded",
+    fix: "Pass the browser's Last-Event-ID request header through to the backend unchanged (no rule that clears it or forwards only a list of headers), and answer the reconnect like the first request: no cached or error response on the SSE routes",
+    long: false,
+    bulky: false,
+    needs_ui_password: false,
+    browser: true,
+};
+
 /// The protocol-level check that tests the same requirement as a browser check (its fix
-/// applies, and where the two disagree the difference is a finding); any other id is itself.
+/// applies, and where the two disagree the difference is a finding); any other id is itself
+/// (`browser.reconnect` too: no protocol check resumes a stream).
 pub fn protocol_twin(id: &str) -> &str {
     match id {
         "browser.sse" => "sse.stream",
@@ -64,8 +78,13 @@ pub fn protocol_twin(id: &str) -> &str {
 /// Whether a browser check runs under `profile`. Under `bare` only `browser.sse`: that profile
 /// differs from `openchamber` only in the streams' helper headers and heartbeats, so its sockets
 /// and uploads would repeat the `openchamber` run's (the tier stays seconds long).
+/// `browser.reconnect` only under `dorkos`: only DorkOS's durable streams carry event ids to
+/// resume from.
 pub fn runs_under(id: &str, profile: Profile) -> bool {
-    profile != Profile::Bare || id == BROWSER_SSE.id
+    match id {
+        "browser.reconnect" => profile == Profile::Dorkos,
+        _ => profile != Profile::Bare || id == BROWSER_SSE.id,
+    }
 }
 
 /// The page every check loads.
@@ -103,13 +122,14 @@ pub(super) async fn dispatch(id: &str, target: &Target, context: &Context) -> Ou
         "browser.sse" => sse(target, context).await,
         "browser.ws" => ws(target, context).await,
         "browser.upload" => upload(target, context).await,
+        "browser.reconnect" => reconnect(target, context).await,
         other => super::unknown(other),
     }
 }
 
 /// The page opened through the proxy, or the outcome saying why it is not there.
 async fn open(info: &CheckInfo, target: &Target, context: &Context, expected: &str) -> Result<(Tab, String), Outcome> {
-    let url = page_url(&target.host, target.addr, PAGE);
+    let url = page_url(target.transport, &target.host, target.addr, PAGE);
     let fail = |actual: String, net: &NetLog| info.outcome(Grade::Fail, expected, actual, json!({"page": url, "net": net}));
     let tab = context.open(&url).await.map_err(|(e, net)| fail(format!("{e}{}", browser_said(&net.errors_for(PAGE))), &net))?;
     let status = tab.evaluate("performance.getEntriesByType('navigation')[0]?.responseStatus ?? null").await.unwrap_or(Value::Null);
@@ -155,9 +175,12 @@ async fn probe(info: &CheckInfo, target: &Target, context: &Context, expected: &
 /// page's timeline and the browser's own reports.
 async fn evidence(tab: Tab, url: &str, result: &Value) -> (Value, NetLog) {
     let timeline = tab.records().await;
+    // What Chromium negotiated for the page (`h2`, `http/1.1`): over TLS it takes h2 where the
+    // proxy offers it, whatever transport the run is labelled with.
+    let protocol = tab.evaluate("performance.getEntriesByType('navigation')[0]?.nextHopProtocol ?? null").await.unwrap_or(Value::Null);
     let net = tab.net_log();
     tab.close().await;
-    (json!({"page": url, "result": result, "timeline": timeline, "net": net}), net)
+    (json!({"page": url, "protocol": protocol, "result": result, "timeline": timeline, "net": net}), net)
 }
 
 pub async fn sse(target: &Target, context: &Context) -> Outcome {
@@ -308,6 +331,98 @@ pub async fn upload(target: &Target, context: &Context) -> Outcome {
         Some(p) => info.outcome(Grade::Fail, expected, p, measurements),
         None => info.outcome(Grade::Pass, expected, format!("{size} bytes received intact in {ms:.0} ms"), measurements),
     }
+}
+
+/// The durable stream `browser.reconnect` opens: a few ticks, then silence until the backend
+/// ends it ([`RESUME_HOLD`]), with `retry:` asking the browser to come back at once.
+const RESUME_ROUTE: &str = "/api/sessions/browser-resume/events";
+/// Ticks per connection, 100 ms apart.
+const RESUME_TICKS: u64 = 3;
+/// How long the backend keeps a connection open after its last tick (a proxy with a shorter
+/// idle timeout cuts it first).
+const RESUME_HOLD: Duration = Duration::from_millis(2000);
+/// The `retry:` the stream asks for.
+const RESUME_RETRY: Duration = Duration::from_millis(250);
+/// How long the EventSource is watched: room for three connections.
+const RESUME_WINDOW: Duration = Duration::from_millis(6500);
+/// A connection that ended this much sooner than the backend's hold was cut by the proxy.
+const CUT_MARGIN: Duration = Duration::from_millis(500);
+
+pub async fn reconnect(target: &Target, context: &Context) -> Outcome {
+    let info = &BROWSER_RECONNECT;
+    if target.profile != Profile::Dorkos {
+        return info.skip("only DorkOS's durable streams carry event ids to resume from (OpenChamber's streams have none)");
+    }
+    let route = format!(
+        "{RESUME_ROUTE}?ticks={RESUME_TICKS}&interval_ms=100&hold_ms={}&retry_ms={}",
+        RESUME_HOLD.as_millis(),
+        RESUME_RETRY.as_millis()
+    );
+    let expected = format!(
+        "an EventSource on {RESUME_ROUTE} (the backend ends each connection {} s after its last tick, or the proxy cuts it sooner) reconnects at least once within {} s, and every reconnect resumes right after the Last-Event-ID it sent: ticks 0, 1, 2, ... each once",
+        RESUME_HOLD.as_secs_f64(),
+        RESUME_WINDOW.as_secs_f64()
+    );
+    let call = format!("probeReconnect({}, {})", json!(route), RESUME_WINDOW.as_millis());
+    let (result, measurements, net) = match probe(info, target, context, &expected, &call).await {
+        Ok(taken) => taken,
+        Err(outcome) => return outcome,
+    };
+    let said = browser_said(&net.errors_for(RESUME_ROUTE));
+    let connections = result["connections"].as_array().cloned().unwrap_or_default();
+    let seqs: Vec<u64> = result["seqs"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+    let state = result["final_state"].as_str().unwrap_or("?");
+    if seqs.is_empty() {
+        let what = if connections.is_empty() { "the stream never opened" } else { "the stream opened but no tick came" };
+        return info.outcome(Grade::Fail, expected, format!("{what} (EventSource {state} at the end){said}"), measurements);
+    }
+    // Each connection after the first began where the one before it left off, or did not.
+    let mut problems: Vec<(String, usize)> = Vec::new();
+    for pair in connections.windows(2) {
+        let (Some(last), Some(first)) = (pair[0]["last_seq"].as_u64(), pair[1]["first_seq"].as_u64()) else { continue };
+        let problem = if first <= last {
+            format!("after tick {last} the reconnected stream began again at tick {first}: {} events shown twice (the backend did not get Last-Event-ID: {last})", last - first + 1)
+        } else if first > last + 1 {
+            format!("after tick {last} the reconnected stream began at tick {first}: {} events lost", first - last - 1)
+        } else {
+            continue;
+        };
+        // The same restart on every reconnect is said once, with how often.
+        match problems.iter_mut().find(|(p, _)| *p == problem) {
+            Some((_, n)) => *n += 1,
+            None => problems.push((problem, 1)),
+        }
+    }
+    let mut problems: Vec<String> = problems.into_iter().map(|(p, n)| if n > 1 { format!("{p} (on {n} reconnects)") } else { p }).collect();
+    if connections.len() < 2 {
+        problems.push(format!(
+            "the stream ended after tick {} and EventSource did not come back within {} s (it is {state}: a reconnect answered with an error status or another type is not retried){said}",
+            seqs.last().unwrap_or(&0),
+            RESUME_WINDOW.as_secs_f64()
+        ));
+    }
+    // Who ended each connection: the backend after its hold, or the proxy sooner. A stream
+    // whose events all came with its end (held back by the proxy) shows no silence to judge.
+    let cuts: Vec<u64> = connections
+        .iter()
+        .filter_map(|c| Some((c["ended_ms"].as_f64()? - c["last_event_ms"].as_f64()?) as u64))
+        .filter(|silence| *silence >= 100 && *silence + (CUT_MARGIN.as_millis() as u64) < RESUME_HOLD.as_millis() as u64)
+        .collect();
+    let cut = if cuts.is_empty() {
+        "the backend ended each connection".to_string()
+    } else {
+        format!("the proxy cut {} idle connection(s) after {} ms of silence, before the backend's {} ms{said}", cuts.len(), cuts.iter().max().unwrap_or(&0), RESUME_HOLD.as_millis())
+    };
+    if !problems.is_empty() {
+        problems.push(cut);
+        return info.outcome(Grade::Fail, expected, problems.join("; "), measurements);
+    }
+    info.outcome(
+        Grade::Pass,
+        expected,
+        format!("EventSource came back {} time(s) and resumed after its Last-Event-ID each time: ticks 0-{} each once; {cut}", connections.len() - 1, seqs.last().unwrap_or(&0)),
+        measurements,
+    )
 }
 
 #[cfg(test)]

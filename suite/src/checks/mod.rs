@@ -184,7 +184,7 @@ impl CheckInfo {
 }
 
 /// Every check, in catalogue order (`shared/reference/checks.md`).
-static CATALOGUE: [CheckInfo; 20] = [
+static CATALOGUE: [CheckInfo; 21] = [
     websocket::WS_UPGRADE,
     websocket::WS_TERMINAL,
     websocket::WS_IDLE,
@@ -205,6 +205,7 @@ static CATALOGUE: [CheckInfo; 20] = [
     browser::BROWSER_SSE,
     browser::BROWSER_WS,
     browser::BROWSER_UPLOAD,
+    browser::BROWSER_RECONNECT,
 ];
 
 /// Every check, in catalogue order.

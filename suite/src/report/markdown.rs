@@ -393,6 +393,60 @@ pub fn differences(list: &[super::RuntimeDifference]) -> Vec<DifferenceLine> {
         .collect()
 }
 
+/// A run where a browser check and the protocol check of the same requirement
+/// ([`checks::browser::protocol_twin`]) disagree on whether it works.
+#[derive(Serialize)]
+pub struct BrowserDisagreement {
+    pub proxy: String,
+    pub config: String,
+    pub profile: String,
+    pub transport: String,
+    /// `browser.sse fail`.
+    pub browser: String,
+    /// `sse.stream pass`.
+    pub protocol: String,
+    /// What the browser measured: the explanation.
+    pub actual: String,
+}
+
+/// How the browser tier compares with the protocol checks over a whole matrix.
+#[derive(Serialize)]
+pub struct BrowserComparison {
+    /// Browser cells that have a protocol twin graded in the same run.
+    pub compared: usize,
+    pub disagreements: Vec<BrowserDisagreement>,
+}
+
+/// Every browser cell next to its protocol twin in the same run: they agree when both work
+/// (pass, or warn: works against a SHOULD) or both do not; skips are not compared.
+pub fn browser_comparison(matrix: &MatrixRun) -> Option<BrowserComparison> {
+    let works = |g: Grade| matches!(g, Grade::Pass | Grade::Warn);
+    let mut compared = 0;
+    let mut disagreements = Vec::new();
+    for run in &matrix.runs {
+        for b in run.checks.iter().filter(|c| checks::info(&c.id).is_some_and(|i| i.browser)) {
+            let twin = checks::browser::protocol_twin(&b.id);
+            let Some(p) = run.checks.iter().find(|c| c.id == twin && c.id != b.id) else { continue };
+            if b.grade == Grade::Skip || p.grade == Grade::Skip {
+                continue;
+            }
+            compared += 1;
+            if works(b.grade) != works(p.grade) {
+                disagreements.push(BrowserDisagreement {
+                    proxy: run.version.as_ref().map(|v| format!("{} {v}", run.proxy)).unwrap_or_else(|| run.proxy.clone()),
+                    config: run.config.clone(),
+                    profile: run.profile.as_str().to_string(),
+                    transport: run.transport.as_str().to_string(),
+                    browser: format!("{} {}", b.id, b.grade),
+                    protocol: format!("{} {}", p.id, p.grade),
+                    actual: b.actual.clone(),
+                });
+            }
+        }
+    }
+    (compared > 0).then_some(BrowserComparison { compared, disagreements })
+}
+
 /// One config's causes, for `matrix.md`.
 #[derive(Serialize)]
 pub struct ConfigCauses {
@@ -454,6 +508,7 @@ pub fn render(matrix: &MatrixRun) -> Result<String, minijinja::Error> {
         verdicts => verdicts(matrix),
         differences => differences(&matrix.runtime_differences),
         causes => causes(&matrix.causes),
+        browser => browser_comparison(matrix),
         // A note's number is its position from 1 (`loop.index`).
         notes => notes.0,
     })

@@ -87,6 +87,9 @@ pub enum Fault {
     /// Over HTTP/2, advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` but answers every extended
     /// CONNECT with 501: WebSocket over HTTP/2 offered, not bridged.
     RefuseExtendedConnect,
+    /// Drops the browser's `Last-Event-ID` from requests (a proxy that passes only the request
+    /// headers it lists): a resumed event stream starts over.
+    DropLastEventId,
 }
 
 /// How client connections are spread over several backends.
@@ -360,6 +363,9 @@ async fn proxy(mut req: Request<Incoming>, client: Arc<Client>) -> Response<Body
     match fault {
         Fault::StripUpgrade => strip_upgrade(req.headers_mut()),
         Fault::OverwriteOrigin => overwrite_origin(req.headers_mut()),
+        Fault::DropLastEventId => {
+            req.headers_mut().remove("last-event-id");
+        }
         _ => {}
     }
     let client_upgrade = hyper::upgrade::on(&mut req);

@@ -284,6 +284,16 @@ pub const FAULT_CASES: &[FaultCase] = {
             evidence: &["413"],
             ..case("browser_body_cap", Fault::CapBody(8 * 1024 * 1024), Openchamber, &[("browser.upload", Fail)])
         },
+        FaultCase {
+            evidence: &["shown twice", "Last-Event-ID"],
+            ..case("browser_lost_resume", Fault::DropLastEventId, Dorkos, &[("browser.reconnect", Fail)])
+        },
+        // A proxy that cuts idle streams: the browser comes back and resumes (what the user
+        // sees of a short read timeout on a durable stream).
+        FaultCase {
+            evidence: &["the proxy cut"],
+            ..case("browser_idle_cut_resumes", IDLE_CUT, Dorkos, &[("browser.reconnect", Pass)])
+        },
     ]
 };
 

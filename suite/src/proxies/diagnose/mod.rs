@@ -315,6 +315,7 @@ pub fn paths(check: &str, profile: Profile) -> &'static [&'static str] {
         "body.large" | "body.streaming" => &["/api/fs/upload"],
         "compress.single" => &["/api/mock/json"],
         "headers.forwarded" => &["/api/mock/request"],
+        "browser.reconnect" => &["/api/sessions/browser-resume/events"],
         _ => &[],
     }
 }

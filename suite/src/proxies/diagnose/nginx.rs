@@ -586,6 +586,14 @@ fn served<'a>(site: &'a Site<'a>, check: &str, profile: mock_server::Profile) ->
     out
 }
 
+/// What keeps the browser's `Last-Event-ID` from the backend where `here` is in force: a
+/// `proxy_set_header Last-Event-ID` of its own, or `proxy_pass_request_headers off`.
+fn resume_blockers<'a>(here: &InForce<'a>) -> Vec<&'a Directive> {
+    let mut out: Vec<&Directive> = here.nearest("proxy_set_header").into_iter().filter(|d| d.arg(0).eq_ignore_ascii_case("last-event-id") && d.arg(1) != "$http_last_event_id").collect();
+    out.extend(here.scalar("proxy_pass_request_headers").filter(|d| d.arg(0) == "off"));
+    out
+}
+
 fn site_causes(f: &mut Finder, site: &Site, check: &str) {
     let idle = f.s.idle;
     for here in served(site, check, f.s.profile) {
@@ -608,6 +616,16 @@ fn site_causes(f: &mut Finder, site: &Site, check: &str) {
                 }
             }
             "auth.origin" => origin_cause(f, &here, check),
+            "browser.reconnect" => {
+                for d in resume_blockers(&here) {
+                    let why = if d.name == "proxy_pass_request_headers" {
+                        "passes the backend none of the browser's headers but those set here: its Last-Event-ID is lost, and a reconnected durable stream starts over".to_string()
+                    } else {
+                        format!("sends the backend Last-Event-ID {:?} instead of the browser's: a reconnected durable stream does not resume where it stopped", d.arg(1))
+                    };
+                    f.at(check, d.line, why);
+                }
+            }
             "sse.stream" | "sse.headers" => {
                 if check == "sse.headers" {
                     for d in here.nearest("proxy_hide_header").into_iter().filter(|d| ["content-type", "cache-control"].contains(&d.arg(0).to_ascii_lowercase().as_str())) {
@@ -994,6 +1012,12 @@ fn site_fix(s: &Situation, plan: &mut Plan, site: &Site, check: &str) -> Option<
                 if gzip_on != Some(false) && (event_types || check == "compress.sse") {
                     plan.set(target_body, target, "gzip", "off");
                     what.push("gzip off on the stream".into());
+                }
+            }
+            "browser.reconnect" => {
+                for d in resume_blockers(&here) {
+                    plan.replace(d.line, String::new());
+                    what.push(format!("{} removed (line {})", d.name, d.line));
                 }
             }
             "compress.single" => {

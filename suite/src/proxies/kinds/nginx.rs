@@ -87,6 +87,7 @@ impl ProxyKind for Nginx {
             "h2.headers" => "Add no hop-by-hop header to responses: remove add_header Connection/Keep-Alive/Proxy-Connection/Transfer-Encoding/Upgrade/TE (nginx sends them over HTTP/2 as written); for a backend that sends them: proxy_hide_header Proxy-Connection; proxy_hide_header TE; proxy_hide_header Upgrade;",
             "h2.websocket" => "nginx does not implement WebSocket over HTTP/2 (RFC 8441) and never advertises it: browsers open HTTP/1.1 upgrades, which need proxy_http_version 1.1 and the Upgrade/Connection headers on the WebSocket locations",
             "tls.redirect" => "In the plain server, return 308 https://$host$request_uri; (certbot writes 301, which turns a POST upload into a GET)",
+            "browser.reconnect" => "Remove proxy_set_header Last-Event-ID \"\"; (and proxy_pass_request_headers off;) from the SSE routes: nginx then passes the browser's Last-Event-ID to the backend, which resumes after it",
             _ => return None,
         })
     }
