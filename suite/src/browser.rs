@@ -43,6 +43,9 @@ pub const EXECUTABLE_ENV: &str = "PROXY_SUITE_CHROMIUM";
 /// proxy) resolves within its own timeout, well below this.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The longest request body the DevTools protocol reports with a request (see [`Tab::watch`]).
+const MAX_POST_DATA_SEEN: i64 = 1024;
+
 /// Why no browser could be had.
 #[derive(Debug, Clone)]
 pub enum Unavailable {
@@ -300,6 +303,11 @@ impl Tab {
         let opened = Instant::now();
         let ms = move || opened.elapsed().as_millis() as u64;
         let listen_err = |e: chromiumoxide::error::CdpError| format!("cannot listen to the tab's events: {e}");
+        // chromiumoxide enables the Network domain with Chromium's defaults, which put every
+        // request body into `requestWillBeSent`: a 50 MB upload became 67 MB of base64 over
+        // the DevTools socket, 3 s of CPU for a body the harness never reads. Bodies stay out.
+        let quiet = chromiumoxide::cdp::browser_protocol::network::EnableParams::builder().max_post_data_size(MAX_POST_DATA_SEEN).build();
+        page.execute(quiet).await.map_err(|e| format!("Network.enable failed: {e}"))?;
         let mut listeners = Vec::new();
 
         let mut sent = page.event_listener::<EventRequestWillBeSent>().await.map_err(listen_err)?;
