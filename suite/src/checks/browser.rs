@@ -87,6 +87,13 @@ pub fn runs_under(id: &str, profile: Profile) -> bool {
     }
 }
 
+/// Whether a browser check measures timing (and so waits for a quiet moment of the machine):
+/// `browser.reconnect` judges the order of events and who ended a connection after 2 s of
+/// silence, with half a second of margin, not lags.
+pub fn measures_timing(id: &str) -> bool {
+    id != BROWSER_RECONNECT.id
+}
+
 /// The page every check loads.
 const PAGE: &str = mock_server::browser_page::PATH;
 /// How long the EventSources listen.
