@@ -148,7 +148,13 @@ async fn open(info: &CheckInfo, target: &Target, context: &Context, expected: &s
         let content_type = tab.evaluate("document.contentType").await.unwrap_or(Value::Null);
         let text = tab.evaluate("(document.body?.innerText ?? '').slice(0, 80)").await.unwrap_or(Value::Null);
         tab.close().await;
-        return Err(fail(format!("the page {PAGE} did not run through the proxy (HTTP status {status}, taken as {content_type}, starting {text})"), &net));
+        let start = match text.as_str() {
+            // Compressed bytes shown as text say nothing but that they are not text.
+            Some(t) if t.chars().any(|c| c == char::REPLACEMENT_CHARACTER || (c.is_control() && !c.is_whitespace())) => "bytes that are not text".to_string(),
+            Some(t) => format!("{t:?}"),
+            None => "nothing".to_string(),
+        };
+        return Err(fail(format!("the page {PAGE} did not run through the proxy (HTTP status {status}, taken as {content_type}, starting with {start})"), &net));
     }
     Ok((tab, url))
 }

@@ -399,6 +399,8 @@ pub fn differences(list: &[super::RuntimeDifference]) -> Vec<DifferenceLine> {
 pub struct BrowserDisagreement {
     pub proxy: String,
     pub config: String,
+    /// A negative control: its fault is by design; the disagreement is still what the user sees.
+    pub negative: bool,
     pub profile: String,
     pub transport: String,
     /// `browser.sse fail`.
@@ -435,6 +437,7 @@ pub fn browser_comparison(matrix: &MatrixRun) -> Option<BrowserComparison> {
                 disagreements.push(BrowserDisagreement {
                     proxy: run.version.as_ref().map(|v| format!("{} {v}", run.proxy)).unwrap_or_else(|| run.proxy.clone()),
                     config: run.config.clone(),
+                    negative: run.role == Some(Role::NegativeControl),
                     profile: run.profile.as_str().to_string(),
                     transport: run.transport.as_str().to_string(),
                     browser: format!("{} {}", b.id, b.grade),

@@ -122,7 +122,10 @@ pub fn not_passed(checks: &[crate::checks::Outcome]) -> Vec<&str> {
 
 /// The causes of the failed checks `failed` that the kind's parser can point at.
 pub fn causes(s: &Situation, failed: &[&str]) -> Vec<Cause> {
-    let asked = twins(failed);
+    let mut asked = twins(failed);
+    if failed.iter().any(|id| is_browser(id)) {
+        asked.push(PAGE);
+    }
     let found = match s.config.kind.name() {
         "nginx" | "npm" => nginx::causes(s, &asked),
         "haproxy" => haproxy::causes(s, &asked),
@@ -156,6 +159,14 @@ pub fn causes_of_run(result: &crate::run::RunResult, config: &ConfigFile, spec: 
     causes(&s, &failed)
 }
 
+/// The browser tier's page itself (`/api/mock/browser`, loaded through the proxy before any
+/// probe): what keeps it from running is a cause of every browser check that failed.
+pub const PAGE: &str = "browser.page";
+
+fn is_browser(id: &str) -> bool {
+    crate::checks::info(id).is_some_and(|c| c.browser)
+}
+
 /// The checks to diagnose for `failed`: a browser check's cause is its protocol twin's
 /// (`browser.upload`: `body.large`'s), each asked once.
 fn twins<'a>(failed: &[&'a str]) -> Vec<&'a str> {
@@ -175,7 +186,8 @@ fn as_asked<T>(failed: &[&str], found: Vec<T>, check: impl Fn(&T) -> String, rel
     let mut out = Vec::new();
     for f in found {
         let id = check(&f);
-        for browser in failed.iter().filter(|b| **b != id && crate::checks::browser::protocol_twin(b) == id) {
+        let of_it = |b: &str| crate::checks::browser::protocol_twin(b) == id || (id == PAGE && is_browser(b));
+        for browser in failed.iter().filter(|b| **b != id && of_it(b)) {
             out.push(relabel(&f, browser));
         }
         if failed.contains(&id.as_str()) {
@@ -316,6 +328,7 @@ pub fn paths(check: &str, profile: Profile) -> &'static [&'static str] {
         "compress.single" => &["/api/mock/json"],
         "headers.forwarded" => &["/api/mock/request"],
         "browser.reconnect" => &["/api/sessions/browser-resume/events"],
+        PAGE => &["/api/mock/browser"],
         _ => &[],
     }
 }

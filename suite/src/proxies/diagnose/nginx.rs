@@ -616,6 +616,14 @@ fn site_causes(f: &mut Finder, site: &Site, check: &str) {
                 }
             }
             "auth.origin" => origin_cause(f, &here, check),
+            super::PAGE => {
+                for d in here.nearest("add_header").into_iter().filter(|d| d.arg(0).eq_ignore_ascii_case("content-type")) {
+                    f.at(check, d.line, format!("sends Content-Type {} with the app's own page too: the browser does not run a page that is not text/html, so nothing of the app starts", d.args.get(1).map(String::as_str).unwrap_or("")));
+                }
+                for d in here.nearest("proxy_hide_header").into_iter().filter(|d| ["content-type", "content-encoding"].contains(&d.arg(0).to_ascii_lowercase().as_str())) {
+                    f.at(check, d.line, format!("drops the backend's {} from the app's own page: the browser cannot read the page, so nothing of the app starts", d.arg(0)));
+                }
+            }
             "browser.reconnect" => {
                 for d in resume_blockers(&here) {
                     let why = if d.name == "proxy_pass_request_headers" {
