@@ -1,10 +1,9 @@
 //! The browser tier: headless Chromium through every available proxy x guide example and
-//! known-good config (and the browser's negative controls), over plain HTTP/1.1 and TLS (h2 where
-//! the proxy offers it), graded against
-//! each config's `.expected` file. One Chromium for the whole binary, one incognito context per
-//! run, every run at once; only the browser checks run, so the binary costs seconds, not an
-//! idle period. Without Chromium it skips with the install hint (fails under
-//! `PROXY_SUITE_STRICT=1`).
+//! known-good config (and the browser's negative controls), over plain HTTP/1.1 and TLS (h2
+//! where the proxy offers it), graded against each config's `.expected` file. One Chromium
+//! for the whole binary, one incognito context per run, every run at once; only the browser
+//! checks run, so the binary costs seconds, not an idle period. Without Chromium it skips
+//! with the install hint (fails under `PROXY_SUITE_STRICT=1`).
 
 mod support;
 
