@@ -184,6 +184,7 @@ impl ProxyKind for Apache {
             "h2.headers" => "Remove Header set/always set lines for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (Header unset Upgrade for a backend that sends it, e.g. another Apache with Protocols h2c)",
             "h2.websocket" => "Apache advertises WebSocket over HTTP/2 only with H2WebSockets on (mod_http2): with it, keep ProxyPass ... upgrade=websocket on the WebSocket routes, or leave H2WebSockets off",
             "tls.redirect" => "Redirect 308 / https://openchamber.example.com/ in the plain <VirtualHost *:80> (Redirect permanent is 301)",
+            "browser.reconnect" => "No RequestHeader unset Last-Event-ID (or set) on the SSE routes: mod_proxy passes the browser's Last-Event-ID to the backend, which resumes after it",
             _ => return None,
         })
     }

@@ -140,6 +140,7 @@ impl ProxyKind for Caddy {
             "h2.headers" => "Remove header directives that set Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE on responses (header_down -Upgrade etc. in reverse_proxy for a backend that sends them)",
             "h2.websocket" => "Caddy does not advertise extended CONNECT here: browsers open HTTP/1.1 upgrades, which reverse_proxy passes",
             "tls.redirect" => "Keep Caddy's automatic HTTP-to-HTTPS redirect (308); replace redir https://{host}{uri} permanent (301) with redir https://{host}{uri} 308",
+            "browser.reconnect" => "No header_up -Last-Event-ID (or header_up Last-Event-ID ...) in reverse_proxy: Caddy passes the browser's Last-Event-ID to the backend, which resumes after it",
             _ => return None,
         })
     }

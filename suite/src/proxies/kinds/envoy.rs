@@ -141,6 +141,7 @@ impl ProxyKind for Envoy {
             "h2.headers" => "Remove response_headers_to_add entries for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (response_headers_to_remove for a backend that sends them)",
             "h2.websocket" => "Remove allow_connect from http2_protocol_options: Envoy forwards the extended CONNECT as an upgrade without Sec-WebSocket-Key, which the backend refuses; without it browsers open HTTP/1.1 upgrades",
             "tls.redirect" => "On the plain listener's route: redirect: { https_redirect: true, response_code: PERMANENT_REDIRECT } (the default is 301)",
+            "browser.reconnect" => "Do not list Last-Event-ID in request_headers_to_remove (route, virtual host or connection manager): Envoy passes the browser's Last-Event-ID to the backend, which resumes after it",
             _ => return None,
         })
     }

@@ -137,6 +137,7 @@ impl ProxyKind for Haproxy {
             "h2.headers" => "Remove http-response set-header/add-header lines for Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE (http-response del-header for a backend that sends them)",
             "h2.websocket" => "HAProxy bridges extended CONNECT to an HTTP/1.1 upgrade by itself (2.4+); to stop advertising it: option h2-workaround-bogus-websocket-clients in the frontend",
             "tls.redirect" => "http-request redirect scheme https code 308 unless { ssl_fc } (without `code`, HAProxy answers 302, which turns a POST upload into a GET)",
+            "browser.reconnect" => "No http-request del-header Last-Event-ID (or set-header) on the SSE backend: HAProxy passes the browser's Last-Event-ID to the backend, which resumes after it",
             _ => return None,
         })
     }

@@ -120,6 +120,7 @@ impl ProxyKind for Npm {
             "h2.headers" => "In the Advanced tab, add no hop-by-hop header (no add_header Connection/Keep-Alive/Upgrade/Transfer-Encoding/TE); for a backend that sends them: proxy_hide_header Proxy-Connection; proxy_hide_header TE; proxy_hide_header Upgrade;",
             "h2.websocket" => "NPM runs nginx, which does not implement WebSocket over HTTP/2 (RFC 8441): browsers open HTTP/1.1 upgrades (Websockets Support on)",
             "tls.redirect" => "NPM's Force SSL answers 301: turn it off and put if ($scheme = \"http\") { return 308 https://$host$request_uri; } in the Advanced tab",
+            "browser.reconnect" => "Advanced tab: no proxy_set_header Last-Event-ID \"\"; (NPM's generated location passes the browser's Last-Event-ID to the backend, which resumes after it)",
             _ => return None,
         })
     }

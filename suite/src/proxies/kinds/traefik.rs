@@ -141,6 +141,7 @@ impl ProxyKind for Traefik {
             "h2.headers" => "Remove customResponseHeaders (headers middleware) that set Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding, Upgrade or TE",
             "h2.websocket" => "Traefik does not advertise extended CONNECT: browsers open HTTP/1.1 upgrades, which it passes",
             "tls.redirect" => "A redirectScheme middleware (scheme: https, permanent: true) on the plain entry point's router: Traefik 3.7 answers a POST with 308 (a GET with 301), which keeps the upload; no hand-written 301/302 redirect for POST routes",
+            "browser.reconnect" => "No headers middleware with customRequestHeaders Last-Event-ID: \"\" on the router: Traefik passes the browser's Last-Event-ID to the backend, which resumes after it",
             _ => return None,
         })
     }
