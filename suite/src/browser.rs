@@ -4,7 +4,7 @@
 //! Chromium starts with its own empty profile in a temporary folder (`proxy-suite-chromium-*`,
 //! claimed like a run's prefix: removed on close and on drop, and by [`crate::leftovers::reap`]
 //! with the browser's processes, which carry the owner in their environment, when a SIGKILLed
-//! suite could not). Background networking, component updates and sync are off, and every
+//! suite could not; Ctrl-C and SIGTERM kill it and remove the profile at once, [`kill_live`]). Background networking, component updates and sync are off, and every
 //! host name resolves to loopback, so the browser talks to nothing but the proxies under test.
 //! A tab records what the page cannot see of itself: the network's failures
 //! (`Network.loadingFailed` error texts such as `net::ERR_INCOMPLETE_CHUNKED_ENCODING`), the
@@ -77,6 +77,49 @@ pub fn executable() -> Result<PathBuf, Unavailable> {
     which::which("chromium").map_err(|_| Unavailable::Missing("chromium not found on the PATH".into()))
 }
 
+/// The browser this process runs (its main process and profile folder), for the interrupt
+/// handler: Ctrl-C and SIGTERM end the process without running destructors.
+static LIVE: Mutex<Option<(u32, PathBuf)>> = Mutex::new(None);
+
+/// Kills the browser this process started, with its helper processes, and removes its profile
+/// (the interrupt handler's part, after the proxies are stopped).
+pub fn kill_live() {
+    let Some((pid, profile)) = lock(&LIVE).take() else { return };
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // Its helpers (zygotes, renderers, the network service) carry no owner tag and would write
+    // into the profile for a moment after the browser died: the whole tree goes at once.
+    for p in std::iter::once(pid).chain(descendants(pid)) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(profile);
+}
+
+/// Every process below `root` (children, their children, ...), from `/proc/<pid>/stat`.
+fn descendants(root: i32) -> Vec<i32> {
+    let parent_of = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 4, after the command name in parentheses (which may hold spaces).
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(|pid| Some((pid, parent_of(pid)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 /// The one Chromium of this process.
 pub struct Browser {
     inner: Option<chromiumoxide::Browser>,
@@ -143,7 +186,10 @@ impl Browser {
             config = config.no_sandbox();
         }
         let config = config.build().map_err(Unavailable::Broken)?;
-        let (inner, mut handler) = chromiumoxide::Browser::launch(config).await.map_err(|e| Unavailable::Broken(e.to_string()))?;
+        let (mut inner, mut handler) = chromiumoxide::Browser::launch(config).await.map_err(|e| Unavailable::Broken(e.to_string()))?;
+        if let Some(pid) = inner.get_mut_child().and_then(|c| c.as_mut_inner().id()) {
+            *lock(&LIVE) = Some((pid, profile.path().to_path_buf()));
+        }
         // The handler is the connection's event loop: it must be polled for any command to
         // complete. It ends when the browser goes.
         let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
@@ -178,6 +224,7 @@ impl Browser {
 
     /// Closes the browser, waits for its processes to end and removes its profile.
     pub async fn close(mut self) {
+        lock(&LIVE).take();
         if let Some(mut inner) = self.inner.take() {
             let closed = tokio::time::timeout(Duration::from_secs(5), async {
                 let _ = inner.close().await;
@@ -199,6 +246,7 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // Dropping chromiumoxide's browser kills its process (kill_on_drop); the profile's
         // TempDir removes the folder.
+        lock(&LIVE).take();
         self.handler.abort();
         if let Some(mut inner) = self.inner.take() {
             if let Some(child) = inner.get_mut_child() {

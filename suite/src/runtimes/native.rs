@@ -76,6 +76,8 @@ pub fn stop_all_live() {
     }
     // The container runtime's containers and networks, by this process's owner label.
     super::docker::remove_own();
+    // The browser tier's Chromium and its profile.
+    crate::browser::kill_live();
 }
 
 /// On Ctrl-C (or SIGTERM), stop every proxy this process started, remove their prefixes and
@@ -100,7 +102,7 @@ pub fn stop_on_interrupt() {
         }
         let _ = ctrlc::set_handler(|| {
             stop_all_live();
-            eprintln!("\nproxy-suite: interrupted; every proxy stopped, prefixes, containers and networks removed");
+            eprintln!("\nproxy-suite: interrupted; every proxy and the browser stopped, prefixes, profiles, containers and networks removed");
             std::process::exit(130);
         });
     });
