@@ -191,6 +191,12 @@ pub(crate) async fn first_frame(
     Ok(())
 }
 
+/// Whether a probe failed only because its first frame (`ready`, the terminal's `hello`) did
+/// not come before the deadline, on a socket that opened.
+fn first_frame_missed(problem: &str) -> bool {
+    ["no ready frame: ", "no hello frame: "].iter().any(|p| problem.strip_prefix(p) == Some(super::client::NO_FRAME))
+}
+
 /// Sends `msg` and waits for the same frame back; other frames in between are skipped.
 pub(crate) async fn echo(ws: &mut Ws, msg: Message) -> Result<Duration, String> {
     let sent = Instant::now();
@@ -244,6 +250,18 @@ pub async fn upgrade(target: &Target) -> Outcome {
         terminal_route(target)
     );
     probes.push(terminal);
+    // A route whose first frame missed its budget is read again on a fresh socket before it is
+    // graded: a proxy that holds frames holds them every time, a stall of the machine does not
+    // repeat (seen once natively in 548 runs sharing two cores). The first read stays in the
+    // evidence.
+    let mut late_first_reads = Vec::new();
+    for p in probes.iter_mut().filter(|p| p.problem.as_deref().is_some_and(first_frame_missed)) {
+        let again = match EVENT_ROUTES.iter().find(|(route, _)| *route == p.route) {
+            Some((route, scope)) => event_route(target, route, scope).await,
+            None => terminal_route(target).await,
+        };
+        late_first_reads.push(std::mem::replace(p, again).to_json());
+    }
     let rtt = probes[0]
         .extra
         .get("echo_rtt_us")
@@ -257,7 +275,11 @@ pub async fn upgrade(target: &Target) -> Outcome {
         "101 on all {} routes, frames intact both ways ({ECHOES} echoes per event route)",
         probes.len()
     );
-    grade_probes(info, expected, pass, probes, json!({"echo_rtt_us": rtt}))
+    let mut m = json!({"echo_rtt_us": rtt});
+    if !late_first_reads.is_empty() {
+        m["late_first_reads"] = Value::Array(late_first_reads);
+    }
+    grade_probes(info, expected, pass, probes, m)
 }
 
 async fn event_route(target: &Target, route: &str, scope: &str) -> Probe {
@@ -497,4 +519,18 @@ async fn idle_terminal(target: &Target, idle: Duration) -> Probe {
     }
     .await;
     probe.end(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missed_first_frame_is_read_again() {
+        assert!(first_frame_missed(&format!("no ready frame: {}", super::super::client::NO_FRAME)));
+        assert!(first_frame_missed(&format!("no hello frame: {}", super::super::client::NO_FRAME)));
+        assert!(!first_frame_missed("upgrade refused: HTTP 400 instead of 101"));
+        assert!(!first_frame_missed("no ready frame: the connection closed (1006)"));
+        assert!(!first_frame_missed(&format!("echo of a text frame did not come back: {}", super::super::client::NO_FRAME)));
+    }
 }
