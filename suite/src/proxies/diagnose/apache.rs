@@ -207,14 +207,13 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
 mod tests {
     use super::*;
     use crate::proxies::ConfigFile;
-    use mock_server::Profile;
 
     #[test]
     fn first_try_causes_name_the_proxypass_and_the_virtualhost() {
         let path = crate::proxies::config::default_root().join("apache/first-try.conf");
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation::alone(&config, &text);
         let failed = ["ws.upgrade", "ws.terminal", "ws.idle", "headers.forwarded", "auth.origin"];
         let causes = causes(&s, &failed).unwrap();
         let ws = causes.iter().find(|c| c.check == "ws.upgrade").unwrap();
@@ -226,11 +225,8 @@ mod tests {
         let fixed = super::super::apply(&text, &c.edits);
         assert!(fixed.contains("\tProxyPass / http://127.0.0.1:3000/ upgrade=websocket\n"), "{fixed}");
         assert_eq!(fixed.matches("ProxyPreserveHost On").count(), 1, "{fixed}");
-        let dir = tempfile::tempdir().unwrap();
-        let fixed_path = dir.path().join("fixed.conf");
-        std::fs::write(&fixed_path, &fixed).unwrap();
-        let config = ConfigFile::load(&fixed_path, crate::proxies::Kind::parse("apache")).unwrap();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let (_dir, config) = super::super::written("apache", "fixed.conf", &fixed);
+        let s = Situation::alone(&config, &fixed);
         assert_eq!(super::causes(&s, &failed).unwrap(), vec![]);
     }
 }

@@ -131,7 +131,6 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
 mod tests {
     use super::*;
     use crate::proxies::ConfigFile;
-    use mock_server::Profile;
 
     #[test]
     fn encode_and_no_x_real_ip_are_named_and_fixed() {
@@ -142,17 +141,14 @@ mod tests {
         let path = crate::proxies::config::default_root().join("caddy/encode-gzip.Caddyfile");
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation::alone(&config, &text);
         let failed = ["compress.sse", "headers.forwarded"];
         let found = causes(&s, &failed).unwrap();
         assert_eq!(found.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), vec!["encode gzip", "reverse_proxy 127.0.0.1:3000"], "{found:#?}");
         let fixed = super::super::apply(&text, &correct(&s, &failed).unwrap().edits);
         assert!(!fixed.contains("\tencode gzip") && fixed.contains("\treverse_proxy 127.0.0.1:3000 {\n\t\theader_up X-Real-IP {remote_host}\n\t}\n"), "{fixed}");
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("Caddyfile");
-        std::fs::write(&out, &fixed).unwrap();
-        let after = ConfigFile::load(&out, crate::proxies::Kind::parse("caddy")).unwrap();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &after, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let (_dir, after) = super::super::written("caddy", "Caddyfile", &fixed);
+        let s = Situation::alone(&after, &fixed);
         assert_eq!(causes(&s, &failed).unwrap(), vec![]);
     }
 }

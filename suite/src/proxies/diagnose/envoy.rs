@@ -262,11 +262,6 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
 mod tests {
     use super::*;
     use crate::proxies::ConfigFile;
-    use mock_server::Profile;
-
-    fn situation<'a>(config: &'a ConfigFile, text: &'a str) -> Situation<'a> {
-        Situation { transport: crate::tls::Transport::H1, config, text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None }
-    }
 
     #[test]
     fn first_try_names_the_manager_the_route_and_the_route_config() {
@@ -274,13 +269,13 @@ mod tests {
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let failed = ["ws.upgrade", "sse.idle", "http.slow", "headers.forwarded"];
-        let found = causes(&situation(&config, &text), &failed).unwrap();
+        let found = causes(&Situation::alone(&config, &text), &failed).unwrap();
         let lines = |check: &str| found.iter().filter(|c| c.check == check).map(|c| c.line).collect::<Vec<_>>();
         assert_eq!(lines("ws.upgrade"), vec![19], "{found:?}");
         assert_eq!(found[0].text, "- name: envoy.filters.network.http_connection_manager");
         assert_eq!(lines("http.slow"), vec![37], "{found:?}");
         assert_eq!(lines("headers.forwarded"), vec![19, 31], "{found:?}");
-        let c = correct(&situation(&config, &text), &failed).unwrap();
+        let c = correct(&Situation::alone(&config, &text), &failed).unwrap();
         assert!(c.unfixed.is_empty(), "{:?}", c.unfixed);
         let fixed = super::super::apply(&text, &c.edits);
         assert!(fixed.contains("          stat_prefix: ingress_http\n          upgrade_configs:\n          - upgrade_type: websocket\n"), "{fixed}");
@@ -290,7 +285,7 @@ mod tests {
         let root = yaml::parse(&fixed).unwrap();
         let m = &managers(&root)[0];
         assert!(m.upgrades() && m.remote_address() && m.adds("X-Forwarded-Host") && m.adds("X-Real-IP"));
-        assert_eq!(causes(&situation(&config, &fixed), &failed).unwrap(), vec![]);
+        assert_eq!(causes(&Situation::alone(&config, &fixed), &failed).unwrap(), vec![]);
     }
 
     #[test]
@@ -298,9 +293,9 @@ mod tests {
         let path = crate::proxies::config::default_root().join("envoy/neg-h2-websocket.yaml");
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let found = causes(&situation(&config, &text), &["h2.websocket"]).unwrap();
+        let found = causes(&Situation::alone(&config, &text), &["h2.websocket"]).unwrap();
         assert_eq!(found.iter().map(|c| (c.line, c.text.as_str())).collect::<Vec<_>>(), vec![(100, "allow_connect: true")]);
-        let fixed = super::super::apply(&text, &correct(&situation(&config, &text), &["h2.websocket"]).unwrap().edits);
+        let fixed = super::super::apply(&text, &correct(&Situation::alone(&config, &text), &["h2.websocket"]).unwrap().edits);
         let root = yaml::parse(&fixed).unwrap();
         assert!(managers(&root).iter().all(|m| yaml::get(m.config, &["http2_protocol_options"]).is_none()), "{fixed}");
         assert_eq!(fixed.lines().count(), text.lines().count() - 2);

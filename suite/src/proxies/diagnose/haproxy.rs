@@ -276,13 +276,12 @@ pub fn correct(s: &Situation, failed: &[&str]) -> Result<Correction, String> {
 mod tests {
     use super::*;
     use crate::proxies::ConfigFile;
-    use mock_server::Profile;
 
     fn run(id: &str, failed: &[&str]) -> (Vec<Cause>, String, Correction) {
         let path = crate::proxies::config::default_root().join(id);
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation::alone(&config, &text);
         let causes = causes(&s, failed).unwrap();
         let c = correct(&s, failed).unwrap();
         (causes, super::super::apply(&text, &c.edits), c)
@@ -300,22 +299,16 @@ mod tests {
         assert!(fixed.contains("timeout server  3600s"), "{fixed}");
         assert!(fixed.contains("\toption forwardfor\n"), "{fixed}");
         // The corrected copy has no cause left.
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fixed.cfg");
-        std::fs::write(&path, &fixed).unwrap();
-        let config = ConfigFile::load(&path, crate::proxies::Kind::parse("haproxy")).unwrap();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &fixed, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let (_dir, config) = super::super::written("haproxy", "fixed.cfg", &fixed);
+        let s = Situation::alone(&config, &fixed);
         assert_eq!(super::causes(&s, &["ws.idle", "sse.idle", "http.slow", "headers.forwarded"]).unwrap(), vec![]);
     }
 
     #[test]
     fn buffering_and_event_stream_compression_are_named() {
         let text = "defaults\n mode http\n option http-buffer-request\n compression algo gzip\n compression type text/html text/event-stream\nfrontend f\n bind :80\n default_backend b\nbackend b\n server a 127.0.0.1:3000\n";
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("h.cfg");
-        std::fs::write(&path, text).unwrap();
-        let config = ConfigFile::load(&path, crate::proxies::Kind::parse("haproxy")).unwrap();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let (_dir, config) = super::super::written("haproxy", "h.cfg", &text);
+        let s = Situation::alone(&config, text);
         let causes = causes(&s, &["body.streaming", "compress.sse"]).unwrap();
         assert_eq!(causes.iter().map(|c| c.line).collect::<Vec<_>>(), vec![3, 5]);
         let fixed = super::super::apply(text, &correct(&s, &["body.streaming", "compress.sse"]).unwrap().edits);

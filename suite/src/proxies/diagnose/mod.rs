@@ -98,6 +98,26 @@ pub struct Situation<'a> {
 /// The pseudo check id of a setup error (the proxy refused the config) in causes and fixes.
 pub const SETUP: &str = "setup";
 
+#[cfg(test)]
+impl<'a> Situation<'a> {
+    /// A config read alone, as the kinds' unit tests read it: plain HTTP/1.1, no distribution
+    /// context, the `openchamber` profile, idle 75 s, no setup error.
+    pub(crate) fn alone(config: &'a ConfigFile, text: &'a str) -> Situation<'a> {
+        Situation { transport: crate::tls::Transport::H1, config, text, context: None, profile: mock_server::Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None }
+    }
+}
+
+/// `text` written as a `kind` config named `name` in a folder of its own (kept while the
+/// returned folder lives), and read back: what the kinds' unit tests diagnose.
+#[cfg(test)]
+pub(crate) fn written(kind: &str, name: &str, text: &str) -> (tempfile::TempDir, ConfigFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    let config = ConfigFile::load(&path, crate::proxies::Kind::parse(kind)).unwrap();
+    (dir, config)
+}
+
 /// The file a kind's distribution wraps around the user's config, when the diagnosis reads
 /// it (the `gzip on` of Debian's nginx.conf, NPM's nginx.conf).
 pub fn context_file(config: &ConfigFile, distribution: Option<&str>, root: &Path) -> Option<PathBuf> {
@@ -433,7 +453,7 @@ mod every_example {
             if setup_error.is_some() {
                 ids.insert(0, SETUP);
             }
-            let s = Situation { transport, config: &config, text: &text, context: context.clone(), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: setup_error.clone() };
+            let s = Situation { transport, context: context.clone(), setup_error: setup_error.clone(), ..Situation::alone(&config, &text) };
             let found = causes(&s, &ids);
             for id in &ids {
                 let known = NO_FIX.contains(&(config.id.as_str(), *id));
@@ -451,7 +471,7 @@ mod every_example {
             let path = dir.path().join(config.path.file_name().unwrap());
             let corrected = write_corrected(&config, &text, &correction, &path).unwrap().remove(0).text;
             let after = ConfigFile::load(&path, Some(config.kind)).unwrap();
-            let s = Situation { transport, config: &after, text: &corrected, context, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+            let s = Situation { transport, context, ..Situation::alone(&after, &corrected) };
             for c in causes(&s, &failed) {
                 if !NO_FIX.contains(&(config.id.as_str(), c.check.as_str())) {
                     problems.push(format!("{}: after --fix, {} still has a cause: {} ({})", config.id, c.check, c.location(), c.why));

@@ -1144,8 +1144,7 @@ fn open_brace_line(lines: &[&str], line: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxies::{ConfigFile, Kind};
-    use mock_server::Profile;
+    use crate::proxies::ConfigFile;
 
     fn situation(id: &str) -> (ConfigFile, String) {
         let path = crate::proxies::config::default_root().join(id);
@@ -1164,13 +1163,13 @@ mod tests {
 
     fn diagnose(id: &str, failed: &[&str]) -> Vec<Cause> {
         let (config, text) = situation(id);
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { context: context(config.kind.name()), ..Situation::alone(&config, &text) };
         super::super::causes(&s, failed)
     }
 
     fn corrected(id: &str, failed: &[&str]) -> (String, Correction) {
         let (config, text) = situation(id);
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: context(config.kind.name()), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let s = Situation { context: context(config.kind.name()), ..Situation::alone(&config, &text) };
         let c = super::super::correct(&s, failed).unwrap();
         (super::super::apply(&text, &c.edits), c)
     }
@@ -1238,11 +1237,8 @@ mod tests {
     }
 
     fn diagnose_text(kind: &str, text: &str, failed: &[&str]) -> Vec<Cause> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("site.conf");
-        std::fs::write(&path, text).unwrap();
-        let config = ConfigFile::load(&path, Kind::parse(kind)).unwrap();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text, context: context(kind), profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None };
+        let (_dir, config) = super::super::written(kind, "site.conf", &text);
+        let s = Situation { context: context(kind), ..Situation::alone(&config, text) };
         super::super::causes(&s, failed)
     }
 
@@ -1282,7 +1278,7 @@ mod tests {
     fn npm_advanced_with_the_switch_on_names_and_removes_the_duplicate() {
         let (config, text) = situation("npm/openchamber-advanced.conf");
         let message = "nginx: [emerg] \"proxy_http_version\" directive is duplicate in /tmp/p/site.conf:30".to_string();
-        let s = Situation { transport: crate::tls::Transport::H1, config: &config, text: &text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: Some(message) };
+        let s = Situation { setup_error: Some(message), ..Situation::alone(&config, &text) };
         let causes = super::super::causes(&s, &[SETUP]);
         assert_eq!(causes.len(), 1, "{causes:#?}");
         assert_eq!(causes[0].text, "proxy_http_version 1.1;");

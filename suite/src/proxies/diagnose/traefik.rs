@@ -219,11 +219,6 @@ fn with_blank_line(edit: Edit, blank: bool) -> Edit {
 mod tests {
     use super::*;
     use crate::proxies::ConfigFile;
-    use mock_server::Profile;
-
-    fn situation<'a>(config: &'a ConfigFile, text: &'a str) -> Situation<'a> {
-        Situation { transport: crate::tls::Transport::H1, config, text, context: None, profile: Profile::Openchamber, idle: Duration::from_secs(75), setup_error: None }
-    }
 
     #[test]
     fn first_try_names_the_router_and_pins_the_scheme_in_the_dynamic_file() {
@@ -231,10 +226,10 @@ mod tests {
         let config = ConfigFile::load(&path, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let failed = ["headers.forwarded", "auth.origin"];
-        let found = causes(&situation(&config, &text), &failed).unwrap();
+        let found = causes(&Situation::alone(&config, &text), &failed).unwrap();
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found.iter().all(|c| c.file.ends_with("traefik/first-try.dynamic.yml") && c.line == 7 && c.text == "openchamber:"), "{found:?}");
-        let c = correct(&situation(&config, &text), &failed).unwrap();
+        let c = correct(&Situation::alone(&config, &text), &failed).unwrap();
         assert!(c.edits.is_empty() && c.unfixed.is_empty());
         let (file, edits) = &c.companions[0];
         let fixed = super::super::apply(&std::fs::read_to_string(file).unwrap(), edits);
@@ -249,13 +244,10 @@ mod tests {
     #[test]
     fn a_short_read_timeout_is_named_and_raised() {
         let text = "entryPoints:\n  web:\n    address: \":80\"\n";
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.yml");
-        std::fs::write(&path, text).unwrap();
-        let config = ConfigFile::load(&path, crate::proxies::Kind::parse("traefik")).unwrap();
-        let found = causes(&situation(&config, text), &["body.large"]).unwrap();
+        let (_dir, config) = super::super::written("traefik", "t.yml", &text);
+        let found = causes(&Situation::alone(&config, text), &["body.large"]).unwrap();
         assert_eq!(found[0].text, "web:");
-        let fixed = super::super::apply(text, &correct(&situation(&config, text), &["body.large"]).unwrap().edits);
+        let fixed = super::super::apply(text, &correct(&Situation::alone(&config, text), &["body.large"]).unwrap().edits);
         assert_eq!(fixed, "entryPoints:\n  web:\n    address: \":80\"\n    transport:\n      respondingTimeouts:\n        readTimeout: 3600s\n");
         assert_eq!(duration("1h"), Some(Duration::from_secs(3600)));
     }
