@@ -4,7 +4,8 @@
 //! Chromium starts with its own empty profile in a temporary folder (`proxy-suite-chromium-*`,
 //! claimed like a run's prefix: removed on close and on drop, and by [`crate::leftovers::reap`]
 //! with the browser's processes, which carry the owner in their environment, when a SIGKILLed
-//! suite could not; Ctrl-C and SIGTERM kill it and remove the profile at once, [`kill_live`]). Background networking, component updates and sync are off, and every
+//! suite could not; Ctrl-C and SIGTERM kill its process tree and remove the profile at once,
+//! [`kill_live`]). Background networking, component updates and sync are off, and every
 //! host name resolves to loopback, so the browser talks to nothing but the proxies under test.
 //! A tab records what the page cannot see of itself: the network's failures
 //! (`Network.loadingFailed` error texts such as `net::ERR_INCOMPLETE_CHUNKED_ENCODING`), the
