@@ -2,13 +2,15 @@
 //! an open relay), and OpenChamber's UI-password mode: `oc_ui_session` cookie from
 //! `POST /auth/session`, bearer, or `?oc_url_token=` on WebSocket/SSE GETs, plus the Origin check
 //! on WebSocket upgrades that breaks behind a proxy which rewrites `Host` without forwarding it.
+//! Also the control route that switches UI-password mode from outside the process
+//! (`--control-token`: the suite's switch for a mock running in a container).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{post, put};
 use axum::Router;
 use sha2::{Digest, Sha256};
 
@@ -24,6 +26,34 @@ const SESSION_BODY_LIMIT: usize = 64 * 1024;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/auth/session", post(login).get(status))
+}
+
+/// Where a mock in a container gets its UI password switched (outside `/api`, so that the
+/// switch itself never needs the UI credentials it turns on).
+pub const CONTROL_UI_PASSWORD: &str = "/mock-control/ui-password";
+
+pub(crate) fn control_routes() -> Router<AppState> {
+    Router::new().route(CONTROL_UI_PASSWORD, put(switch_ui_password))
+}
+
+/// `PUT /mock-control/ui-password` with `X-Mock-Control-Token`: the body is the new password,
+/// an empty body turns UI-password mode off. 204; 404 when the mock has no control token (the
+/// route does not exist for it), 403 for a wrong or missing token.
+async fn switch_ui_password(State(state): State<AppState>, req: Request) -> Result<Response, Reject> {
+    let Some(token) = state.config.control_token.as_deref() else {
+        return Err(Reject::new(StatusCode::NOT_FOUND, "no such route"));
+    };
+    if header_str(req.headers(), "x-mock-control-token") != Some(token) {
+        return Err(Reject::new(StatusCode::FORBIDDEN, "missing or wrong X-Mock-Control-Token"));
+    }
+    let body = axum::body::to_bytes(req.into_body(), SESSION_BODY_LIMIT)
+        .await
+        .map_err(|_| Reject::new(StatusCode::PAYLOAD_TOO_LARGE, "password too large"))?;
+    let password = String::from_utf8(body.to_vec())
+        .map_err(|_| Reject::bad_request("the password must be UTF-8"))?;
+    *state.ui_password.write().unwrap_or_else(|e| e.into_inner()) =
+        (!password.is_empty()).then_some(password);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// A refusal in the form the real server uses for this request: raw text for an upgrade.

@@ -18,8 +18,8 @@ pub struct Cli {
     #[arg(long)]
     pub port: Option<u16>,
 
-    /// Address to bind. Anything but a loopback address is refused unless --access-token is
-    /// given.
+    /// Address to bind. Anything but a loopback address is refused unless --access-token or
+    /// --allow-from is given.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind: IpAddr,
 
@@ -37,16 +37,26 @@ pub struct Cli {
     #[arg(long, value_parser = parse_secret)]
     pub ui_password: Option<String>,
 
-    /// Require X-Mock-Access-Token (or ?mock_access_token=) on every request. Mandatory with a
-    /// non-loopback --bind.
+    /// Require X-Mock-Access-Token (or ?mock_access_token=) on every request. With a
+    /// non-loopback --bind, this or --allow-from is mandatory.
     #[arg(long, value_parser = parse_secret)]
     pub access_token: Option<String>,
+
+    /// Answer only peers in this network (CIDR, e.g. 172.30.0.0/24; repeatable); others are
+    /// closed unanswered. A non-loopback --bind limited to private networks needs no token.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_from: Vec<ipnet::IpNet>,
+
+    /// Enable `PUT /mock-control/ui-password` for requests carrying
+    /// `X-Mock-Control-Token: T` (switches UI-password mode at run time; empty body: off).
+    #[arg(long, value_parser = parse_secret)]
+    pub control_token: Option<String>,
 }
 
 impl Cli {
     /// The address to bind, after the bind rule.
     pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        check_bind(self.bind, self.access_token.as_deref())?;
+        check_bind(self.bind, self.access_token.as_deref(), &self.allow_from)?;
         let port = self.port.unwrap_or(self.profile.default_port());
         Ok(SocketAddr::new(self.bind, port))
     }
@@ -61,18 +71,31 @@ impl Cli {
                 .unwrap_or_else(|| format!("mock-{port}")),
             ui_password: self.ui_password.clone(),
             access_token: self.access_token.clone(),
+            allow_from: self.allow_from.clone(),
+            control_token: self.control_token.clone(),
         }
     }
 }
 
-/// Loopback binds are always allowed; any other address needs an access token.
-pub fn check_bind(bind: IpAddr, access_token: Option<&str>) -> Result<(), String> {
-    if bind.is_loopback() || access_token.is_some_and(|t| !t.is_empty()) {
+/// Loopback binds are always allowed; any other address needs an access token, or peers
+/// limited to private networks (loopback, RFC 1918, unique-local: never the internet).
+pub fn check_bind(bind: IpAddr, access_token: Option<&str>, allow_from: &[ipnet::IpNet]) -> Result<(), String> {
+    let private = |net: &ipnet::IpNet| match net {
+        ipnet::IpNet::V4(n) => (n.network().is_private() || n.network().is_loopback()) && n.prefix_len() >= 8,
+        ipnet::IpNet::V6(n) => (n.network().segments()[0] & 0xfe00) == 0xfc00 && n.prefix_len() >= 7,
+    };
+    if let Some(public) = allow_from.iter().find(|n| !private(n)) {
+        return Err(format!(
+            "refusing --allow-from {public}: only loopback and private networks (10/8, 172.16/12, \
+             192.168/16, fc00::/7) may be allowed"
+        ));
+    }
+    if bind.is_loopback() || access_token.is_some_and(|t| !t.is_empty()) || !allow_from.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "refusing to bind {bind} without --access-token: the mock echoes requests and swallows \
-             uploads, and must not be an open relay on a non-loopback address"
+            "refusing to bind {bind} without --access-token or --allow-from: the mock echoes \
+             requests and swallows uploads, and must not be an open relay on a non-loopback address"
         ))
     }
 }

@@ -42,6 +42,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+pub use auth::CONTROL_UI_PASSWORD;
 pub use profile::Profile;
 
 /// How one mock instance behaves.
@@ -55,6 +56,12 @@ pub struct MockConfig {
     pub ui_password: Option<String>,
     /// When set, every request must carry `X-Mock-Access-Token` or `?mock_access_token=`.
     pub access_token: Option<String>,
+    /// When not empty, connections from any other peer are closed unanswered (the mock in a
+    /// container answers only its private Docker network).
+    pub allow_from: Vec<ipnet::IpNet>,
+    /// When set, `PUT /mock-control/ui-password` with `X-Mock-Control-Token` switches UI-password
+    /// mode (what [`RunningMock::set_ui_password`] does in-process, for a mock in a container).
+    pub control_token: Option<String>,
 }
 
 impl MockConfig {
@@ -64,6 +71,8 @@ impl MockConfig {
             instance_id: "mock".to_owned(),
             ui_password: None,
             access_token: None,
+            allow_from: Vec::new(),
+            control_token: None,
         }
     }
 }
@@ -97,6 +106,7 @@ pub fn spawn_on(config: MockConfig, listener: TcpListener) -> io::Result<Running
         listener,
         router(state.clone()),
         state.shutdown(),
+        state.config.allow_from.clone(),
     ));
     Ok(RunningMock {
         addr,
@@ -282,6 +292,7 @@ fn router(state: AppState) -> Router {
         .merge(browser_page::routes())
         .merge(instruments::routes())
         .merge(auth::routes())
+        .merge(auth::control_routes())
         .fallback(instruments::fallback)
         // Innermost first: auth sees only what passed the access token; gzip wraps auth's 401s
         // like Express does; the common headers go on every response, refusals included.
@@ -311,11 +322,19 @@ async fn common_headers(State(state): State<AppState>, req: Request, next: Next)
     res
 }
 
-async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: Shutdown) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: Shutdown,
+    allow_from: Vec<ipnet::IpNet>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((_, peer)) if !allowed(&allow_from, peer) => {
+                    tracing::warn!("refused a connection from {peer}: not in --allow-from");
+                }
                 Ok((tcp, peer)) => {
                     connections.spawn(serve_connection(tcp, peer, router.clone(), shutdown.clone()));
                 }
@@ -331,6 +350,15 @@ async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: Shutdo
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Whether `peer` may connect: anyone when no network is listed.
+fn allowed(allow_from: &[ipnet::IpNet], peer: SocketAddr) -> bool {
+    let ip = match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(peer.ip()),
+        v4 => v4,
+    };
+    allow_from.is_empty() || allow_from.iter().any(|net| net.contains(&ip))
 }
 
 async fn serve_connection(

@@ -24,7 +24,28 @@ use tokio_tungstenite::tungstenite::Message;
 #[case("0.0.0.0", Some("tok"), true)]
 fn bind_rule(#[case] ip: &str, #[case] token: Option<&str>, #[case] allowed: bool) {
     let ip: IpAddr = ip.parse().unwrap();
-    assert_eq!(check_bind(ip, token).is_ok(), allowed, "{ip} {token:?}");
+    assert_eq!(check_bind(ip, token, &[]).is_ok(), allowed, "{ip} {token:?}");
+}
+
+/// `--allow-from` opens a non-loopback bind to private networks only (a Docker network's
+/// subnet), never to the internet.
+#[rstest]
+#[case("172.30.0.0/24", true)]
+#[case("10.213.0.0/16", true)]
+#[case("192.168.0.0/16", true)]
+#[case("127.0.0.0/8", true)]
+#[case("fd00::/8", true)]
+#[case("0.0.0.0/0", false)]
+#[case("8.8.8.0/24", false)]
+#[case("10.0.0.0/7", false)]
+#[case("::/0", false)]
+fn allow_from_rule(#[case] net: &str, #[case] allowed: bool) {
+    let nets = [net.parse().unwrap()];
+    let result = check_bind("0.0.0.0".parse().unwrap(), None, &nets);
+    assert_eq!(result.is_ok(), allowed, "{net}: {result:?}");
+    if !allowed {
+        assert!(result.unwrap_err().contains("private networks"), "{net}");
+    }
 }
 
 #[rstest]
@@ -74,6 +95,8 @@ fn help_documents_every_flag() {
         "--instance-id",
         "--ui-password",
         "--access-token",
+        "--allow-from",
+        "--control-token",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -157,4 +180,54 @@ async fn app_router_serves_without_spawn() {
         .unwrap();
     assert!(report["peer"].is_null());
     server.abort();
+}
+
+/// `allow_from`: a peer outside the listed networks gets its connection closed unanswered; a
+/// peer inside is served.
+#[tokio::test]
+async fn peers_outside_allow_from_are_closed_unanswered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = mock_server::MockConfig::new(Profile::Openchamber);
+    config.allow_from = vec!["127.0.0.2/32".parse().unwrap()];
+    let mock = mock_with(config).await;
+    let addr = mock.addr();
+    let ask = |from: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+        let mut tcp = socket.connect(addr).await.unwrap();
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut answer)).await.expect("answer or close");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert_eq!(ask([127, 0, 0, 1]).await, "", "a peer outside --allow-from was answered");
+    assert!(ask([127, 0, 0, 2]).await.starts_with("HTTP/1.1 200"), "a peer inside --allow-from was refused");
+}
+
+/// `control_token`: `PUT /mock-control/ui-password` switches UI-password mode at run time (the
+/// suite's switch for a mock in a container); a wrong token is 403, and without a control
+/// token the route does not exist.
+#[tokio::test]
+async fn the_control_route_switches_the_ui_password() {
+    let mut config = mock_server::MockConfig::new(Profile::Openchamber);
+    config.control_token = Some("ctl".into());
+    let mock = mock_with(config).await;
+    let put = |token: &'static str, body: &'static str| {
+        client()
+            .put(mock.url("/mock-control/ui-password"))
+            .header("x-mock-control-token", token)
+            .body(body)
+            .send()
+    };
+    let status = || async { client().get(mock.url("/api/mock/request")).send().await.unwrap().status().as_u16() };
+    assert_eq!(status().await, 200);
+    assert_eq!(put("wrong", "pw").await.unwrap().status().as_u16(), 403);
+    assert_eq!(status().await, 200, "a wrong token switched the mode");
+    assert_eq!(put("ctl", "pw").await.unwrap().status().as_u16(), 204);
+    assert_eq!(status().await, 401, "UI-password mode is on");
+    assert_eq!(put("ctl", "").await.unwrap().status().as_u16(), 204);
+    assert_eq!(status().await, 200, "UI-password mode is off again");
+    let plain = mock_with(mock_server::MockConfig::new(Profile::Openchamber)).await;
+    let res = client().put(plain.url("/mock-control/ui-password")).header("x-mock-control-token", "ctl").body("pw").send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 404);
 }

@@ -317,7 +317,7 @@ impl Drop for Arrival {
 /// Grades every selected check on `target`. `auth.origin` runs after the other short checks,
 /// alone, with the backends in auth mode (the UI password would make every other check need
 /// credentials); the long idle checks have made their requests by then.
-async fn grade(target: &Target, backends: &Backends, only: &[String], browser: Option<&Arc<crate::browser::Browser>>, arrival: &mut Arrival) -> Vec<Outcome> {
+async fn grade(target: &Target, backends: &Backends, remote: &[crate::backend::RemoteMock], only: &[String], browser: Option<&Arc<crate::browser::Browser>>, arrival: &mut Arrival) -> Vec<Outcome> {
     arrival.started().await;
     let ids = selected(only, browser.is_some());
     let entry = |id: &str| checks::info(id).copied();
@@ -340,13 +340,23 @@ async fn grade(target: &Target, backends: &Backends, only: &[String], browser: O
         let slot = arrival.schedule.timing.clone().acquire_owned().await;
         let mut outcomes = futures::future::join_all(timing.iter().map(|id| checks::run(id, target))).await;
         if !authed.is_empty() {
-            backends.set_ui_password(Some(UI_PASSWORD));
-            let mut with_password = target.clone();
-            with_password.ui_password = Some(UI_PASSWORD.into());
-            for id in &authed {
-                outcomes.push(checks::run(id, &with_password).await);
+            match backends.set_ui_password(Some(UI_PASSWORD), remote).await {
+                Ok(()) => {
+                    let mut with_password = target.clone();
+                    with_password.ui_password = Some(UI_PASSWORD.into());
+                    for id in &authed {
+                        outcomes.push(checks::run(id, &with_password).await);
+                    }
+                }
+                Err(e) => outcomes.extend(authed.iter().filter_map(|id| checks::info(id)).map(|info| info.outcome(Grade::Error, "the backends in UI-password mode", e.clone(), serde_json::Value::Null))),
             }
-            backends.set_ui_password(None);
+            // Left on, it would turn every later request of the run into a 401: said, not hidden.
+            if let Err(e) = backends.set_ui_password(None, remote).await {
+                for o in outcomes.iter_mut().filter(|o| authed.contains(&o.id.as_str())) {
+                    o.grade = Grade::Error;
+                    o.actual = format!("{}; then UI-password mode could not be turned off: {e}", o.actual);
+                }
+            }
         }
         drop(slot);
         arrival.timed().await;
@@ -466,7 +476,7 @@ pub async fn run_direct(profile: Profile, backends_count: usize, idle: Duration,
         trust: None,
         tls_listener: None,
     };
-    result.checks = grade(&target, &backends, only, None, &mut arrival).await;
+    result.checks = grade(&target, &backends, &[], only, None, &mut arrival).await;
     backends.shutdown().await;
     result.elapsed_ms = started.elapsed().as_millis() as u64;
     result
@@ -488,9 +498,9 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         result.version = if native { available_version(&req.spec).await } else { None };
         return result;
     };
-    let addrs = backends.addrs();
+    let described = backends.described();
     let (spec, config) = (req.spec.clone(), req.config.clone());
-    let started_proxy = tokio::task::spawn_blocking(move || runtime.start(&spec, &config, &addrs))
+    let started_proxy = tokio::task::spawn_blocking(move || runtime.start(&spec, &config, &described))
         .await
         .unwrap_or_else(|e| Err(SetupError::Io(format!("launcher panicked: {e}"))));
     let mut instance = match started_proxy {
@@ -533,7 +543,8 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         trust: instance.tls().map(|tls| Trust { ca_pem: tls.files.ca_pem.clone() }),
         tls_listener: instance.tls().map(|tls| tls.addr),
     };
-    result.checks = grade(&target, &backends, &req.only, req.browser.as_ref(), &mut arrival).await;
+    let remote = instance.own_backends();
+    result.checks = grade(&target, &backends, &remote, &req.only, req.browser.as_ref(), &mut arrival).await;
     advise(req.spec.kind, &mut result.checks);
     if req.keep_on_fail && result.failed() {
         instance.keep_prefix();

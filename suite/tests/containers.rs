@@ -6,7 +6,8 @@
 //! - Parity: each pinned proxy's known-good config (or the guide's example where there is no
 //!   known-good one) gets the same grades in a container as natively, on a fast subset of checks.
 //! - The container-only bugs users report: a `127.0.0.1` upstream (the container itself: every
-//!   check fails, the rewrites say why), a service-name upstream (passes), `host.docker.internal`
+//!   check fails, the rewrites say why), a service-name upstream (the mock in a container of
+//!   its own, found through Docker's DNS: passes, `auth.origin` included), `host.docker.internal`
 //!   with the host-gateway mapping (passes) and without it (nginx refuses the config: the name
 //!   does not resolve).
 //! - A user's own image (`check --image`): the layout detected, the config mounted where the
@@ -187,11 +188,12 @@ async fn known_good_configs_grade_the_same_in_a_container_as_natively() {
     assert_eq!(suite_objects_in_docker(), (0, 0), "containers/networks left behind");
 }
 
-/// nginx's known-good-ish guide example with its backend written as users write it in compose.
-fn nginx_config_with_backend(dir: &tempfile::TempDir, backend: &str) -> ConfigFile {
-    let text = std::fs::read_to_string(proxies::config::default_root().join("nginx/openchamber-guide.conf")).unwrap();
-    assert!(text.contains("127.0.0.1:3000"), "the guide's example names 127.0.0.1:3000");
-    let path = dir.path().join(format!("{}.conf", backend.replace([':', '.'], "-")));
+/// An nginx config of the repository (`source`) with its backend written as users write it in
+/// compose.
+fn nginx_config_with_backend(dir: &tempfile::TempDir, source: &str, backend: &str) -> ConfigFile {
+    let text = std::fs::read_to_string(proxies::config::default_root().join(source)).unwrap();
+    assert!(text.contains("127.0.0.1:3000"), "{source} names 127.0.0.1:3000");
+    let path = dir.path().join(format!("{}-{}.conf", source.replace(['/', '.'], "-"), backend.replace([':', '.'], "-")));
     std::fs::write(&path, text.replace("127.0.0.1:3000", backend)).unwrap();
     ConfigFile::load(&path, catalogue::resolve("nginx@1.31").ok().map(|s| s.kind)).unwrap()
 }
@@ -210,10 +212,11 @@ async fn container_only_backend_addresses_behave_as_users_see_them() {
         assert_eq!(rt.loopback, Loopback::Literal);
         Arc::new(rt)
     };
-    let run = |rt: Arc<dyn Runtime>, backend: &str| {
-        let req = request(spec("nginx@1.31"), nginx_config_with_backend(&dir, backend), &only);
+    let run_only = |rt: Arc<dyn Runtime>, source: &str, backend: &str, only: &[&str]| {
+        let req = request(spec("nginx@1.31"), nginx_config_with_backend(&dir, source, backend), only);
         async move { run::run_proxy(rt, req, &run::Schedule::single()).await }
     };
+    let run = |rt: Arc<dyn Runtime>, backend: &str| run_only(rt, "nginx/openchamber-guide.conf", backend, &only);
 
     // 127.0.0.1 inside the container is the container: every check fails with the 502.
     let loopback = run(as_user(false), "127.0.0.1:3000").await;
@@ -228,10 +231,17 @@ async fn container_only_backend_addresses_behave_as_users_see_them() {
     let why = loopback.rewrites.join("\n");
     assert!(why.contains("container itself") && why.contains("host.docker.internal") && why.contains("openchamber:3000"), "{why}");
 
-    // A service name on the run's network reaches the backend.
-    let service = run(as_user(false), "openchamber:3000").await;
+    // A service name on the run's network is the mock in a container of its own, found
+    // through Docker's DNS; its UI password switches as the in-process mocks' do (auth.origin,
+    // on the corrected guide example, which passes it natively).
+    let with_auth = [&only[..], &["auth.origin"]].concat();
+    let service = run_only(as_user(false), "nginx/openchamber-guide-corrected.conf", "openchamber:3000", &with_auth).await;
     assert!(service.setup_error.is_none(), "{:?}", service.setup_error);
-    assert!(service.checks.iter().all(|c| c.grade == Grade::Pass), "{:?}", grades(&service));
+    assert_eq!(service.checks.len(), with_auth.len(), "{:?}", grades(&service));
+    assert!(service.checks.iter().all(|c| c.grade == Grade::Pass), "{:?}", service.checks.iter().map(|c| (&c.id, c.grade, &c.actual)).collect::<Vec<_>>());
+    let why = service.rewrites.join("\n");
+    assert!(why.contains("the service openchamber is the mock") && why.contains("Docker's DNS"), "{why}");
+    assert!(why.contains("service openchamber:3000 -> mock-1 in container") && why.contains("proxy-suite/mock-server:"), "{why}");
 
     // host.docker.internal: resolves only with the host-gateway mapping.
     let mapped = run(as_user(true), "host.docker.internal:3000").await;

@@ -55,7 +55,7 @@ async fn every_config_passes_its_proxys_validator() {
     let mut failures = Vec::new();
     for spec in available() {
         for config in configs.iter().filter(|c| c.kind == spec.kind) {
-            let (rt, s, c, addrs) = (runtime(), spec.clone(), config.clone(), backends.addrs());
+            let (rt, s, c, addrs) = (runtime(), spec.clone(), config.clone(), backends.described());
             let result = tokio::task::spawn_blocking(move || rt.validate(&s, &c, &addrs).map_err(|e| (s.name, e)))
                 .await
                 .unwrap();
@@ -128,7 +128,7 @@ async fn every_proxy_carries_plain_sse_and_websocket_traffic_then_stops() {
     let mut started = 0;
     for spec in available() {
         let backends = Backends::start(Profile::Openchamber, 1).await.unwrap();
-        let (rt, s, c, addrs) = (runtime(), spec.clone(), config(spec.kind.smoke_config()), backends.addrs());
+        let (rt, s, c, addrs) = (runtime(), spec.clone(), config(spec.kind.smoke_config()), backends.described());
         let instance = match tokio::task::spawn_blocking(move || rt.start(&s, &c, &addrs)).await.unwrap() {
             Ok(i) => i,
             Err(e) => {
@@ -158,7 +158,7 @@ fn an_invalid_config_is_a_setup_error_with_the_proxys_own_message() {
     let path = dir.path().join("broken.conf");
     std::fs::write(&path, "server {\n  listen 80;\n  location / { proxy_pass http://127.0.0.1:3000; proxy_bogus_directive on; }\n}\n").unwrap();
     let config = ConfigFile::load(&path, Kind::parse("nginx")).unwrap();
-    let err = runtime().start(&spec, &config, &["127.0.0.1:9".parse().unwrap()]).unwrap_err();
+    let err = runtime().start(&spec, &config, &[nowhere()]).unwrap_err();
     match &err {
         SetupError::InvalidConfig { message, .. } => {
             assert!(message.contains("unknown directive \"proxy_bogus_directive\""), "{message}");
@@ -183,7 +183,7 @@ fn a_missing_binary_is_a_skip_with_an_install_hint() {
         }
         other => panic!("expected Missing, got {other:?}"),
     }
-    let err = runtime().start(&spec, &config("caddy/first-try.Caddyfile"), &["127.0.0.1:9".parse().unwrap()]).unwrap_err();
+    let err = runtime().start(&spec, &config("caddy/first-try.Caddyfile"), &[nowhere()]).unwrap_err();
     assert!(matches!(err, SetupError::Missing { .. }), "{err}");
 }
 
@@ -192,7 +192,7 @@ async fn a_panic_inside_a_run_still_stops_the_proxy_and_frees_its_port() {
     suite::runtimes::stop_on_interrupt();
     let Some(spec) = available().into_iter().find(|s| s.kind.name() == "nginx") else { return };
     let backends = Backends::start(Profile::Openchamber, 1).await.unwrap();
-    let addrs = backends.addrs();
+    let addrs = backends.described();
     let outcome = tokio::task::spawn_blocking(move || {
         let instance = runtime().start(&spec, &config("nginx/first-try.conf"), &addrs).unwrap();
         let seen = (instance.addr(), instance.pid().unwrap(), instance.prefix().unwrap().to_path_buf());
@@ -259,4 +259,9 @@ async fn a_config_that_proxies_nothing_is_a_setup_error_at_once_with_the_version
         ran += 1;
     }
     eprintln!("{ran} configs that proxy nothing refused at once");
+}
+
+/// A backend where nothing listens (the run fails before it would matter).
+fn nowhere() -> suite::runtimes::Backend {
+    suite::runtimes::Backend::nth(0, "127.0.0.1:9".parse().unwrap(), Profile::Openchamber)
 }

@@ -22,9 +22,9 @@
 //!   mounted where the image's layout reads it (the prefix is mounted as well). Nothing is
 //!   pulled; the image's reference and id are recorded in the result, as the local image's are.
 //! - The backend stays where the config says it is, as users deploy it:
-//!   a service name (`openchamber:3000`, `dorkos:4242`) resolves, inside the run's network, to
-//!   the network's gateway, where this process forwards the port to the in-process mock (so the
-//!   UI password of `auth.origin` still toggles in-process); `host.docker.internal:3000` resolves
+//!   a service name (`openchamber:3000`, `dorkos:4242`) is the workspace's mock in a container
+//!   of its own on the run's network under that name, found through Docker's DNS as users'
+//!   Compose services are ([`super::service_mock`]); `host.docker.internal:3000` resolves
 //!   only when the run maps it to `host-gateway` ([`DockerRuntime::host_gateway`]), and then
 //!   reaches the mock through the default bridge's gateway, as a user's `--add-host
 //!   host.docker.internal:host-gateway` does; `127.0.0.1:3000` / `localhost:3000` is the
@@ -55,8 +55,9 @@ use testcontainers::core::{ContainerPort, Host, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
+use super::service_mock::{self, ServiceMock};
 use super::user_image::{self, UserImage};
-use super::{ImageRecord, ProxyInstance, Runtime, SetupError};
+use super::{Backend, ImageRecord, ProxyInstance, Runtime, SetupError};
 use crate::proxies::catalogue::ProxySpec;
 use crate::proxies::config::ConfigFile;
 use crate::proxies::kinds::{ImageLayout, Mode, Placement, IN_IMAGE};
@@ -435,6 +436,9 @@ struct BackendPlan {
     forwards: BTreeMap<SocketAddr, SocketAddr>,
     /// Names to add to the container's /etc/hosts.
     hosts: BTreeMap<String, Host>,
+    /// Compose services to run as mocks in containers of their own: (name, port, index of the
+    /// run's backend they stand for).
+    services: Vec<(String, u16, usize)>,
     /// Said in the rewrites.
     notes: Vec<String>,
     /// No backend can be reached from the container: readiness accepts any answer.
@@ -526,9 +530,19 @@ fn plan_backends(text: &str, mocks: &[SocketAddr], net: &RunNetwork, bridge: Opt
             }
         } else if r.host.parse::<IpAddr>().is_err() {
             reachable += 1;
-            plan.hosts.insert(r.host.clone(), Host::Addr(IpAddr::V4(net.gateway)));
-            plan.forwards.insert(SocketAddr::from((net.gateway, r.port)), mock_for(r.port));
-            plan.notes.push(format!("backend {written} kept; the service name {} resolves on the run's network {} to the mock {}", r.host, net.name, mock_for(r.port)));
+            if plan.services.iter().any(|(name, _, _)| *name == r.host) {
+                // One container per name: a second port of the same service is not served.
+                plan.notes.push(format!("backend {written} kept; the service {} already runs on another port: nothing listens on {}", r.host, r.port));
+                continue;
+            }
+            let backend = plan.services.len() % mocks.len().max(1);
+            plan.services.push((r.host.clone(), r.port, backend));
+            plan.notes.push(format!(
+                "backend {written} kept; the service {} is the mock (backend {}) in a container of its own on the run's network {}, found through Docker's DNS",
+                r.host,
+                backend + 1,
+                net.name
+            ));
         }
     }
     plan.unreachable = reachable == 0;
@@ -559,6 +573,8 @@ pub struct DockerInstance {
     /// holder removes it).
     shared_network: Option<Arc<SharedNetwork>>,
     forwarders: Vec<tokio::task::AbortHandle>,
+    /// The Compose services' mocks (removed after the proxy).
+    services: Vec<ServiceMock>,
     prefix: Option<tempfile::TempDir>,
     keep_prefix: bool,
 }
@@ -571,10 +587,16 @@ impl DockerInstance {
         }
         let container = self.container.take();
         let network = self.network.take();
-        if container.is_some() || network.is_some() {
+        let services = std::mem::take(&mut self.services);
+        if container.is_some() || network.is_some() || !services.is_empty() {
             let _ = block(async move {
                 if let Some(c) = container {
                     let _ = c.rm().await;
+                }
+                if let Ok(docker) = client().await {
+                    for s in &services {
+                        service_mock::remove(&docker, &s.container_id).await;
+                    }
                 }
                 if let Some(n) = network {
                     remove_network(&n).await;
@@ -634,6 +656,9 @@ impl ProxyInstance for DockerInstance {
     fn pid(&self) -> Option<u32> {
         None
     }
+    fn own_backends(&self) -> Vec<crate::backend::RemoteMock> {
+        self.services.iter().map(ServiceMock::remote).collect()
+    }
     fn keep_prefix(&mut self) {
         self.keep_prefix = true;
     }
@@ -663,11 +688,11 @@ impl Runtime for DockerRuntime {
         "docker"
     }
 
-    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<Box<dyn ProxyInstance>, SetupError> {
+    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<Box<dyn ProxyInstance>, SetupError> {
         self.start_container(spec, config, backends, true).map(|i| Box::new(i) as Box<dyn ProxyInstance>)
     }
 
-    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError> {
+    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<(), SetupError> {
         self.start_container(spec, config, backends, false).map(drop)
     }
 }
@@ -768,7 +793,7 @@ fn split_reference(reference: &str) -> (&str, &str) {
 }
 
 impl DockerRuntime {
-    fn start_container(&self, spec: &ProxySpec, config: &ConfigFile, mocks: &[SocketAddr], serve: bool) -> Result<DockerInstance, SetupError> {
+    fn start_container(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend], serve: bool) -> Result<DockerInstance, SetupError> {
         let io = |m: String| SetupError::Io(m);
         block(async { client().await.map(drop) }).and_then(|r| r).map_err(|reason| SetupError::Missing {
             proxy: "docker".into(),
@@ -817,10 +842,11 @@ impl DockerRuntime {
             network: None,
             shared_network: None,
             forwarders: Vec::new(),
+            services: Vec::new(),
             prefix: Some(prefix),
             keep_prefix: false,
         };
-        let result = self.bring_up(&mut instance, spec, config, mocks, &image, user.as_ref(), serve);
+        let result = self.bring_up(&mut instance, spec, config, backends, &image, user.as_ref(), serve);
         if let Err(e) = result {
             if self.keep_failed_setups {
                 instance.keep_prefix = true;
@@ -831,7 +857,7 @@ impl DockerRuntime {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn bring_up(&self, instance: &mut DockerInstance, spec: &ProxySpec, config: &ConfigFile, mocks: &[SocketAddr], image: &LocalImage, user: Option<&user_image::Resolved>, serve: bool) -> Result<(), SetupError> {
+    fn bring_up(&self, instance: &mut DockerInstance, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend], image: &LocalImage, user: Option<&user_image::Resolved>, serve: bool) -> Result<(), SetupError> {
         let io = |m: String| SetupError::Io(m);
         let prefix = instance.prefix().expect("prefix").to_path_buf();
         // The user's text (with companions), for where its backends are.
@@ -860,7 +886,8 @@ impl DockerRuntime {
         if !on_shared {
             instance.network = Some(net.name.clone());
         }
-        let mut plan = plan_backends(&text, mocks, &net, bridge, self.host_gateway, self.loopback);
+        let mut plan = plan_backends(&text, &super::addrs(backends), &net, bridge, self.host_gateway, self.loopback);
+        self.start_services(instance, &plan, backends, &net)?;
         for (listen, to) in plan.forwards.clone() {
             let at = if on_shared { SocketAddr::new(listen.ip(), 0) } else { listen };
             let (bound, handle) = block(forwarder(at, net.subnet, to)).and_then(|r| r).map_err(io)?;
@@ -952,6 +979,32 @@ impl DockerRuntime {
             files.push((file.display().to_string(), at));
         }
         Ok(Launch { args: None, files, publish: Vec::new() })
+    }
+
+    /// The Compose services' mocks of `plan`, on `net` under their names (before the proxy,
+    /// whose config resolves them at start).
+    fn start_services(&self, instance: &mut DockerInstance, plan: &BackendPlan, backends: &[Backend], net: &RunNetwork) -> Result<(), SetupError> {
+        if plan.services.is_empty() {
+            return Ok(());
+        }
+        let repo_root = self.configs_root.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let image = local_image(&repo_root, "mock-server")?;
+        for (name, port, index) in plan.services.clone() {
+            if STOPPING.load(Ordering::SeqCst) {
+                return Err(SetupError::Io(STOPPING_MESSAGE.into()));
+            }
+            let backend = backends.get(index).cloned().ok_or_else(|| SetupError::Io(format!("no backend {} for the service {name}", index + 1)))?;
+            let (mock_image, net) = (image.clone(), net.clone());
+            let mock = block(async move {
+                let docker = client().await?;
+                service_mock::start(&docker, &mock_image, &net.name, net.subnet, &name, port, &backend, labels()).await
+            })
+            .and_then(|r| r)
+            .map_err(SetupError::Io)?;
+            instance.rewrites.push(format!("service {}:{} -> {} in container {} ({}, {}) at {}", mock.name, mock.port, mock.instance, &mock.container_id[..12.min(mock.container_id.len())], image.tag, image.id, mock.ip));
+            instance.services.push(mock);
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1265,6 +1318,7 @@ mod tests {
         let without = plan_backends("proxy_pass http://host.docker.internal:3000;", &mocks, &net(), bridge, false, Loopback::Literal);
         assert!(without.hosts.is_empty() && without.unreachable);
         let service = plan_backends("proxy_pass http://openchamber:3000;", &mocks, &net(), None, false, Loopback::Literal);
-        assert_eq!(service.hosts.get("openchamber").map(|h| h.to_string()), Some("172.30.0.1".into()));
+        assert_eq!(service.services, [("openchamber".to_string(), 3000, 0)]);
+        assert!(service.hosts.is_empty() && service.forwards.is_empty() && !service.unreachable, "{service:?}");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod native;
+pub mod service_mock;
 pub mod user_image;
 
 use std::net::SocketAddr;
@@ -54,6 +55,29 @@ impl SetupError {
     }
 }
 
+/// A backend a run puts behind its proxy: the in-process mock at `addr`, and what it is. A
+/// runtime that must run the backend somewhere else (the container runtime, for a config that
+/// names a Compose service) starts a mock of the same profile and instance there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// `mock-1`, ...: its `X-Mock-Instance`.
+    pub instance: String,
+    pub profile: mock_server::Profile,
+}
+
+impl Backend {
+    /// The `i`-th (from 0) of a run's backends, as [`crate::backend::Backends`] names them.
+    pub fn nth(i: usize, addr: SocketAddr, profile: mock_server::Profile) -> Backend {
+        Backend { addr, instance: format!("mock-{}", i + 1), profile }
+    }
+}
+
+/// Where each backend listens on this machine.
+pub fn addrs(backends: &[Backend]) -> Vec<SocketAddr> {
+    backends.iter().map(|b| b.addr).collect()
+}
+
 /// A way to run proxies.
 pub trait Runtime: Send + Sync {
     /// `native`, ...: recorded in every run's result.
@@ -61,11 +85,11 @@ pub trait Runtime: Send + Sync {
 
     /// Renders `config` for `spec` with its backends at `backends`, validates it, starts the
     /// proxy and waits until a request reaches a backend through it.
-    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<Box<dyn ProxyInstance>, SetupError>;
+    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<Box<dyn ProxyInstance>, SetupError>;
 
     /// Validates `config` with the proxy's own checker, without serving it (a kind without a
     /// checker is started and stopped instead).
-    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError>;
+    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<(), SetupError>;
 }
 
 /// The container image a run used: its reference and the id the engine gave it.
@@ -107,6 +131,11 @@ pub trait ProxyInstance: Send + std::fmt::Debug {
     fn prefix(&self) -> Option<&Path>;
     /// The process id on this machine, when the proxy is a process of it.
     fn pid(&self) -> Option<u32>;
+    /// The backends this instance runs itself (a Compose service's mock in a container), whose
+    /// UI password the run switches with the in-process ones.
+    fn own_backends(&self) -> Vec<crate::backend::RemoteMock> {
+        Vec::new()
+    }
     /// Keep the prefix when the instance stops (a check failed and the logs matter).
     fn keep_prefix(&mut self);
     /// Stops the proxy and removes its prefix (unless kept).

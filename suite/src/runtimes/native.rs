@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::{ProxyInstance, Runtime, SetupError};
+use super::{Backend, ProxyInstance, Runtime, SetupError};
 use crate::proxies::catalogue::{Availability, ProxySpec};
 use crate::proxies::config::ConfigFile;
 use crate::proxies::kinds::Mode;
@@ -237,12 +237,13 @@ impl Runtime for NativeRuntime {
         "native"
     }
 
-    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<Box<dyn ProxyInstance>, SetupError> {
-        self.start_native(spec, config, backends).map(|i| Box::new(i) as Box<dyn ProxyInstance>)
+    fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<Box<dyn ProxyInstance>, SetupError> {
+        self.start_native(spec, config, &super::addrs(backends)).map(|i| Box::new(i) as Box<dyn ProxyInstance>)
     }
 
     /// Traefik, which has no checker, is started and awaited instead.
-    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[SocketAddr]) -> Result<(), SetupError> {
+    fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<(), SetupError> {
+        let backends = &super::addrs(backends);
         if let Availability::Missing { reason, hint } = spec.availability() {
             return Err(SetupError::Missing { proxy: spec.name.clone(), reason, hint });
         }
