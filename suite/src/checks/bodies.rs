@@ -299,6 +299,55 @@ pub async fn large(target: &Target) -> Outcome {
 
 pub async fn streaming(target: &Target) -> Outcome {
     let info = &BODY_STREAMING;
+    let expected = format!(
+        "the backend sees the first bytes of a {STREAMED}-byte upload before the client sends its second half ({} ms later)",
+        PAUSE.as_millis()
+    );
+    let first = streamed_upload(target).await;
+    // A first byte that came late is measured again, once, as `sse.stream` reads a late route
+    // again: on a loaded machine the way into a container can take longer than the pause, and
+    // a proxy that buffers the body is late both times. The first measurement stays in the
+    // evidence.
+    let (measured, late_first) = match &first {
+        Streamed::Late { ms, .. } => (streamed_upload(target).await, Some(*ms)),
+        _ => (first, None),
+    };
+    let late_note = late_first
+        .map(|ms| format!("; a first upload reached the backend {ms:.0} ms after the second half was sent, measured again"))
+        .unwrap_or_default();
+    match measured {
+        Streamed::Failed(actual, m) => info.outcome(Grade::Fail, expected, format!("{actual}{late_note}"), m),
+        Streamed::Ahead { ms, mut m } => {
+            if let Some(late) = late_first {
+                m["late_first_upload_ms"] = json!(late);
+            }
+            let actual = format!("the backend had the first bytes {ms:.0} ms before the second half was sent{late_note}");
+            info.outcome(Grade::Pass, expected, actual, m)
+        }
+        Streamed::Late { ms, mut m } => {
+            if let Some(late) = late_first {
+                m["late_first_upload_ms"] = json!(late);
+            }
+            let twice = if late_first.is_some() { format!(" (the first upload: {:.0} ms)", late_first.unwrap_or(0.0)) } else { String::new() };
+            let actual = format!(
+                "the backend saw the first byte only {ms:.0} ms after the second half was sent{twice}: the proxy buffered the whole body"
+            );
+            info.outcome(Grade::Warn, expected, actual, m)
+        }
+    }
+}
+
+/// One paused upload of `body.streaming`, judged.
+enum Streamed {
+    /// The upload failed, or the backend's report lacks its first byte's time.
+    Failed(String, Value),
+    /// The backend had the first bytes `ms` before the client resumed.
+    Ahead { ms: f64, m: Value },
+    /// The backend saw the first byte `ms` after the client resumed.
+    Late { ms: f64, m: Value },
+}
+
+async fn streamed_upload(target: &Target) -> Streamed {
     let u = upload(
         target,
         "/api/fs/upload?path=suite%2Fbody-streaming.bin",
@@ -306,14 +355,9 @@ pub async fn streaming(target: &Target) -> Outcome {
         Some(PAUSE),
     )
     .await;
-    let expected = format!(
-        "the backend sees the first bytes of a {STREAMED}-byte upload before the client sends its second half ({} ms later)",
-        PAUSE.as_millis()
-    );
     let mut m = u.j;
     if let Some(problem) = u.problem {
-        let actual = format!("the upload itself failed: {problem}");
-        return info.outcome(Grade::Fail, expected, actual, m);
+        return Streamed::Failed(format!("the upload itself failed: {problem}"), m);
     }
     let first = u
         .report
@@ -321,25 +365,13 @@ pub async fn streaming(target: &Target) -> Outcome {
         .and_then(|r| r.get("first_byte_at_us"))
         .and_then(Value::as_u64);
     let Some(first) = first else {
-        return info.outcome(
-            Grade::Fail,
-            expected,
-            "the backend's report has no first_byte_at_us",
-            m,
-        );
+        return Streamed::Failed("the backend's report has no first_byte_at_us".into(), m);
     };
     let ahead_ms = (u.resumed_at_us as i64 - first as i64) as f64 / 1000.0;
     m["first_byte_before_resume_ms"] = json!(ahead_ms);
     if first < u.resumed_at_us {
-        let actual = format!(
-            "the backend had the first bytes {ahead_ms:.0} ms before the second half was sent"
-        );
-        info.outcome(Grade::Pass, expected, actual, m)
+        Streamed::Ahead { ms: ahead_ms, m }
     } else {
-        let actual = format!(
-            "the backend saw the first byte only {:.0} ms after the second half was sent: the proxy buffered the whole body",
-            -ahead_ms
-        );
-        info.outcome(Grade::Warn, expected, actual, m)
+        Streamed::Late { ms: -ahead_ms, m }
     }
 }

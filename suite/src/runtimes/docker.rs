@@ -361,6 +361,9 @@ async fn gateway_of(docker: &Docker, network: &str) -> Result<(Ipv4Addr, Subnet)
     Err(format!("network {network} has no IPv4 gateway"))
 }
 
+/// The forwarders' buffer from the proxy to the mock (uploads).
+const UPLOAD_BUFFER: usize = 64 * 1024;
+
 /// Forwards connections from `listen` (a host address on a Docker network; port 0: one the
 /// kernel picks) to the in-process mock at `to`, for peers inside `allow` only. Returns where
 /// it listens.
@@ -377,7 +380,9 @@ async fn forwarder(listen: SocketAddr, allow: Subnet, to: SocketAddr) -> Result<
                 if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    // 64 KiB toward the mock: a matrix sends two 50 MB bodies per run through
+                    // here, and tokio's default 8 KiB made that 8 times the system calls.
+                    let _ = tokio::io::copy_bidirectional_with_sizes(&mut inbound, &mut outbound, UPLOAD_BUFFER, 8 * 1024).await;
                 }
             });
         }
