@@ -117,7 +117,7 @@ pub async fn execute_with(plan: &Plan, progress: Option<&ProgressBar>, runtimes:
     if profiles.is_empty() {
         profiles = vec![Profile::Openchamber, Profile::Bare];
     }
-    let schedule = Schedule::new(requests.len() + profiles.len(), 2);
+    let schedule = Schedule::new(requests.len() + profiles.len(), 2).with_browser(plan.browser.is_some());
     if let Some(bar) = progress {
         bar.set_length((requests.len() + profiles.len()) as u64);
     }

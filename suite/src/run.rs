@@ -182,6 +182,10 @@ const REPEATED_BY_THE_BROWSER: &[&str] = &["sse.stream", "sse.headers", "sse.idl
 pub struct Schedule {
     started: Gate,
     timed: Gate,
+    /// Every run's checks done: with the browser tier on, runs whose stop takes a network
+    /// interface away (a container's) stop only after it (see [`Schedule::with_browser`]).
+    checked: Gate,
+    holds_stops: bool,
     /// Runs whose timing-sensitive checks may run at once: with all 100 runs of a matrix at
     /// once, the 2-core machine itself delayed ticks by up to 0.7 s, too close to the 1 s
     /// budget; 16 at a time keeps the phase well inside one idle period.
@@ -251,6 +255,8 @@ impl Schedule {
         Schedule {
             started: Gate::new(runs),
             timed: Gate::new(runs),
+            checked: Gate::new(runs),
+            holds_stops: false,
             timing: Arc::new(Semaphore::new(TIMING_SLOTS)),
             uploads: Arc::new(Semaphore::new(upload_slots.max(1))),
             browser_uploads: Arc::new(Semaphore::new(BROWSER_UPLOAD_SLOTS)),
@@ -265,6 +271,17 @@ impl Schedule {
         Phases { started: since(&self.started), timed: since(&self.timed) }
     }
 
+    /// For a plan with the browser tier: Chromium aborts every request in flight, with
+    /// `net::ERR_NETWORK_CHANGED`, when a network interface of the machine comes or goes, and
+    /// removing a container removes its interface. Seen in `matrix --runtime docker --browser`:
+    /// 18 of 300 browser cells failed so, on configs that pass natively. So container runs keep
+    /// their container until every run's checks are done (they are all started before any
+    /// check runs).
+    pub fn with_browser(mut self, browser: bool) -> Schedule {
+        self.holds_stops = browser;
+        self
+    }
+
     /// A schedule for one run alone.
     pub fn single() -> Schedule {
         Schedule::new(1, 1)
@@ -277,11 +294,12 @@ struct Arrival {
     schedule: Schedule,
     started: bool,
     timed: bool,
+    checked: bool,
 }
 
 impl Arrival {
     fn new(schedule: &Schedule) -> Arrival {
-        Arrival { schedule: schedule.clone(), started: false, timed: false }
+        Arrival { schedule: schedule.clone(), started: false, timed: false, checked: false }
     }
 
     /// This run's proxy is up (or failed); wait until every run's is.
@@ -303,8 +321,25 @@ impl Arrival {
     }
 }
 
+impl Arrival {
+    /// This run's checks are done; when its stop would disturb the browser tier of the
+    /// others (see [`Schedule::with_browser`]), wait until every run's are.
+    async fn checked(&mut self, stop_changes_interfaces: bool) {
+        if !self.checked {
+            self.checked = true;
+            self.schedule.checked.arrive();
+        }
+        if stop_changes_interfaces && self.schedule.holds_stops {
+            self.schedule.checked.all_arrived().await;
+        }
+    }
+}
+
 impl Drop for Arrival {
     fn drop(&mut self) {
+        if !self.checked {
+            self.schedule.checked.arrive();
+        }
         if !self.started {
             self.schedule.started.arrive();
         }
@@ -498,6 +533,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
         result.version = if native { available_version(&req.spec).await } else { None };
         return result;
     };
+    let runtime_changes_interfaces = runtime.stop_changes_interfaces();
     let described = backends.described();
     let (spec, config) = (req.spec.clone(), req.config.clone());
     let started_proxy = tokio::task::spawn_blocking(move || runtime.start(&spec, &config, &described))
@@ -549,6 +585,7 @@ pub async fn run_proxy(runtime: Arc<dyn Runtime>, req: RunRequest, schedule: &Sc
     if req.keep_on_fail && result.failed() {
         instance.keep_prefix();
     }
+    arrival.checked(runtime_changes_interfaces).await;
     tokio::task::spawn_blocking(move || instance.stop()).await.ok();
     backends.shutdown().await;
     result.elapsed_ms = started.elapsed().as_millis() as u64;

@@ -697,6 +697,10 @@ impl Runtime for DockerRuntime {
         self.start_container(spec, config, backends, true).map(|i| Box::new(i) as Box<dyn ProxyInstance>)
     }
 
+    fn stop_changes_interfaces(&self) -> bool {
+        true
+    }
+
     fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<(), SetupError> {
         self.start_container(spec, config, backends, false).map(drop)
     }

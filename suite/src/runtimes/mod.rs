@@ -87,6 +87,12 @@ pub trait Runtime: Send + Sync {
     /// proxy and waits until a request reaches a backend through it.
     fn start(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<Box<dyn ProxyInstance>, SetupError>;
 
+    /// Whether stopping an instance adds or removes a network interface of this machine (a
+    /// container's): the browser tier's Chromium aborts its requests in flight when one does.
+    fn stop_changes_interfaces(&self) -> bool {
+        false
+    }
+
     /// Validates `config` with the proxy's own checker, without serving it (a kind without a
     /// checker is started and stopped instead).
     fn validate(&self, spec: &ProxySpec, config: &ConfigFile, backends: &[Backend]) -> Result<(), SetupError>;
