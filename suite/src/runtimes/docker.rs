@@ -674,18 +674,24 @@ impl ProxyInstance for DockerInstance {
 
 /// The last lines of a container's stdout and stderr.
 fn container_logs(id: String) -> String {
-    use futures::StreamExt;
     block(async move {
         let Ok(docker) = client().await else { return String::new() };
-        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail("30").build();
-        let mut stream = docker.logs(&id, Some(options));
-        let mut text = String::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            text.push_str(&chunk.to_string());
-        }
+        let text = output_tail(&docker, &id, 30).await;
         if text.is_empty() { text } else { format!("== container {} output ==\n{text}", &id[..id.len().min(12)]) }
     })
     .unwrap_or_default()
+}
+
+/// The last `lines` lines of a container's stdout and stderr.
+pub(super) async fn output_tail(docker: &Docker, id: &str, lines: usize) -> String {
+    use futures::StreamExt;
+    let options = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&lines.to_string()).build();
+    let mut stream = docker.logs(id, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.push_str(&chunk.to_string());
+    }
+    text
 }
 
 impl Runtime for DockerRuntime {
@@ -1006,7 +1012,7 @@ impl DockerRuntime {
             let (mock_image, net) = (image.clone(), net.clone());
             let mock = block(async move {
                 let docker = client().await?;
-                service_mock::start(&docker, &mock_image, &net.name, net.subnet, &name, port, &backend, labels()).await
+                service_mock::start(&docker, &mock_image, &net.name, net.subnet, (&name, port), &backend, labels()).await
             })
             .and_then(|r| r)
             .map_err(SetupError::Io)?;

@@ -57,9 +57,10 @@ fn control_token() -> Result<String, String> {
     Ok(hex::encode(bytes))
 }
 
-/// Starts `backend`'s twin as the service `name:port` on `network` (subnet `subnet`) and waits
-/// until it answers. The container carries `labels` (the suite's clean-up finds it by them).
-pub async fn start(docker: &Docker, image: &LocalImage, network: &str, subnet: Subnet, name: &str, port: u16, backend: &Backend, labels: HashMap<String, String>) -> Result<ServiceMock, String> {
+/// Starts `backend`'s twin as the service `(name, port)` on `network` (subnet `subnet`) and
+/// waits until it answers. The container carries `labels` (the suite's clean-up finds it by
+/// them).
+pub async fn start(docker: &Docker, image: &LocalImage, network: &str, subnet: Subnet, (name, port): (&str, u16), backend: &Backend, labels: HashMap<String, String>) -> Result<ServiceMock, String> {
     let token = control_token()?;
     let cmd = vec![
         "--port".to_string(),
@@ -89,7 +90,7 @@ pub async fn start(docker: &Docker, image: &LocalImage, network: &str, subnet: S
         .map_err(|e| format!("cannot create the mock container for the service {name}: {e}"))?;
     let id = created.id;
     let fail = |docker: Docker, id: String, message: String| async move {
-        let logs = container_output(&docker, &id).await;
+        let logs = super::docker::output_tail(&docker, &id, 20).await;
         remove(&docker, &id).await;
         Err(if logs.is_empty() { message } else { format!("{message}\n== mock container output ==\n{logs}") })
     };
@@ -125,18 +126,6 @@ async fn answers(addr: SocketAddr) -> bool {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
     let Ok(client) = client else { return false };
     client.get(format!("http://{addr}/health")).send().await.is_ok_and(|r| r.status().is_success())
-}
-
-/// The container's last lines of output (the mock refuses bad flags there).
-async fn container_output(docker: &Docker, id: &str) -> String {
-    use futures::StreamExt;
-    let options = testcontainers::bollard::query_parameters::LogsOptionsBuilder::new().stdout(true).stderr(true).tail("20").build();
-    let mut stream = docker.logs(id, Some(options));
-    let mut text = String::new();
-    while let Some(Ok(chunk)) = stream.next().await {
-        text.push_str(&chunk.to_string());
-    }
-    text
 }
 
 /// Removes the container, best effort (it carries the suite's labels: the interrupt handler
