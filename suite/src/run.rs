@@ -319,9 +319,7 @@ impl Arrival {
         }
         self.schedule.timed.all_arrived().await;
     }
-}
 
-impl Arrival {
     /// This run's checks are done; when its stop would disturb the browser tier of the
     /// others (see [`Schedule::with_browser`]), wait until every run's are.
     async fn checked(&mut self, stop_changes_interfaces: bool) {
