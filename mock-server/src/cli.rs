@@ -77,13 +77,15 @@ impl Cli {
     }
 }
 
+/// What `--allow-from` may name: loopback, RFC 1918 and unique-local networks, or parts of them.
+const PRIVATE_NETWORKS: [&str; 5] = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
+
 /// Loopback binds are always allowed; any other address needs an access token, or peers
 /// limited to private networks (loopback, RFC 1918, unique-local: never the internet).
 pub fn check_bind(bind: IpAddr, access_token: Option<&str>, allow_from: &[ipnet::IpNet]) -> Result<(), String> {
-    let private = |net: &ipnet::IpNet| match net {
-        ipnet::IpNet::V4(n) => (n.network().is_private() || n.network().is_loopback()) && n.prefix_len() >= 8,
-        ipnet::IpNet::V6(n) => (n.network().segments()[0] & 0xfe00) == 0xfc00 && n.prefix_len() >= 7,
-    };
+    // The whole network must lie inside one of these (192.168.0.0/15 is not private: half of it
+    // is 192.169/16).
+    let private = |net: &ipnet::IpNet| PRIVATE_NETWORKS.iter().any(|p| p.parse::<ipnet::IpNet>().is_ok_and(|p| p.contains(net)));
     if let Some(public) = allow_from.iter().find(|n| !private(n)) {
         return Err(format!(
             "refusing --allow-from {public}: only loopback and private networks (10/8, 172.16/12, \

@@ -38,6 +38,9 @@ fn bind_rule(#[case] ip: &str, #[case] token: Option<&str>, #[case] allowed: boo
 #[case("0.0.0.0/0", false)]
 #[case("8.8.8.0/24", false)]
 #[case("10.0.0.0/7", false)]
+#[case("192.168.0.0/15", false)]
+#[case("172.16.0.0/11", false)]
+#[case("fc00::/6", false)]
 #[case("::/0", false)]
 fn allow_from_rule(#[case] net: &str, #[case] allowed: bool) {
     let nets = [net.parse().unwrap()];

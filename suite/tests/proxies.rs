@@ -263,5 +263,5 @@ async fn a_config_that_proxies_nothing_is_a_setup_error_at_once_with_the_version
 
 /// A backend where nothing listens (the run fails before it would matter).
 fn nowhere() -> suite::runtimes::Backend {
-    suite::runtimes::Backend::nth(0, "127.0.0.1:9".parse().unwrap(), Profile::Openchamber)
+    suite::runtimes::Backend { addr: "127.0.0.1:9".parse().unwrap(), instance: "mock-1".into(), profile: Profile::Openchamber }
 }

@@ -315,26 +315,18 @@ pub async fn streaming(target: &Target) -> Outcome {
     let late_note = late_first
         .map(|ms| format!("; a first upload reached the backend {ms:.0} ms after the second half was sent, measured again"))
         .unwrap_or_default();
-    match measured {
-        Streamed::Failed(actual, m) => info.outcome(Grade::Fail, expected, format!("{actual}{late_note}"), m),
-        Streamed::Ahead { ms, mut m } => {
-            if let Some(late) = late_first {
-                m["late_first_upload_ms"] = json!(late);
-            }
-            let actual = format!("the backend had the first bytes {ms:.0} ms before the second half was sent{late_note}");
-            info.outcome(Grade::Pass, expected, actual, m)
+    let (grade, actual, mut m) = match measured {
+        Streamed::Failed(actual, m) => (Grade::Fail, format!("{actual}{late_note}"), m),
+        Streamed::Ahead { ms, m } => (Grade::Pass, format!("the backend had the first bytes {ms:.0} ms before the second half was sent{late_note}"), m),
+        Streamed::Late { ms, m } => {
+            let twice = late_first.map(|first| format!(" (the first upload: {first:.0} ms)")).unwrap_or_default();
+            (Grade::Warn, format!("the backend saw the first byte only {ms:.0} ms after the second half was sent{twice}: the proxy buffered the whole body"), m)
         }
-        Streamed::Late { ms, mut m } => {
-            if let Some(late) = late_first {
-                m["late_first_upload_ms"] = json!(late);
-            }
-            let twice = if late_first.is_some() { format!(" (the first upload: {:.0} ms)", late_first.unwrap_or(0.0)) } else { String::new() };
-            let actual = format!(
-                "the backend saw the first byte only {ms:.0} ms after the second half was sent{twice}: the proxy buffered the whole body"
-            );
-            info.outcome(Grade::Warn, expected, actual, m)
-        }
+    };
+    if let Some(late) = late_first {
+        m["late_first_upload_ms"] = json!(late);
     }
+    info.outcome(grade, expected, actual, m)
 }
 
 /// One paused upload of `body.streaming`, judged.

@@ -66,13 +66,6 @@ pub struct Backend {
     pub profile: mock_server::Profile,
 }
 
-impl Backend {
-    /// The `i`-th (from 0) of a run's backends, as [`crate::backend::Backends`] names them.
-    pub fn nth(i: usize, addr: SocketAddr, profile: mock_server::Profile) -> Backend {
-        Backend { addr, instance: format!("mock-{}", i + 1), profile }
-    }
-}
-
 /// Where each backend listens on this machine.
 pub fn addrs(backends: &[Backend]) -> Vec<SocketAddr> {
     backends.iter().map(|b| b.addr).collect()

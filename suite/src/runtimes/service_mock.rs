@@ -110,8 +110,9 @@ pub async fn start(docker: &Docker, image: &LocalImage, network: &str, subnet: S
     };
     let mock = ServiceMock { name: name.to_string(), port, container_id: id.clone(), ip, instance: backend.instance.clone(), control_token: token };
     let deadline = Instant::now() + READY_WITHIN;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| format!("no HTTP client: {e}"))?;
     loop {
-        if answers(SocketAddr::from((ip, port))).await {
+        if answers(&client, SocketAddr::from((ip, port))).await {
             return Ok(mock);
         }
         if Instant::now() > deadline {
@@ -122,9 +123,7 @@ pub async fn start(docker: &Docker, image: &LocalImage, network: &str, subnet: S
 }
 
 /// Whether the mock at `addr` answers its health route.
-async fn answers(addr: SocketAddr) -> bool {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
-    let Ok(client) = client else { return false };
+async fn answers(client: &reqwest::Client, addr: SocketAddr) -> bool {
     client.get(format!("http://{addr}/health")).send().await.is_ok_and(|r| r.status().is_success())
 }
 
